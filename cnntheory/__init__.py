@@ -1,0 +1,22 @@
+"""cnntheory: learning dynamics of convolutional networks in the teacher-student setting.
+
+The public namespace only re-exports; each concept lives in its own module.
+"""
+
+import jax
+
+# Theory runs in float64 throughout (set once, at import; never inside a jitted function).
+jax.config.update("jax_enable_x64", True)
+
+from ._activations import ACTIVATIONS, Activation, get_activation  # noqa: E402
+from ._data import (  # noqa: E402
+    PatchMixture,
+    atoms_from_gram,
+    count_moments,
+    dirichlet_moments,
+    extract_patches,
+    shape_atoms,
+)
+from ._problem import TeacherStudent, shape_counting  # noqa: E402
+
+__version__ = "0.1.0"

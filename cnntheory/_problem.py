@@ -1,0 +1,201 @@
+r"""The teacher-student problem in order parameters: loss and gradient-flow right-hand side.
+
+Student `f(S) = sum_l v_l POOL_ij sigma(K_l . patch_ij / D)`, teacher `y(S)` the same with
+`v*`, `K*`, `phi`. Order parameters `m_lp = K_l . mu_p / D` and the head `v`; the teacher
+enters through its fixed overlaps `m*_lp`. Per-atom outputs
+
+$$a_p = \sum_l v_l\,\sigma(m_{lp}),\qquad b_p = \sum_l v^*_l\,\phi(m^*_{lp}),$$
+
+and the exact population loss is `L = 1/2 (a - b)^T C (a - b)` with `C` the moment
+matrix of the `PatchMixture`. Gradient flow `dK/dt = -eta_K grad_K L`,
+`dv/dt = -eta_v grad_v L` closes in `(m, v)`: with `r = C (a - b)`,
+
+$$\dot m_{lr} = -\frac{\eta_K}{D}\, v_l \sum_p \sigma'(m_{lp})\, r_p\, G_{pr},\qquad
+\dot v_l = -\eta_v \sum_p \sigma(m_{lp})\, r_p,$$
+
+i.e. `dm/dt = -(eta_K / D) (dL/dm) G`, `dv/dt = -eta_v dL/dv`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._activations import Activation, get_activation
+from ._data import PatchMixture, check_gram, shape_atoms
+from ._validate import is_concrete, require
+
+
+class TeacherStudent(eqx.Module):
+    """A two-layer CNN teacher-student problem on patch data, in order parameters.
+
+    **Arguments:**
+
+    - `mixture`: the `PatchMixture` (atoms, Dirichlet `alpha`, patch count, pooling).
+    - `teacher_head`: `v*`, shape `(L*,)`.
+    - `teacher_overlaps`: `m*`, shape `(L*, P)`; default the Gram matrix (teacher kernels
+      equal the atoms, `L* = P`).
+    - `teacher_activation`, `student_activation`: names from `cnntheory.ACTIVATIONS`.
+    - `lr_kernel`, `lr_head`: `eta_K`, `eta_v` (the seed's conventions are `eta_K = D`,
+      `eta_v = 1`).
+
+    The moment matrix `C` and the Gram matrix `G` are stored as fields (`moments`, `gram`),
+    so a problem with other moments (e.g. the empirical moments of a training set) is
+    `problem.with_moments(C_hat)`.
+    """
+
+    mixture: PatchMixture
+    teacher_head: Float[Array, " Lstar"]
+    teacher_overlaps: Float[Array, "Lstar P"]
+    lr_kernel: Float[Array, ""]
+    lr_head: Float[Array, ""]
+    moments: Float[Array, "P P"]
+    gram: Float[Array, "P P"]
+    teacher_activation: str = eqx.field(static=True)
+    student_activation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        mixture: PatchMixture,
+        teacher_head,
+        teacher_overlaps=None,
+        teacher_activation: str = "indicator",
+        student_activation: str = "relu",
+        lr_kernel=1.0,
+        lr_head=1.0,
+        moments=None,
+    ):
+        require(isinstance(mixture, PatchMixture), f"mixture must be a PatchMixture, got {type(mixture).__name__}")
+        self.teacher_activation = get_activation(teacher_activation).name
+        self.student_activation = get_activation(student_activation).name
+        P = mixture.num_atoms
+        gram = mixture.gram
+        teacher_head = jnp.asarray(teacher_head, dtype=float)
+        require(teacher_head.ndim == 1, f"teacher_head must be a vector (L*,), got shape {teacher_head.shape}")
+        if teacher_overlaps is None:
+            require(
+                teacher_head.shape == (P,),
+                f"teacher_head has {teacher_head.shape[0]} units but the default teacher (kernels = atoms) "
+                f"has L* = P = {P}; pass teacher_overlaps of shape (L*, {P}) or a head of length {P}",
+            )
+            if is_concrete(gram):
+                check_gram(gram, name="atom Gram matrix", unit_diagonal=self.teacher_activation == "indicator")
+            teacher_overlaps = gram
+        teacher_overlaps = jnp.asarray(teacher_overlaps, dtype=float)
+        require(
+            teacher_overlaps.shape == (teacher_head.shape[0], P),
+            f"teacher_overlaps must have shape (L*, P) = ({teacher_head.shape[0]}, {P}), got {teacher_overlaps.shape}",
+        )
+        moments = mixture.moments if moments is None else jnp.asarray(moments, dtype=float)
+        require(moments.shape == (P, P), f"moments must have shape (P, P) = ({P}, {P}), got {moments.shape}")
+        lr_kernel = jnp.asarray(lr_kernel, dtype=float)
+        lr_head = jnp.asarray(lr_head, dtype=float)
+        if is_concrete(lr_kernel, lr_head):
+            require(bool(np.all(np.asarray(lr_kernel) > 0)), f"lr_kernel must be > 0, got {lr_kernel}")
+            require(bool(np.all(np.asarray(lr_head) > 0)), f"lr_head must be > 0, got {lr_head}")
+        if is_concrete(moments):
+            check_gram(moments, name="moments")
+        self.mixture = mixture
+        self.teacher_head = teacher_head
+        self.teacher_overlaps = teacher_overlaps
+        self.lr_kernel = lr_kernel
+        self.lr_head = lr_head
+        self.moments = moments
+        self.gram = gram
+
+    # --- sizes and activations -------------------------------------------------------
+    @property
+    def num_atoms(self) -> int:
+        """`P`."""
+        return self.mixture.num_atoms
+
+    @property
+    def patch_dim(self) -> int:
+        """`D`."""
+        return self.mixture.patch_dim
+
+    @property
+    def sigma(self) -> Activation:
+        """The student activation."""
+        return get_activation(self.student_activation)
+
+    @property
+    def phi(self) -> Activation:
+        """The teacher activation."""
+        return get_activation(self.teacher_activation)
+
+    def with_moments(self, moments) -> "TeacherStudent":
+        """The same problem with another moment matrix `C` (e.g. empirical `C_hat`)."""
+        return TeacherStudent(
+            self.mixture,
+            self.teacher_head,
+            self.teacher_overlaps,
+            self.teacher_activation,
+            self.student_activation,
+            self.lr_kernel,
+            self.lr_head,
+            moments=moments,
+        )
+
+    def check_state(self, m, v) -> None:
+        """Raise `ValueError` unless `m` is `(L, P)` and `v` is `(L,)` for this problem."""
+        P = self.num_atoms
+        require(jnp.ndim(m) == 2 and jnp.shape(m)[1] == P, f"m must have shape (L, P) with P = {P}, got {jnp.shape(m)}")
+        require(jnp.shape(v) == (jnp.shape(m)[0],), f"v must have shape (L,) = ({jnp.shape(m)[0]},) to match m, got {jnp.shape(v)}")
+
+    # --- the theory -------------------------------------------------------------------
+    def teacher_outputs(self) -> Float[Array, " P"]:
+        """`b_p = sum_l v*_l phi(m*_lp)`: the teacher's output on a patch equal to atom `p`."""
+        return self.teacher_head @ self.phi(self.teacher_overlaps)
+
+    def student_outputs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " P"]:
+        """`a_p = sum_l v_l sigma(m_lp)`."""
+        return v @ self.sigma(m)
+
+    def residual(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " P"]:
+        """`r = C (a - b)`, the moment-weighted per-atom error."""
+        return self.moments @ (self.student_outputs(m, v) - self.teacher_outputs())
+
+    def loss(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, ""]:
+        """Exact population loss `1/2 (a - b)^T C (a - b)`."""
+        self.check_state(m, v)
+        e = self.student_outputs(m, v) - self.teacher_outputs()
+        return 0.5 * e @ self.moments @ e
+
+    def rhs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+        """Gradient-flow velocities `(dm/dt, dv/dt)` (closed form, module docstring)."""
+        self.check_state(m, v)
+        r = self.residual(m, v)
+        dm = -(self.lr_kernel / self.patch_dim) * (v[:, None] * self.sigma.derivative(m) * r[None, :]) @ self.gram
+        dv = -self.lr_head * self.sigma(m) @ r
+        return dm, dv
+
+
+def shape_counting(
+    overlap: float = 0.8,
+    alpha=(1.0, 1.0),
+    activation: str = "relu",
+    patches_per_side: int | None = None,
+    pooling: str = "mean",
+    k: int = 5,
+) -> TeacherStudent:
+    """The seed's shape-counting problem: `y = #X - #O` (up to pooling).
+
+    Atoms are the "X" and "O" of `shape_atoms(k, overlap)`, the teacher's kernels are the
+    atoms with `phi(m) = 1{m = 1}` and head `v* = (1, -1)`, and the learning rates follow
+    the seed (`eta_K = D`, `eta_v = 1`), so that `rhs` is literally equations (1)-(4) of
+    seed 000 (with `G` where the seed writes `m*`). Default: mean pooling and continuum
+    moments `E[rho rho^T]`, as the seed.
+    """
+    atoms = shape_atoms(k, overlap)
+    mixture = PatchMixture(atoms, alpha, patches_per_side, pooling)
+    return TeacherStudent(
+        mixture,
+        teacher_head=jnp.array([1.0, -1.0]),
+        teacher_activation="indicator",
+        student_activation=activation,
+        lr_kernel=float(k * k),
+        lr_head=1.0,
+    )
