@@ -1,0 +1,1 @@
+"""Subcommands of the `cnntheory` CLI, one module each (see `cnntheory._cli`)."""
