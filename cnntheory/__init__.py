@@ -18,5 +18,14 @@ from ._data import (  # noqa: E402
     shape_atoms,
 )
 from ._problem import TeacherStudent, shape_counting  # noqa: E402
+from ._solve import (  # noqa: E402
+    DIFFRAX_SOLVERS,
+    SCIPY_METHODS,
+    SolverError,
+    Trajectory,
+    solve,
+    solve_batch,
+    stack_problems,
+)
 
 __version__ = "0.1.0"
