@@ -1,0 +1,111 @@
+"""Patches, pooled patches and the streaming patch PCA against direct numpy references."""
+
+import jax
+import numpy as np
+import pytest
+
+import cnntheory.energy as E
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    return np.random.default_rng(0).standard_normal((5, 3, 9, 7)) + 0.5
+
+
+def test_patches_are_channel_row_col_rows_in_image_row_col_order(colour_images):
+    k = 3
+    patches = E.extract_all_patches(colour_images, k)
+    n, C, H, W = colour_images.shape
+    assert patches.shape == (n * (H - k + 1) * (W - k + 1), C * k * k)
+    ref = [colour_images[i, :, r : r + k, c : c + k].ravel() for i in range(n) for r in range(H - k + 1) for c in range(W - k + 1)]
+    np.testing.assert_array_equal(patches, np.array(ref))
+
+
+def test_patch_order_is_the_conv_weight_order(colour_images):
+    # a conv weight (K, C, k, k) flattened to (K, D) dotted with the patches is the convolution
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3))
+    out = jax.lax.conv_general_dilated(colour_images, w, (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    via_patches = E.extract_all_patches(colour_images, 3) @ w.reshape(4, -1).T
+    np.testing.assert_allclose(np.asarray(out).transpose(0, 2, 3, 1).reshape(-1, 4), via_patches, atol=1e-12)
+
+
+def test_grey_images_of_rank_3_are_one_channel():
+    x = np.random.default_rng(2).standard_normal((3, 6, 6))
+    np.testing.assert_array_equal(E.extract_all_patches(x, 2), E.extract_all_patches(x[:, None], 2))
+
+
+def test_pca_matches_eigh_of_the_patch_covariance(colour_images):
+    k = 2
+    pca = E.patch_pca(colour_images, k)
+    patches = E.extract_all_patches(colour_images, k)
+    cov = np.cov(patches, rowvar=False, bias=True)
+    evals, evecs = np.linalg.eigh(cov)
+    np.testing.assert_allclose(pca.lambdas**2, evals[::-1], rtol=1e-12, atol=1e-13)
+    # eigenvectors up to sign (the spectrum is simple for random data)
+    np.testing.assert_allclose(np.abs(pca.basis.T @ evecs[:, ::-1]), np.eye(cov.shape[0]), atol=1e-9)
+    # lambda_i is the standard deviation of the centred patches along u_i
+    coeffs = (patches - patches.mean(axis=0)) @ pca.basis
+    np.testing.assert_allclose(pca.lambdas, np.sqrt(np.mean(coeffs**2, axis=0)), rtol=1e-12)
+    np.testing.assert_allclose(pca.mean, patches.mean(axis=0), atol=1e-14)
+    assert pca.count == patches.shape[0] and np.all(np.diff(pca.lambdas) <= 0)
+    np.testing.assert_allclose(pca.covariance, cov, atol=1e-13)
+
+
+def test_streaming_chunks_and_generators_agree(colour_images):
+    whole = E.patch_pca(colour_images, 3, chunk_images=100)
+    chunked = E.patch_pca(colour_images, 3, chunk_images=2)
+    streamed = E.patch_pca((colour_images[i : i + 1] for i in range(5)), 3)
+    for other in (chunked, streamed):
+        np.testing.assert_allclose(other.lambdas, whole.lambdas, rtol=1e-12)
+        np.testing.assert_allclose(other.basis, whole.basis, atol=1e-10)
+        assert other.count == whole.count
+
+
+def test_large_offset_does_not_cancel():
+    # a mean 1e6 times the spread: the shifted accumulation keeps full relative accuracy
+    x = np.random.default_rng(3).standard_normal((4, 1, 8, 8))
+    a, b = E.patch_pca(x, 2, chunk_images=1), E.patch_pca(x + 1e6, 2, chunk_images=1)
+    np.testing.assert_allclose(b.lambdas, a.lambdas, rtol=1e-6)
+
+
+def test_pooled_patches_are_centred_mean_patches(colour_images):
+    k = 3
+    pooled = E.pooled_patches(colour_images, k)
+    per_image = E.extract_all_patches(colour_images, k).reshape(colour_images.shape[0], -1, 27).mean(axis=1)
+    np.testing.assert_allclose(pooled, per_image - per_image.mean(axis=0), atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "images, k, match",
+    [
+        (np.zeros((2, 1, 4, 4)), 5, "larger than the images"),
+        (np.zeros((4, 4)), 2, "rank 2"),
+        (np.zeros((1, 1, 1, 4, 4)), 2, "rank 5"),
+        (np.random.default_rng(0).standard_normal((1, 1, 3, 3)), 2, "too few patches"),
+        (np.zeros((2, 1, 4, 4)), 0, "positive integer"),
+    ],
+)
+def test_bad_input(images, k, match):
+    with pytest.raises(ValueError, match=match):
+        E.patch_pca(images, k)
+
+
+def test_non_finite_images_are_rejected():
+    x = np.zeros((2, 1, 4, 4))
+    x[0, 0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        E.extract_all_patches(x, 2)
+
+
+def test_bundled_data_shapes():
+    crops, labels = E.photo_crops(6, 10, seed=1)
+    assert crops.shape == (6, 3, 10, 10) and set(labels) == {0, 1} and 0 <= crops.min() and crops.max() <= 1
+    d, y = E.digits(20)
+    assert d.shape == (20, 1, 8, 8) and y.shape == (20,)
+    f = E.power_law_images(3, 16, channels=3, seed=0)
+    assert f.shape == (3, 3, 16, 16) and np.all(np.isfinite(f))
+    # a 1/f field concentrates its energy in the smooth (first) patch component
+    pca = E.patch_pca(E.power_law_images(20, 16, seed=0), 3)
+    assert pca.lambdas[0] > 3 * pca.lambdas[-1]
+    with pytest.raises(ValueError, match="dataset"):
+        E.load_dataset("cifar", 3)
