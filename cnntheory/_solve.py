@@ -245,32 +245,45 @@ def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, 
 # --- scipy -----------------------------------------------------------------------------
 
 
+def _unflat(problem, y):
+    P = problem.num_atoms
+    L = y.shape[0] // (P + 1)
+    return y[: L * P].reshape(L, P), y[L * P :]
+
+
+def _flat(m, v):
+    return jnp.concatenate([m.ravel(), v])
+
+
+# Module-level jitted functions of (problem, y, ...): compiled once per shape and reused
+# across solves (scipy calls them from Python at every stage, `t` never traced).
+def _flat_smooth(problem, y):
+    return _flat(*problem.rhs(*_unflat(problem, y)))
+
+
+def _flat_mode(problem, y, side, slide):
+    dm, dv, _ = mode_flow(problem, *_unflat(problem, y), Mode(side, slide))
+    return _flat(dm, dv)
+
+
+_SCIPY_FNS = {
+    "smooth": jax.jit(_flat_smooth),
+    "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
+    "mode": jax.jit(_flat_mode),
+    "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
+    "distances": jax.jit(lambda problem, y, side, slide: event_distances(problem, *_unflat(problem, y), Mode(side, slide)).ravel()),
+    "resolve": jax.jit(lambda problem, y, mode, hit: resolve_mode(problem, *_unflat(problem, y), mode, hit)),
+    "initial": jax.jit(lambda problem, y: initial_mode(problem, *_unflat(problem, y))),
+}
+
+
 class _ScipyFlow:
-    """Flat-state wrappers of the flow for scipy (jitted once: `t` is never traced)."""
+    """Flat-state callables of the flow of one problem, for scipy."""
 
     def __init__(self, problem: TeacherStudent, L: int):
-        P = problem.num_atoms
-        self.L, self.P = L, P
-
-        def unflat(y):
-            return y[: L * P].reshape(L, P), y[L * P :]
-
-        def flat_mode(y, side, slide):
-            dm, dv, _ = mode_flow(problem, *unflat(y), Mode(side, slide))
-            return jnp.concatenate([dm.ravel(), dv])
-
-        def flat_smooth(y):
-            dm, dv = problem.rhs(*unflat(y))
-            return jnp.concatenate([dm.ravel(), dv])
-
-        self.unflat = unflat
-        self.smooth = jax.jit(flat_smooth)
-        self.smooth_jac = jax.jit(jax.jacfwd(flat_smooth))
-        self.mode = jax.jit(flat_mode)
-        self.mode_jac = jax.jit(jax.jacfwd(flat_mode))
-        self.distances = jax.jit(lambda y, side, slide: event_distances(problem, *unflat(y), Mode(side, slide)).ravel())
-        self.resolve = jax.jit(lambda y, mode, hit: resolve_mode(problem, *unflat(y), mode, hit))
-        self.initial = jax.jit(lambda y: initial_mode(problem, *unflat(y)))
+        self.L, self.P = L, problem.num_atoms
+        for name, fn in _SCIPY_FNS.items():
+            setattr(self, name, lambda *a, _fn=fn: _fn(problem, *a))
 
 
 def _scipy_divergence_event(t, y):
