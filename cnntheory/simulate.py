@@ -1,0 +1,574 @@
+r"""Finite-sample simulation: the student CNN trained for real, in JAX.
+
+The student of a `TeacherStudent` problem, as an actual network on `d x d` images:
+
+$$f(S) = \sum_l v_l \,\mathrm{POOL}_{ij}\, \sigma\!\big(K_l \cdot \wp_{ij}(S) / D\big),$$
+
+with the patch products computed by a strided convolution
+(`jax.lax.conv_general_dilated`, stride `k`, no padding), and the labels `y(S)` from the
+teacher network (kernels `K*`, activation `phi`, head `v*`) on the same images. Squared
+loss `1/2 mean_i (f_i - y_i)^2`, plain gradient descent with the problem's multipliers:
+
+$$K \leftarrow K - \mathrm{lr}\,\eta_K\,\nabla_K \mathcal{L},\qquad
+v \leftarrow v - \mathrm{lr}\,\eta_v\,\nabla_v \mathcal{L},$$
+
+so one step is one explicit Euler step of the order-parameter flow with `dt = lr`, and the
+ODE time after `s` steps is `t = lr * s` (DESIGN.md §2). Three modes, three levels of
+exactness:
+
+- `"population"`: descent on the exact population loss
+  `1/2 (a - b)^T C (a - b)`, where the per-atom outputs `a_p`, `b_p` are the real student
+  and teacher networks evaluated (by the same convolution) on single-atom images and `C` is
+  `problem.moments`. Nothing is shared with the closed-form `problem.rhs` except `C`: the
+  gradient is `jax.grad` of the network. Equals the ODE's Euler map to round-off.
+- `"fullbatch"`: descent on `num_train` sampled images. Because every patch is an atom,
+  the empirical loss is exactly `1/2 (a - b)^T C_hat (a - b)` with
+  `C_hat = mean_i n~_i n~_i^T` (`n~` the pooled counts): `empirical_problem` gives the
+  finite-data ODE that this mode follows to round-off.
+- `"online"`: SGD with a fresh batch of `batch_size` images every step. The seed mean
+  tends to the ODE as `lr -> 0`, with bias `O(lr)` and fluctuations `O(sqrt(lr / B))`.
+
+The order parameters are measured from the kernels, `m = K mu^T / D`. Initial kernels are
+built from the requested `(m0, v0)` plus a random part orthogonal to the atoms (which never
+moves and never matters: every patch is an atom), so theory and simulation start at the
+same point. Steps run in `lax.scan`, seeds in `vmap`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._activations import Activation
+from ._problem import TeacherStudent
+from ._validate import require, require_finite
+
+__all__ = [
+    "MODES",
+    "Simulation",
+    "SimulationDiverged",
+    "empirical_moments",
+    "empirical_problem",
+    "init_kernels",
+    "network",
+    "simulate",
+    "teacher_kernels",
+]
+
+MODES = ("population", "fullbatch", "online")
+
+
+class SimulationDiverged(RuntimeError):
+    """A simulated run blew up (non-finite or huge loss or parameters).
+
+    Attributes: `step` (first diverged step), `seed` (its seed index), `lr`.
+    """
+
+    def __init__(self, message: str, *, step: int, seed: int, lr: float):
+        super().__init__(message)
+        self.step = step
+        self.seed = seed
+        self.lr = lr
+
+
+class Simulation(eqx.Module):
+    """Recorded simulated training: `Trajectory`-like fields with a leading seed axis `S`.
+
+    - `t`: `(T,)` ODE times `lr * step` of the records (steps `0, r, 2r, ...`).
+    - `m`: `(S, T, L, P)` measured order parameters `K mu^T / D`; `v`: `(S, T, L)`.
+    - `loss`: `(S, T)` the exact population loss `problem.loss(m, v)` at the measured state,
+      directly comparable with `Trajectory.loss`.
+    - `train_loss`: `(S, T)` the loss being descended: the population loss (`population`),
+      the training-set loss (`fullbatch`), the loss on a fresh batch of `B` images
+      (`online`).
+    - `test_loss`: `(S, T)` loss on the held-out test set (shared by the seeds), or `None`.
+    - `label_values`: `(V,)` the distinct teacher labels of the test set;
+      `label_counts`: `(V, P)` the mean pooled counts `n~` of the test images with that
+      label; `predictions`: `(S, T, V)` the student's mean prediction on them (the seed's
+      "not just classification" view). Theory: `label_counts @ a(t)`, see
+      `cnntheory.compare.theory_predictions`. `None` without a test set.
+    - `train_moments`: `(S, P, P)` the empirical `C_hat` of each seed's training set
+      (`fullbatch` only, else `None`).
+    - `status`: `(S,)` 0 finished, 1 diverged; `diverged_at`: `(S,)` first diverged step
+      (-1 if none). Records at and after it are NaN. `message`: a summary line.
+    - `mode`, `lr`, `batch_size`, `num_train`, `num_test`, `record_every`, `steps`: the
+      parameters of the run.
+    """
+
+    t: Float[Array, " T"]
+    m: Float[Array, "S T L P"]
+    v: Float[Array, "S T L"]
+    loss: Float[Array, "S T"]
+    train_loss: Float[Array, "S T"]
+    test_loss: Float[Array, "S T"] | None
+    label_values: Float[Array, " V"] | None
+    label_counts: Float[Array, "V P"] | None
+    predictions: Float[Array, "S T V"] | None
+    train_moments: Float[Array, "S P P"] | None
+    status: Int[Array, " S"]
+    diverged_at: Int[Array, " S"]
+    message: str = eqx.field(static=True)
+    mode: str = eqx.field(static=True)
+    lr: float = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
+    num_train: int | None = eqx.field(static=True)
+    num_test: int = eqx.field(static=True)
+    record_every: int = eqx.field(static=True)
+    steps: int = eqx.field(static=True)
+
+    @property
+    def num_seeds(self) -> int:
+        """`S`."""
+        return self.m.shape[0]
+
+    def seed_mean(self, name: str) -> Array:
+        """Mean over seeds of field `name` (e.g. `"m"`), shape without the seed axis."""
+        return jnp.mean(getattr(self, name), axis=0)
+
+    def seed_std(self, name: str) -> Array:
+        """Standard deviation over seeds (`ddof=1`; zeros for one seed)."""
+        x = getattr(self, name)
+        return jnp.std(x, axis=0, ddof=1) if x.shape[0] > 1 else jnp.zeros_like(x[0])
+
+
+# --- the networks ----------------------------------------------------------------------
+
+
+def _with_registry_derivative(act: Activation):
+    """`act` with `act.derivative` as its JAX derivative.
+
+    `jnp.maximum(x, 0)` differentiates to 1/2 at 0, the registry (and `jax.nn.relu`) to 0;
+    gradient descent must use the derivative the ODE uses, bit for bit.
+    """
+
+    @jax.custom_jvp
+    def fn(x):
+        return act.fn(x)
+
+    @fn.defjvp
+    def _jvp(primals, tangents):
+        (x,), (dx,) = primals, tangents
+        return act.fn(x), act.derivative(x) * dx
+
+    return fn
+
+
+def network(
+    kernels: Float[Array, "L D"],
+    head: Float[Array, " L"],
+    images: Float[Array, "n d d"],
+    activation: Activation,
+    pooling: str,
+) -> Float[Array, " n"]:
+    """`sum_l head_l POOL_ij act(kernels_l . patch_ij / D)` by a stride-`k` convolution.
+
+    Images `(n, d, d)` with `d` a multiple of `k = sqrt(D)`; `pooling` `"sum"` or `"mean"`.
+    """
+    L, D = kernels.shape
+    k = math.isqrt(D)
+    weights = kernels.reshape(L, 1, k, k)  # OIHW
+    x = images[:, None, :, :]  # NCHW
+    pre = jax.lax.conv_general_dilated(x, weights, window_strides=(k, k), padding="VALID") / D
+    act = _with_registry_derivative(activation)(pre)  # (n, L, M, M)
+    pooled = jnp.sum(act, axis=(2, 3)) if pooling == "sum" else jnp.mean(act, axis=(2, 3))
+    return pooled @ head
+
+
+def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
+    """Teacher kernels `K*` realising `problem.teacher_overlaps` on the atoms.
+
+    The default teacher (overlaps = Gram) has `K* = mu`, the atoms themselves. Custom
+    overlaps only fix `K*` on the atoms' span; the in-span choice is
+    `K* = m* G^+ mu` (minimum norm), which reproduces `m*` when its rows lie in the row
+    space of `G` (always, for linearly independent atoms).
+    """
+    atoms = problem.mixture.atoms
+    overlaps = problem.teacher_overlaps
+    if overlaps.shape == problem.gram.shape and bool(jnp.all(overlaps == problem.gram)):
+        return atoms
+    K_star = overlaps @ jnp.linalg.pinv(problem.gram) @ atoms
+    err = float(jnp.max(jnp.abs(K_star @ atoms.T / problem.patch_dim - overlaps)))
+    require(
+        err < 1e-8,
+        f"teacher_overlaps cannot be realised by teacher kernels (residual {err:.2e}): "
+        "their rows must lie in the row space of the atom Gram matrix",
+    )
+    return K_star
+
+
+def init_kernels(
+    problem: TeacherStudent,
+    m0: Float[Array, "L P"],
+    key: PRNGKeyArray,
+    scale: float = 1.0,
+) -> Float[Array, "L D"]:
+    """Kernels `K` with `K mu^T / D = m0` exactly (up to round-off).
+
+    `K = m0 G^+ mu + scale * Z_perp`, with `Z_perp` a standard Gaussian `(L, D)` projected
+    onto the orthogonal complement of the atoms' span (it never moves under training and
+    never changes an output). Rows of `m0` must lie in the row space of `G`.
+    """
+    atoms = problem.mixture.atoms
+    in_span = m0 @ jnp.linalg.pinv(problem.gram) @ atoms
+    z = jax.random.normal(key, in_span.shape, dtype=in_span.dtype)
+    projector = jnp.linalg.pinv(atoms) @ atoms  # onto span(mu), (D, D)
+    return in_span + scale * (z - z @ projector)
+
+
+# --- finite-data theory ----------------------------------------------------------------
+
+
+def empirical_moments(problem: TeacherStudent, counts: Int[Array, "n P"]) -> Float[Array, "P P"]:
+    """`C_hat = mean_i n~_i n~_i^T` of a training set (`n~`: pooled counts)."""
+    pooled = problem.mixture.pooled_counts(counts)
+    return pooled.T @ pooled / pooled.shape[0]
+
+
+def empirical_problem(problem: TeacherStudent, counts: Int[Array, "n P"]) -> TeacherStudent:
+    """The finite-data problem: `problem` with `C_hat` of the training set `counts`.
+
+    Its flow is what `fullbatch` gradient descent on those images follows (its Euler map
+    with `dt = lr`, to round-off).
+    """
+    return problem.with_moments(empirical_moments(problem, counts))
+
+
+# --- the simulation ----------------------------------------------------------------------
+
+
+def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds):
+    require(isinstance(problem, TeacherStudent), f"problem must be a TeacherStudent, got {type(problem).__name__}")
+    require(mode in MODES, f"mode must be one of {MODES}, got {mode!r}")
+    problem.check_state(m0, v0)
+    require_finite("m0", m0)
+    require_finite("v0", v0)
+    require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0 (the ODE time step), got {lr}")
+    require((steps is None) != (t1 is None), "give exactly one of steps (number of updates) or t1 (ODE time = lr * steps)")
+    if steps is None:
+        require(np.isfinite(t1) and t1 > 0, f"t1 must be > 0, got {t1}")
+        steps = int(round(t1 / lr))
+        require(
+            abs(steps * lr - t1) <= 1e-9 * max(1.0, t1),
+            f"t1={t1} is not a whole number of steps of lr={lr}: choose t1 a multiple of lr, or pass steps",
+        )
+    require(isinstance(steps, (int, np.integer)) and steps >= 1, f"steps must be a positive integer, got {steps!r}")
+    require(
+        isinstance(record_every, (int, np.integer)) and record_every >= 1,
+        f"record_every must be a positive integer, got {record_every!r}",
+    )
+    require(steps % record_every == 0, f"steps={steps} must be a multiple of record_every={record_every}")
+    require(isinstance(num_seeds, (int, np.integer)) and num_seeds >= 1, f"num_seeds must be >= 1, got {num_seeds!r}")
+    if mode == "online":
+        require(
+            isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
+            f"online mode needs batch_size >= 1 (images per SGD step), got {batch_size!r}",
+        )
+    if mode == "fullbatch":
+        require(
+            isinstance(num_train, (int, np.integer)) and num_train >= 1,
+            f"fullbatch mode needs num_train >= 1 (training images), got {num_train!r}",
+        )
+    require(isinstance(num_test, (int, np.integer)) and num_test >= 0, f"num_test must be >= 0, got {num_test!r}")
+    if mode != "population" or num_test > 0:
+        require(
+            problem.mixture.patches_per_side is not None,
+            f"mode={mode!r} with num_test={num_test} samples images, which needs a finite patches_per_side "
+            "(the continuum mixture has none); use mode='population' with num_test=0",
+        )
+    return int(steps)
+
+
+def _atom_images(atoms: Float[Array, "P D"]) -> Float[Array, "P k k"]:
+    k = math.isqrt(atoms.shape[1])
+    return atoms.reshape(-1, k, k)
+
+
+def _label_groups(labels: np.ndarray, pooled: np.ndarray):
+    """Group test images by label value: ids `(n,)`, values `(V,)`, mean counts `(V, P)`."""
+    # Labels are sums of a few teacher outputs: distinct values are far apart, round-off is not.
+    values, ids = np.unique(np.round(labels, 8), return_inverse=True)
+    sizes = np.bincount(ids, minlength=len(values))
+    mean_counts = np.stack([pooled[ids == g].mean(axis=0) for g in range(len(values))])
+    return ids, values, mean_counts, sizes
+
+
+class _Setup(eqx.Module):
+    """Everything a seed's run needs that is not its state."""
+
+    problem: TeacherStudent
+    teacher: Float[Array, "Lstar D"]
+    lr: Float[Array, ""]
+    max_loss: Float[Array, ""]
+    test_images: Float[Array, "nt d d"] | None
+    test_labels: Float[Array, " nt"] | None
+    group_ids: Int[Array, " nt"] | None
+    group_sizes: Float[Array, " V"] | None
+    mode: str = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
+    dtype: object = eqx.field(static=True)
+
+    def student(self, params, images):
+        K, v = params
+        return network(K, v, images, self.problem.sigma, self.problem.mixture.pooling)
+
+    def labels(self, images):
+        return network(
+            self.teacher, self.problem.teacher_head.astype(self.dtype), images, self.problem.phi, self.problem.mixture.pooling
+        )
+
+    def image_loss(self, params, images, labels):
+        return 0.5 * jnp.mean((self.student(params, images) - labels) ** 2)
+
+    def population_loss(self, params):
+        """`1/2 (a - b)^T C (a - b)`, `a`, `b` from the networks on single-atom images."""
+        atoms = _atom_images(self.problem.mixture.atoms.astype(self.dtype))
+        e = self.student(params, atoms) - self.labels(atoms)
+        return 0.5 * e @ self.problem.moments.astype(self.dtype) @ e
+
+    def batch(self, key):
+        images, _ = self.problem.mixture.sample(key, self.batch_size)
+        images = images.astype(self.dtype)
+        return images, self.labels(images)
+
+    def objective(self, params, key, train):
+        """The loss gradient descent follows at this step."""
+        if self.mode == "population":
+            return self.population_loss(params)
+        if self.mode == "fullbatch":
+            return self.image_loss(params, *train)
+        return self.image_loss(params, *self.batch(key))
+
+    def step(self, state, train):
+        params, key, step, diverged_at = state
+        key, sub = jax.random.split(key)
+        loss, (gK, gv) = jax.value_and_grad(self.objective)(params, sub, train)
+        K, v = params
+        eta_K = self.problem.lr_kernel.astype(self.dtype)
+        eta_v = self.problem.lr_head.astype(self.dtype)
+        new = (K - self.lr * eta_K * gK, v - self.lr * eta_v * gv)
+        finite = jnp.all(jnp.isfinite(new[0])) & jnp.all(jnp.isfinite(new[1]))
+        bad = ~(finite & jnp.isfinite(loss) & (loss < self.max_loss))
+        newly = bad & (diverged_at < 0)
+        diverged_at = jnp.where(newly, step, diverged_at)
+        # A diverged run is frozen (and its records masked to NaN afterwards), so no NaN or
+        # overflow propagates silently.
+        keep = diverged_at >= 0
+        params = jax.tree.map(lambda old, nw: jnp.where(keep, old, nw), params, new)
+        return (params, key, step + 1, diverged_at)
+
+    def record(self, state, train):
+        params, key, step, _ = state
+        K, v = params
+        m = K @ self.problem.mixture.atoms.astype(self.dtype).T / self.problem.patch_dim
+        rec = {"m": m, "v": v, "loss": self.problem.loss(m.astype(float), v.astype(float))}
+        if self.mode == "online":
+            rec["train_loss"] = self.image_loss(params, *self.batch(jax.random.fold_in(key, 1)))
+        else:
+            rec["train_loss"] = self.objective(params, key, train)
+        if self.test_images is not None:
+            pred = self.student(params, self.test_images)
+            rec["test_loss"] = 0.5 * jnp.mean((pred - self.test_labels) ** 2)
+            rec["predictions"] = jax.ops.segment_sum(pred, self.group_ids, self.group_sizes.shape[0]) / self.group_sizes
+        return rec
+
+
+@eqx.filter_jit
+def _advance(setup: _Setup, states, train, num_records: int, record_every: int):
+    """`num_records` chunks of `record_every` steps for every seed; records after each chunk."""
+
+    def one_seed(state, train):
+        def chunk(state, _):
+            state = jax.lax.fori_loop(0, record_every, lambda _, s: setup.step(s, train), state)
+            return state, setup.record(state, train)
+
+        return jax.lax.scan(chunk, state, None, length=num_records)
+
+    return jax.vmap(one_seed)(states, train)
+
+
+@eqx.filter_jit
+def _sample_labelled(setup: _Setup, key, num: int):
+    """`num` images, their teacher labels and counts."""
+    images, counts = setup.problem.mixture.sample(key, num)
+    images = images.astype(setup.dtype)
+    return images, setup.labels(images), counts
+
+
+@eqx.filter_jit
+def _seed_starts(setup: _Setup, m0, v0, keys, init_scale, num_train):
+    """Initial state of every seed (and its training set, in `fullbatch` mode)."""
+
+    def one(key):
+        k_init, k_train, k_run = jax.random.split(key, 3)
+        K = init_kernels(setup.problem, m0, k_init, init_scale).astype(setup.dtype)
+        state = ((K, v0.astype(setup.dtype)), k_run, jnp.asarray(0), jnp.asarray(-1))
+        train = _sample_labelled(setup, k_train, num_train) if setup.mode == "fullbatch" else None
+        return state, train
+
+    return jax.vmap(one)(keys)
+
+
+@eqx.filter_jit
+def _start(setup: _Setup, states, train):
+    return jax.vmap(setup.record)(states, train)
+
+
+def simulate(
+    problem: TeacherStudent,
+    m0: Float[Array, "L P"],
+    v0: Float[Array, " L"],
+    *,
+    mode: str,
+    lr: float,
+    key: PRNGKeyArray,
+    steps: int | None = None,
+    t1: float | None = None,
+    num_seeds: int = 1,
+    batch_size: int | None = None,
+    num_train: int | None = None,
+    num_test: int = 1024,
+    record_every: int = 1,
+    init_scale: float = 1.0,
+    dtype=jnp.float64,
+    max_loss: float = 1e12,
+    throw: bool = True,
+    progress: bool = False,
+    num_chunks: int = 20,
+) -> Simulation:
+    """Train the student CNN of `problem` from `(m0, v0)` and record it.
+
+    **Arguments:**
+
+    - `problem`: the `TeacherStudent` problem (its mixture must have a finite
+      `patches_per_side` unless `mode="population"` and `num_test=0`).
+    - `m0`, `v0`: initial order parameters `(L, P)` and head `(L,)`; every seed starts
+      there exactly (`init_kernels`, random out-of-span part of size `init_scale`).
+    - `mode`: `"population"`, `"fullbatch"` or `"online"` (module docstring).
+    - `lr`: the step, in ODE time (`K -= lr eta_K grad_K`, `v -= lr eta_v grad_v`).
+    - `key`: a JAX PRNG key; `num_seeds` independent runs (own out-of-span init, training
+      set, SGD batches), `vmap`ped. The test set comes from `key` and is shared.
+    - `steps` or `t1`: how long (`t1 = lr * steps`).
+    - `batch_size`: `B` for `online`; `num_train`: training images for `fullbatch`;
+      `num_test`: held-out images for `test_loss` and `predictions` (0: none).
+    - `record_every`: `r`, steps between records (records at steps `0, r, ..., steps`).
+    - `dtype`: `jnp.float64` (default) or `jnp.float32` for the network and its
+      parameters (labels included: the indicator teacher's tolerance absorbs float32
+      round-off). `loss` is always evaluated in float64.
+    - `max_loss`: a step whose loss exceeds it, or that makes anything non-finite, is a
+      divergence. `throw=True` raises `SimulationDiverged` naming the step and `lr`;
+      `throw=False` returns with `status`, `diverged_at`, `message` set.
+    - `progress`: show a tqdm bar over `num_chunks` chunks of the run.
+
+    **Returns:** a `Simulation`.
+    """
+    m0 = jnp.asarray(m0, dtype=float)
+    v0 = jnp.asarray(v0, dtype=float)
+    steps = _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds)
+    dtype = jnp.dtype(dtype)
+    require(dtype in (jnp.float32, jnp.float64), f"dtype must be float32 or float64, got {dtype}")
+    k_test, k_seeds = jax.random.split(key)
+    seed_keys = jax.random.split(k_seeds, num_seeds)
+
+    setup = _Setup(
+        problem=problem,
+        teacher=teacher_kernels(problem).astype(dtype),
+        lr=jnp.asarray(lr, dtype=dtype),
+        max_loss=jnp.asarray(max_loss, dtype=dtype),
+        test_images=None,
+        test_labels=None,
+        group_ids=None,
+        group_sizes=None,
+        mode=mode,
+        batch_size=int(batch_size) if mode == "online" else None,
+        dtype=dtype,
+    )
+    groups = None
+    if num_test > 0:
+        test_images, test_labels, test_counts = _sample_labelled(setup, k_test, int(num_test))
+        groups = _label_groups(np.asarray(test_labels, dtype=float), np.asarray(problem.mixture.pooled_counts(test_counts)))
+        setup = eqx.tree_at(
+            lambda s: (s.test_images, s.test_labels, s.group_ids, s.group_sizes),
+            setup,
+            (test_images, test_labels, jnp.asarray(groups[0]), jnp.asarray(groups[3], dtype=dtype)),
+            is_leaf=lambda x: x is None,
+        )
+
+    states, train = _seed_starts(setup, m0, v0, seed_keys, init_scale, num_train)
+    train_moments = None
+    if mode == "fullbatch":
+        train_moments = jax.vmap(lambda c: empirical_moments(problem, c))(train[2])
+        train = train[:2]
+
+    records = [jax.tree.map(lambda x: x[:, None], _start(setup, states, train))]
+    num_records = steps // record_every
+    sizes = [len(c) for c in np.array_split(np.arange(num_records), min(num_chunks, num_records)) if len(c)]
+    if not progress:
+        sizes = [num_records]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"simulate ({mode})", unit="step")
+    for size in sizes:
+        states, rec = _advance(setup, states, train, size, int(record_every))
+        records.append(rec)
+        if bar is not None:
+            bar.update(size * record_every)
+    if bar is not None:
+        bar.close()
+    rec = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *records)
+    return _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, batch_size, num_train, num_test, throw)
+
+
+def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, batch_size, num_train, num_test, throw):
+    diverged_at = states[3]
+    record_steps = jnp.arange(rec["m"].shape[1]) * record_every
+    # A record at step s holds the state after s updates: NaN from the first bad update on.
+    dead = (diverged_at[:, None] >= 0) & (record_steps[None, :] > diverged_at[:, None])
+
+    def mask(x):
+        shape = dead.shape + (1,) * (x.ndim - 2)
+        return jnp.where(dead.reshape(shape), jnp.nan, x)
+
+    rec = {name: mask(x) for name, x in rec.items()}
+    status = (diverged_at >= 0).astype(int)
+    bad = np.flatnonzero(np.asarray(status))
+    if bad.size:
+        seed = int(bad[np.argmin(np.asarray(diverged_at)[bad])])
+        step = int(diverged_at[seed])
+        message = (
+            f"{mode} simulation diverged in {bad.size} of {status.shape[0]} seeds: first seed {seed} at step {step} "
+            f"(t = {step * lr:g}) with lr={lr:g}; gradient descent is unstable at this step size, reduce lr"
+        )
+        if throw:
+            raise SimulationDiverged(message, step=step, seed=seed, lr=float(lr))
+    else:
+        message = f"{mode} simulation finished: {steps} steps of lr={lr:g} (t1 = {steps * lr:g})"
+    has_test = "test_loss" in rec
+    return Simulation(
+        t=jnp.asarray(record_steps * lr, dtype=float),
+        m=rec["m"],
+        v=rec["v"],
+        loss=rec["loss"],
+        train_loss=rec["train_loss"],
+        test_loss=rec["test_loss"] if has_test else None,
+        label_values=jnp.asarray(groups[1]) if has_test else None,
+        label_counts=jnp.asarray(groups[2]) if has_test else None,
+        predictions=rec["predictions"] if has_test else None,
+        train_moments=train_moments,
+        status=status,
+        diverged_at=diverged_at,
+        message=message,
+        mode=mode,
+        lr=float(lr),
+        batch_size=int(batch_size) if mode == "online" else None,
+        num_train=int(num_train) if mode == "fullbatch" else None,
+        num_test=int(num_test),
+        record_every=int(record_every),
+        steps=int(steps),
+    )
