@@ -1,0 +1,54 @@
+"""Figures of order-parameter trajectories (matplotlib)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ._solve import Trajectory
+
+
+def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True):
+    """`m_lp(t)` (solid) and `v_l(t)` (dashed) of one solve on `ax`."""
+    ax = ax or plt.gca()
+    t = np.asarray(traj.t)
+    m, v = np.asarray(traj.m), np.asarray(traj.v)
+    L, P = m.shape[1:]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for l in range(L):
+        for p in range(P):
+            ax.plot(t, m[:, l, p], color=colors[(l * P + p) % len(colors)], lw=1.6, label=f"$m_{{{l + 1}{p + 1}}}$")
+    for l in range(L):
+        ax.plot(t, v[:, l], color="0.25", ls=("--", ":", "-.")[l % 3], lw=1.4, label=f"$v_{{{l + 1}}}$")
+    ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+    ax.set_xlabel("time $t$")
+    ax.set_ylabel("order parameters")
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(ncol=2, fontsize=8, frameon=False)
+    return ax
+
+
+def plot_loss(traj: Trajectory, ax=None, *, label: str | None = None):
+    """Population loss on a log scale."""
+    ax = ax or plt.gca()
+    loss = np.asarray(traj.loss)
+    ax.semilogy(np.asarray(traj.t), np.where(loss > 0, loss, np.nan), lw=1.6, label=label)
+    ax.set_xlabel("time $t$")
+    ax.set_ylabel(r"loss $\mathcal{L}$")
+    return ax
+
+
+def trajectory_figure(trajs: dict[str, Trajectory], *, suptitle: str | None = None):
+    """One column per trajectory: order parameters on top, loss below."""
+    n = len(trajs)
+    fig, axes = plt.subplots(2, n, figsize=(5.0 * n, 6.0), sharex="col", gridspec_kw={"height_ratios": [2.2, 1]}, squeeze=False)
+    for j, (name, traj) in enumerate(trajs.items()):
+        plot_order_parameters(traj, axes[0, j], title=name, legend=(j == n - 1))
+        plot_loss(traj, axes[1, j])
+        axes[0, j].set_xlabel("")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
