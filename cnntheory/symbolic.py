@@ -548,6 +548,15 @@ def stationary_points_linear(flow: SymbolicFlow) -> list[dict]:
     With `sigma(x) = x` the RHS is polynomial (cubic) in `(m, v)`, and `sympy.solve` gives
     the solution families as dicts `{state symbol: expression}`; symbols of the state that
     a dict leaves out are free (the set of minima `v^T m = b` is a manifold, not a point).
+    Float parameters are replaced by their exact binary rationals first. The list is what
+    `sympy.solve` returns (families on which it divides by a state variable are generic).
     """
     require(flow.activation == "linear", f"stationary_points_linear needs activation='linear', got {flow.activation!r}")
-    return sp.solve(list(flow.rhs), list(flow.state), dict=True)
+    # Floats make sympy.solve drop solution families (rounded products such as C G b make
+    # the equations inconsistent): re-derive with the parameters' exact binary values.
+    def q(x):
+        return x.applyfunc(lambda e: sp.nsimplify(e, rational=True)) if isinstance(x, sp.MatrixBase) else sp.nsimplify(x, rational=True)
+
+    fields = ("moments", "gram", "teacher_head", "teacher_overlaps", "lr_kernel", "lr_head", "patch_dim")
+    exact = derive(*flow.sizes, flow.activation, flow.teacher_activation, **{f: q(getattr(flow, f)) for f in fields})
+    return sp.solve(list(exact.rhs), list(exact.state), dict=True)
