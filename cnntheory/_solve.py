@@ -314,10 +314,8 @@ def _entry_events(flow: _ScipyFlow, mode: Mode):
 
 
 def _scipy_segment(flow, fun, jac, t, t1, y, ts, method, rtol, atol, events):
-    implicit = method in ("Radau", "BDF", "LSODA")
-    return scipy.integrate.solve_ivp(
-        fun, (t, t1), y, method=method, t_eval=ts, rtol=rtol, atol=atol, events=events, jac=jac if implicit else None
-    )
+    implicit = {"jac": jac} if method in ("Radau", "BDF", "LSODA") else {}
+    return scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=ts, rtol=rtol, atol=atol, events=events, **implicit)
 
 
 def _scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid):
