@@ -18,6 +18,7 @@ output for `max_steps` steps up front).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
@@ -131,10 +132,11 @@ def _smooth_vector_field(t, y, problem):
     return problem.rhs(*y)
 
 
-def _diffrax_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments):
+def _diffrax_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
     del max_segments
+    field = _smooth_vector_field if rhs is None else (lambda t, y, args: rhs(*y))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_smooth_vector_field),
+        diffrax.ODETerm(field),
         DIFFRAX_SOLVERS[solver_name](),
         t0,
         t1,
@@ -174,7 +176,8 @@ def _mode_events(L, P):
     return diffrax.Event(cond_fns, optx.Newton(rtol=1e-12, atol=1e-14), direction=directions)
 
 
-def _diffrax_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments):
+def _diffrax_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
+    del rhs  # the hybrid scheme integrates the mode flows of `problem` itself
     L, P = m0.shape
     T = ts.shape[0]
     solver = DIFFRAX_SOLVERS[solver_name]()
@@ -230,9 +233,9 @@ def _diffrax_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_na
 
 
 @eqx.filter_jit
-def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched):
+def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
     core = _diffrax_filippov if hybrid else _diffrax_smooth
-    kwargs = dict(solver_name=solver_name, max_steps=max_steps, max_segments=max_segments)
+    kwargs = dict(solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs)
 
     def one(problem, m0, v0):
         return core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, **kwargs)
@@ -318,9 +321,12 @@ def _scipy_segment(flow, fun, jac, t, t1, y, ts, method, rtol, atol, events):
     return scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=ts, rtol=rtol, atol=atol, events=events, **implicit)
 
 
-def _scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid):
+def _scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs=None):
     L, P = m0.shape
     flow = _ScipyFlow(problem, L)
+    if rhs is not None:
+        custom = jax.jit(lambda y: _flat(*rhs(*_unflat(problem, y))))
+        flow.smooth, flow.smooth_jac = custom, jax.jit(jax.jacfwd(lambda y: _flat(*rhs(*_unflat(problem, y)))))
     y = np.concatenate([np.ravel(m0), np.asarray(v0)])
     out = np.full((len(ts), y.size), np.nan)
     saved = np.zeros(len(ts), dtype=bool)
@@ -446,6 +452,7 @@ def solve(
     max_steps: int = 100_000,
     max_segments: int = 1000,
     throw: bool = True,
+    rhs: Callable | None = None,
 ) -> Trajectory:
     """Integrate the population gradient flow of `problem` from `(m0, v0)` to `t1`.
 
@@ -459,6 +466,9 @@ def solve(
     - `rtol`, `atol`: adaptive step control; `max_steps`: per smooth segment.
     - `max_segments`: the most relu mode switches (Filippov events) allowed.
     - `throw`: raise `SolverError` when the solve fails (else check `status`).
+    - `rhs`: an alternative right-hand side `rhs(m, v) -> (dm/dt, dv/dt)` (e.g. generated
+      by `cnntheory.symbolic.to_jax`) used instead of `problem.rhs`; smooth flows and
+      `"euler"` only (relu's Filippov scheme integrates the problem's own mode flows).
 
     Relu students are integrated as Filippov solutions (module docstring).
     """
@@ -469,15 +479,17 @@ def solve(
     require_finite("m0", m0)
     require_finite("v0", v0)
     hybrid = not problem.sigma.smooth and method != "euler"
+    require(rhs is None or not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
+    require(rhs is None or callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
     steps = _max_steps(method, t0, t1, dt0, max_steps)
     detail = ""
     if method in SCIPY_METHODS:
-        m, v, status, nsteps, nseg, t_end, detail = _scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid)
+        m, v, status, nsteps, nseg, t_end, detail = _scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs)
     else:
         m, v, status, nsteps, nseg, t_end = _diffrax_core(
             problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
             jnp.asarray(rtol), jnp.asarray(atol),
-            solver_name=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False,
+            solver_name=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
         )
     message = _message(status, t_end, method, t1, steps, max_segments, detail)
     return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=False)
