@@ -22,12 +22,12 @@ f = symbolic.to_jax(symbolic.from_problem(cnntheory.shape_counting(), L=2))
 dm, dv = f(m, v)                                           # == problem.rhs(m, v)
 ```
 
-**Sizes.** Derivation is cheap; what grows is the generated code: every entry of the
-RHS is a separate scalar expression, so `jax.jit` compiles a program of size
-`O(L^2 P^3)`. Up to a few tens of states (`L P + L`) it compiles in seconds; at about
-100 states it takes over a minute (see `benchmarks/symbolic.py`). Above
-`SLOW_STATES` states use the vectorised `TeacherStudent.rhs` and keep this module as a
-checker on small sizes.
+**Sizes.** Every entry of the RHS is a separate scalar expression, so derivation,
+printing and above all `jax.jit` compilation grow fast with the number of states
+`n = L P + L` (`benchmarks/symbolic.py`, relu, 2 CPU cores): about 1 s up to 12 states,
+~5 s at 20, ~25 s at 42, ~50 s at 56, and minutes at 100. The generated function is also
+slower per call than the vectorised RHS. Above `SLOW_STATES` states use
+`TeacherStudent.rhs` and keep this module as a checker on small sizes.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ D = sp.Symbol("D", positive=True)
 ETA_K = sp.Symbol("eta_K", positive=True)
 ETA_V = sp.Symbol("eta_v", positive=True)
 
-#: Number of states `L P + L` above which the generated code compiles slowly (about a
-#: minute at 110 states on 2 CPU cores, growing fast): use `TeacherStudent.rhs` there.
+#: Number of states `L P + L` above which derivation + compilation of the generated code
+#: takes most of a minute or more on 2 CPU cores: use `TeacherStudent.rhs` there.
 SLOW_STATES = 50
 
 
