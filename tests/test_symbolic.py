@@ -149,9 +149,10 @@ def test_solve_with_generated_rhs(activation):
     ts = jnp.linspace(0.0, 20.0, 11)
     ref = cnntheory.solve(problem, m0, v0, 20.0, ts=ts)
     got = cnntheory.solve(problem, m0, v0, 20.0, ts=ts, rhs=f)
-    assert_close(got.m, ref.m, tol=1e-9)
-    assert_close(got.v, ref.v, tol=1e-9)
-    assert_close(got.loss, ref.loss, tol=1e-9)
+    # Same adaptive steps up to round-off: measured agreement 1e-13 (tanh, t = 60).
+    assert_close(got.m, ref.m, tol=1e-11)
+    assert_close(got.v, ref.v, tol=1e-11)
+    assert_close(got.loss, ref.loss, tol=1e-11)
 
 
 @pytest.mark.skipif("rhs" not in inspect.signature(cnntheory.solve).parameters, reason="solve has no rhs= keyword yet")
