@@ -1,0 +1,54 @@
+"""`cnntheory fixed-points`: stationary points of the shape-counting flow and their stability."""
+
+from __future__ import annotations
+
+from .shape_counting import _floats
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fixed-points",
+        help="find and classify the fixed points of the shape-counting flow",
+        description="Fixed points of the order-parameter flow (Levenberg-Marquardt from random starts, "
+        "Filippov modes for relu), classified by the Jacobian's eigenvalues, grouped into families.",
+    )
+    p.add_argument("--alpha", type=_floats, action="append", help="Dirichlet parameters, e.g. 1,1 (repeatable; default 1,1 and 2,1)")
+    p.add_argument("--overlap", type=float, default=0.8, help="Gram overlap of X and O (default 0.8)")
+    p.add_argument("--activation", default="relu", help="student activation (default relu)")
+    p.add_argument("--units", type=int, default=2, help="student units L (default 2)")
+    p.add_argument("--starts", type=int, default=256, help="random starts (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--all", action="store_true", help="print every point, not one per family")
+    p.add_argument("--out", default="cnntheory-output/fixed-points", help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import jax
+    import numpy as np
+
+    from .._io import save_results
+    from .._problem import shape_counting
+    from ..analysis import find_fixed_points, fixed_point_families, fixed_point_table
+
+    alphas = args.alpha or [(1.0, 1.0), (2.0, 1.0)]
+    params = {"command": "fixed-points", "overlap": args.overlap, "activation": args.activation, "units": args.units, "starts": args.starts, "seed": args.seed, "results": {}}
+    arrays = {}
+    for alpha in alphas:
+        problem = shape_counting(args.overlap, alpha, args.activation)
+        points = find_fixed_points(problem, args.units, num_starts=args.starts, key=jax.random.PRNGKey(args.seed))
+        families = fixed_point_families(points)
+        tag = "_".join(f"{a:g}" for a in alpha)
+        print(f"\nalpha = {tuple(alpha)}, {args.activation}: {len(points)} distinct fixed points in {len(families)} families")
+        shown = points if args.all else [rep for rep, _ in families]
+        print(fixed_point_table(shown))
+        if not args.all:
+            print("family sizes:", [n for _, n in families])
+        params["results"][f"alpha_{tag}"] = {"families": [dict(rep.row(), count=n) for rep, n in families], "points": [p.row() for p in points]}
+        arrays[f"m_alpha_{tag}"] = np.stack([np.asarray(p.m) for p in points])
+        arrays[f"v_alpha_{tag}"] = np.stack([np.asarray(p.v) for p in points])
+        arrays[f"loss_alpha_{tag}"] = np.array([p.loss for p in points])
+    paths = save_results(args.out, "fixed_points", arrays=arrays, params=params)
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0
