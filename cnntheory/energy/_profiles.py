@@ -23,15 +23,17 @@ from ._theory import theorem_profile
 def energy_profile(filters, basis, initial=None) -> Float[np.ndarray, "... D"]:
     """`e_i = sqrt(mean_k (w_k . u_i)^2)` of filters `(..., K, D)` or `(..., K, C, k, k)` in the basis `(D, D)`.
 
-    `initial` (same shape as `filters`) is subtracted first when given.
+    `initial` (the shape of `filters`, or broadcasting to it) is subtracted first when given.
     """
     basis = np.asarray(basis, dtype=float)
     D = basis.shape[0]
     filters = np.asarray(filters, dtype=float)
     if initial is not None:
         initial = np.asarray(initial, dtype=float)
-        require(initial.shape == filters.shape, f"initial must have the shape of filters {filters.shape}, got {initial.shape}")
-        filters = filters - initial
+        try:
+            filters = filters - initial
+        except ValueError:
+            require(False, f"initial must have (or broadcast to) the shape of filters {filters.shape}, got {initial.shape}")
     require(basis.shape == (D, D), f"basis must be a square (D, D) matrix, got {basis.shape}")
     if filters.ndim >= 4 and int(np.prod(filters.shape[-3:])) == D:
         filters = filters.reshape(*filters.shape[:-3], D)  # conv weights (K, C, k, k)
@@ -66,16 +68,19 @@ class StepFit(eqx.Module):
     eta: float
 
 
-def fit_steps(profile, lambdas, eta: float, *, grid: int = 400, t_range: tuple[float, float] | None = None) -> StepFit:
+def fit_steps(profile, lambdas, eta: float | None = None, *, grid: int = 400, t_range: tuple[float, float] | None = None) -> StepFit:
     r"""The `t` whose theorem profile has the highest Pearson correlation with `profile`.
 
     Searches a log grid of `grid` times (default from `1e-3 / (eta lambda_1^2)`, where every
     component is still in its early, `~ lambda_i` regime, to `1e3 / (eta lambda_min^2)`, where
     all have whitened), then refines the best bracket with a bounded scalar search in `log t`.
-    Needs `eta lambda_1^2 < 1` so that real `t` are valid.
+    Needs `eta lambda_1^2 < 1` so that real `t` are valid; the default `eta = 1 / (2 lambda_1^2)`.
+    Only `eta t` matters once `eta lambda_1^2 << 1`, so `eta` is a convention, not a fit parameter.
     """
     profile = np.asarray(profile, dtype=float)
     lambdas = np.asarray(lambdas, dtype=float)
+    if eta is None:
+        eta = 0.5 / float(np.max(lambdas)) ** 2
     require(profile.ndim == 1 and profile.shape == lambdas.shape, f"profile and lambdas must be vectors of one length, got {profile.shape} and {lambdas.shape}")
     require(profile.size >= 3, f"need at least 3 components to fit a profile, got {profile.size}")
     require(np.all(np.isfinite(profile)) and np.ptp(profile) > 0, "profile must be finite and not constant (a correlation needs spread)")
@@ -90,11 +95,11 @@ def fit_steps(profile, lambdas, eta: float, *, grid: int = 400, t_range: tuple[f
     best = int(np.argmax(corr))
     lo, hi = logs[max(best - 1, 0)], logs[min(best + 1, len(logs) - 1)]
     res = scipy.optimize.minimize_scalar(
-        lambda s: -pearson(profile, theorem_profile(lambdas, np.exp(s), eta)[0]),
+        lambda s: -pearson(profile, theorem_profile(lambdas, np.exp(s), eta)),
         bounds=(lo, hi),
         method="bounded",
         options={"xatol": 1e-10},
     )
     s, r = (res.x, -res.fun) if -res.fun >= corr[best] else (logs[best], corr[best])
     t = float(np.exp(s))
-    return StepFit(t, float(r), normalise(theorem_profile(lambdas, t, eta)[0]), float(eta))
+    return StepFit(t, float(r), normalise(theorem_profile(lambdas, t, eta)), float(eta))

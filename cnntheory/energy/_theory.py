@@ -84,7 +84,7 @@ def whitening_limit(lambdas: Float[np.ndarray, " D"], eta: float, c: float = 1.0
 
 
 def early_limit(lambdas: Float[np.ndarray, " D"], t, c: float = 1.0) -> Float[np.ndarray, "... D"]:
-    """Small `t` (`t eta lambda_i^2 << 1`): `e_i = c t lambda_i`."""
+    """Early regime: `e_i = c t lambda_i`, exact at `t = 1`, and the limit for `t eta lambda_i^2 << 1` with `eta lambda_i^2 << 1`."""
     return c * np.asarray(t, dtype=float)[..., None] * _lambdas(lambdas)
 
 

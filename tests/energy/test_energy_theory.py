@@ -1,0 +1,94 @@
+"""The linear-CNN theory against real GD, many seeds, and the gradient flow."""
+
+import numpy as np
+import pytest
+
+import cnntheory.energy as E
+
+K, k = 4, 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = E.photo_crops(24, 10, seed=3)
+    return images, labels.astype(float), E.pooled_patches(images, k), E.patch_pca(images, k)
+
+
+@pytest.mark.parametrize("true_labels", [False, True])
+def test_exact_formula_is_the_gd_trajectory_at_every_step(data, true_labels):
+    images, labels, pooled, _ = data
+    eta = 0.05  # 2 eta K alpha_max ~ 1.1: a large, oscillating step is still exact
+    run = E.train_linear_cnn(images, labels if true_labels else None, k=k, num_filters=K, eta=eta, steps=60, seeds=2, init_std=0.1)
+    for s in range(2):
+        exact = E.ExactLinearCNN(pooled, run.labels[s], K)
+        assert 2 * eta * K * exact.alphas.max() > 1
+        predicted = exact.filters(run.steps, eta, run.initial[s])
+        # per PCA component, every step; round-off of 60 float64 steps is ~1e-12 on O(1) filters
+        np.testing.assert_allclose(predicted, run.filters[s], rtol=0, atol=1e-10)
+
+
+def test_the_factor_two_belongs_to_the_mean_of_squares(data):
+    # with L = mean (yhat - y)^2 the rate is 2 eta K alpha; the 1/2-MSE rate eta K alpha misses by O(1)
+    images, _, pooled, _ = data
+    run = E.train_linear_cnn(images, None, k=k, num_filters=K, eta=0.01, steps=20, seeds=1, init_std=0.0, record_every=20)
+    exact = E.ExactLinearCNN(pooled, run.labels[0], K)
+    right = exact.delta(20, 0.01)
+    half = exact.delta(20, 0.005) * 2  # eta -> eta/2 in g and g/(K alpha) = the 1/2-MSE formula
+    learned = run.filters[0, -1, 0]
+    assert np.abs(right - learned).max() < 1e-12
+    assert np.abs(half - learned).max() > 1e-2 * np.abs(learned).max()
+
+
+def test_mean_over_seeds_matches_the_expected_profile(data):
+    images, _, pooled, pca = data
+    eta, steps, seeds = 0.02, 40, 600
+    run = E.train_linear_cnn(images, None, k=k, num_filters=K, eta=eta, steps=steps, seeds=seeds, init_std=0.05, record_every=20)
+    # energy of the learned part W(t) - W(0): |Delta . u_i|, a folded Gaussian per seed
+    energies = E.energy_profile(run.filters, pca.basis, run.initial[:, None])  # (S, T, D)
+    exact = E.ExactLinearCNN(pooled, np.zeros(len(images)), K)
+    expected = exact.expected_energy(run.steps, eta, pca.basis, label_std=1.0, init_std=0.05)
+    mean, sem = energies.mean(axis=0), energies.std(axis=0) / np.sqrt(seeds)
+    z = (mean[1:] - expected[1:]) / sem[1:]
+    assert np.all(np.abs(z) < 4.5), z  # 54 components: a 4.5-sigma band fails with probability ~4e-4
+    # and the folded-Gaussian spread: std / mean = sqrt(pi/2 - 1) ~ 0.755
+    np.testing.assert_allclose(energies.std(axis=0)[1:] / mean[1:], np.sqrt(np.pi / 2 - 1), rtol=0.15)
+
+
+def test_theorem_limits():
+    lam = np.array([2.0, 1.0, 0.5, 0.1])
+    eta = 0.1
+    # small t: proportional to lambda; large t: whitening 1 / (eta lambda)
+    np.testing.assert_allclose(E.theorem_profile(lam, 1, eta), E.early_limit(lam, 1), rtol=1e-14)  # one step: exactly lambda
+    early = E.theorem_profile(lam, 10, 1e-6)  # t eta lambda^2 <= 4e-5
+    np.testing.assert_allclose(early / E.early_limit(lam, 10), 1, rtol=1e-4)
+    late = E.theorem_profile(lam, 1e6, eta)
+    np.testing.assert_allclose(late, E.whitening_limit(lam, eta), rtol=1e-10)
+    # integer t: the closed form is the sum of the geometric series sum_{s<t} (1 - eta lambda^2)^s
+    t = 7
+    series = sum((1 - eta * lam**2) ** s for s in range(t)) * lam
+    np.testing.assert_allclose(E.theorem_profile(lam, t, eta), series, rtol=1e-13)
+    # eta -> 0 at fixed tau = eta t: the flow form
+    tau = 3.0
+    for eta_small in (1e-4, 1e-5):
+        np.testing.assert_allclose(eta_small * E.theorem_profile(lam, tau / eta_small, eta_small), E.flow_profile(lam, tau), rtol=20 * eta_small)
+    with pytest.raises(ValueError, match="diverges"):
+        E.theorem_profile(lam, 3, eta=1.0)
+
+
+def test_gradient_flow_matches_the_analytic_flow_and_the_eta_to_zero_limit(data):
+    images, labels, pooled, _ = data
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(len(images))
+    w0 = 0.1 * rng.standard_normal((K, pooled.shape[1]))
+    exact = E.ExactLinearCNN(pooled, y, K)
+    taus = np.array([0.0, 0.5, 2.0, 8.0])
+    flow = E.gradient_flow(pooled, y, w0, taus, rtol=1e-11, atol=1e-13)
+    analytic = w0 + exact.flow_delta(taus, w0.mean(axis=0))[:, None]
+    np.testing.assert_allclose(flow, analytic, rtol=0, atol=1e-8)
+    # discrete closed form at t = tau / eta -> the flow, with error O(eta)
+    errors = []
+    for eta in (0.02, 0.01, 0.005):
+        steps = np.round(taus / eta)
+        errors.append(np.abs(exact.filters(steps, eta, w0) - analytic).max())
+    ratios = np.array(errors[:-1]) / np.array(errors[1:])
+    np.testing.assert_allclose(ratios, 2.0, rtol=0.05)  # first order in eta
