@@ -46,7 +46,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._activations import Activation
 from ._problem import TeacherStudent
-from ._validate import require, require_finite
+from ._validate import is_concrete, require, require_finite
 
 __all__ = [
     "MODES",
@@ -191,7 +191,7 @@ def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
     overlaps = problem.teacher_overlaps
     if overlaps.shape == problem.gram.shape and bool(jnp.all(overlaps == problem.gram)):
         return atoms
-    K_star = overlaps @ jnp.linalg.pinv(problem.gram) @ atoms
+    K_star = overlaps @ _gram_pinv(problem.gram) @ atoms
     err = float(jnp.max(jnp.abs(K_star @ atoms.T / problem.patch_dim - overlaps)))
     require(
         err < 1e-8,
@@ -209,15 +209,23 @@ def init_kernels(
 ) -> Float[Array, "L D"]:
     """Kernels `K` with `K mu^T / D = m0` exactly (up to round-off).
 
-    `K = m0 G^+ mu + scale * Z_perp`, with `Z_perp` a standard Gaussian `(L, D)` projected
-    onto the orthogonal complement of the atoms' span (it never moves under training and
-    never changes an output). Rows of `m0` must lie in the row space of `G`.
+    `K = scale Z + (m0 - scale Z mu^T / D) G^+ mu` with `Z` standard Gaussian `(L, D)`:
+    the in-span part is `m0 G^+ mu` and the rest, `scale Z` minus its projection onto the
+    atoms' span, is orthogonal to every atom (it never moves under training and never
+    changes an output). Rows of `m0` must lie in the row space of `G`.
     """
+    return _init_kernels(problem, m0, key, scale, _gram_pinv(problem.gram))
+
+
+def _gram_pinv(gram):
+    # Eager numpy when possible: an SVD inside jit costs compile time for a (P, P) matrix.
+    return jnp.asarray(np.linalg.pinv(np.asarray(gram))) if is_concrete(gram) else jnp.linalg.pinv(gram)
+
+
+def _init_kernels(problem, m0, key, scale, gram_pinv):
     atoms = problem.mixture.atoms
-    in_span = m0 @ jnp.linalg.pinv(problem.gram) @ atoms
-    z = jax.random.normal(key, in_span.shape, dtype=in_span.dtype)
-    projector = jnp.linalg.pinv(atoms) @ atoms  # onto span(mu), (D, D)
-    return in_span + scale * (z - z @ projector)
+    z = scale * jax.random.normal(key, (m0.shape[0], atoms.shape[1]), dtype=atoms.dtype)
+    return z + (m0 - z @ atoms.T / problem.patch_dim) @ gram_pinv @ atoms
 
 
 # --- finite-data theory ----------------------------------------------------------------
@@ -302,6 +310,7 @@ class _Setup(eqx.Module):
 
     problem: TeacherStudent
     teacher: Float[Array, "Lstar D"]
+    gram_pinv: Float[Array, "P P"]
     lr: Float[Array, ""]
     max_loss: Float[Array, ""]
     test_images: Float[Array, "nt d d"] | None
@@ -344,6 +353,7 @@ class _Setup(eqx.Module):
         return self.image_loss(params, *self.batch(key))
 
     def step(self, state, train):
+        """One gradient step; returns the new state and the loss before it."""
         params, key, step, diverged_at = state
         key, sub = jax.random.split(key)
         loss, (gK, gv) = jax.value_and_grad(self.objective)(params, sub, train)
@@ -353,69 +363,77 @@ class _Setup(eqx.Module):
         new = (K - self.lr * eta_K * gK, v - self.lr * eta_v * gv)
         finite = jnp.all(jnp.isfinite(new[0])) & jnp.all(jnp.isfinite(new[1]))
         bad = ~(finite & jnp.isfinite(loss) & (loss < self.max_loss))
-        newly = bad & (diverged_at < 0)
-        diverged_at = jnp.where(newly, step, diverged_at)
+        diverged_at = jnp.where(bad & (diverged_at < 0), step, diverged_at)
         # A diverged run is frozen (and its records masked to NaN afterwards), so no NaN or
         # overflow propagates silently.
-        keep = diverged_at >= 0
-        params = jax.tree.map(lambda old, nw: jnp.where(keep, old, nw), params, new)
-        return (params, key, step + 1, diverged_at)
+        params = jax.tree.map(lambda old, nw: jnp.where(diverged_at >= 0, old, nw), params, new)
+        return (params, key, step + 1, diverged_at), loss
 
-    def record(self, state, train):
-        params, key, step, _ = state
-        K, v = params
+    def record(self, state):
+        """Order parameters, exact population loss, test loss and predictions of a state."""
+        (K, v), *_ = state
         m = K @ self.problem.mixture.atoms.astype(self.dtype).T / self.problem.patch_dim
         rec = {"m": m, "v": v, "loss": self.problem.loss(m.astype(float), v.astype(float))}
-        if self.mode == "online":
-            rec["train_loss"] = self.image_loss(params, *self.batch(jax.random.fold_in(key, 1)))
-        else:
-            rec["train_loss"] = self.objective(params, key, train)
         if self.test_images is not None:
-            pred = self.student(params, self.test_images)
+            pred = self.student((K, v), self.test_images)
             rec["test_loss"] = 0.5 * jnp.mean((pred - self.test_labels) ** 2)
             rec["predictions"] = jax.ops.segment_sum(pred, self.group_ids, self.group_sizes.shape[0]) / self.group_sizes
         return rec
 
 
 @eqx.filter_jit
-def _advance(setup: _Setup, states, train, num_records: int, record_every: int):
-    """`num_records` chunks of `record_every` steps for every seed; records after each chunk."""
+def _prepare(setup: _Setup, m0, v0, key, num_seeds: int, num_test: int, num_train: int, init_scale):
+    """Initial states of the seeds, their training sets (`fullbatch`) and the test set.
+
+    All images come from one sampler call (each call site of the Dirichlet sampler costs
+    about a second of compilation): the test set first, then `num_train` per seed.
+    """
+    k_data, k_init, k_run = jax.random.split(key, 3)
+    K = jax.vmap(lambda k: _init_kernels(setup.problem, m0, k, init_scale, setup.gram_pinv))(jax.random.split(k_init, num_seeds))
+    states = (
+        (K.astype(setup.dtype), jnp.broadcast_to(v0.astype(setup.dtype), (num_seeds,) + v0.shape)),
+        jax.random.split(k_run, num_seeds),
+        jnp.zeros(num_seeds, dtype=int),
+        jnp.full(num_seeds, -1),
+    )
+    num_train = num_train if setup.mode == "fullbatch" else 0
+    total = num_test + num_seeds * num_train
+    if total == 0:
+        return states, None, None
+    images, counts = setup.problem.mixture.sample(k_data, total)
+    images = images.astype(setup.dtype)
+    labels = setup.labels(images)
+    test = (images[:num_test], labels[:num_test], counts[:num_test])
+    per_seed = lambda x: x[num_test:].reshape((num_seeds, num_train) + x.shape[1:])  # noqa: E731
+    train = tuple(map(per_seed, (images, labels, counts))) if num_train else None
+    return states, train, test
+
+
+@eqx.filter_jit
+def _advance(setup: _Setup, states, train, indices, num_records, record_every):
+    """Records `indices` (global record numbers) for every seed, and the steps between them.
+
+    Record `j` is taken at step `j r`, then `r` steps follow; the first of them gives
+    `train_loss` (the objective at the recorded parameters, on that step's data). After the
+    last record (`j = num_records`) those steps only serve that loss and are discarded.
+    """
 
     def one_seed(state, train):
-        def chunk(state, _):
-            state = jax.lax.fori_loop(0, record_every, lambda _, s: setup.step(s, train), state)
-            return state, setup.record(state, train)
+        def chunk(state, j):
+            rec = setup.record(state)
 
-        return jax.lax.scan(chunk, state, None, length=num_records)
+            def body(i, carry):
+                state, first = carry
+                state, loss = setup.step(state, train)
+                return state, jnp.where(i == 0, loss, first)
+
+            new, rec["train_loss"] = jax.lax.fori_loop(0, record_every, body, (state, jnp.zeros((), setup.dtype)))
+            state = jax.tree.map(lambda old, nw: jnp.where(j < num_records, nw, old), state, new)
+            return state, rec
+
+        return jax.lax.scan(chunk, state, indices)
 
     return jax.vmap(one_seed)(states, train)
-
-
-@eqx.filter_jit
-def _sample_labelled(setup: _Setup, key, num: int):
-    """`num` images, their teacher labels and counts."""
-    images, counts = setup.problem.mixture.sample(key, num)
-    images = images.astype(setup.dtype)
-    return images, setup.labels(images), counts
-
-
-@eqx.filter_jit
-def _seed_starts(setup: _Setup, m0, v0, keys, init_scale, num_train):
-    """Initial state of every seed (and its training set, in `fullbatch` mode)."""
-
-    def one(key):
-        k_init, k_train, k_run = jax.random.split(key, 3)
-        K = init_kernels(setup.problem, m0, k_init, init_scale).astype(setup.dtype)
-        state = ((K, v0.astype(setup.dtype)), k_run, jnp.asarray(0), jnp.asarray(-1))
-        train = _sample_labelled(setup, k_train, num_train) if setup.mode == "fullbatch" else None
-        return state, train
-
-    return jax.vmap(one)(keys)
-
-
-@eqx.filter_jit
-def _start(setup: _Setup, states, train):
-    return jax.vmap(setup.record)(states, train)
 
 
 def simulate(
@@ -451,7 +469,7 @@ def simulate(
     - `mode`: `"population"`, `"fullbatch"` or `"online"` (module docstring).
     - `lr`: the step, in ODE time (`K -= lr eta_K grad_K`, `v -= lr eta_v grad_v`).
     - `key`: a JAX PRNG key; `num_seeds` independent runs (own out-of-span init, training
-      set, SGD batches), `vmap`ped. The test set comes from `key` and is shared.
+      set, SGD batches), `vmap`ped. The test set is shared by the seeds.
     - `steps` or `t1`: how long (`t1 = lr * steps`).
     - `batch_size`: `B` for `online`; `num_train`: training images for `fullbatch`;
       `num_test`: held-out images for `test_loss` and `predictions` (0: none).
@@ -471,12 +489,10 @@ def simulate(
     steps = _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds)
     dtype = jnp.dtype(dtype)
     require(dtype in (jnp.float32, jnp.float64), f"dtype must be float32 or float64, got {dtype}")
-    k_test, k_seeds = jax.random.split(key)
-    seed_keys = jax.random.split(k_seeds, num_seeds)
-
     setup = _Setup(
         problem=problem,
         teacher=teacher_kernels(problem).astype(dtype),
+        gram_pinv=_gram_pinv(problem.gram),
         lr=jnp.asarray(lr, dtype=dtype),
         max_loss=jnp.asarray(max_loss, dtype=dtype),
         test_images=None,
@@ -487,38 +503,37 @@ def simulate(
         batch_size=int(batch_size) if mode == "online" else None,
         dtype=dtype,
     )
+    states, train, test = _prepare(setup, m0, v0, key, int(num_seeds), int(num_test), int(num_train or 0), init_scale)
+    train_moments = None
+    if train is not None:
+        train_moments = jax.vmap(lambda c: empirical_moments(problem, c))(train[2])
+        train = train[:2]
     groups = None
-    if num_test > 0:
-        test_images, test_labels, test_counts = _sample_labelled(setup, k_test, int(num_test))
-        groups = _label_groups(np.asarray(test_labels, dtype=float), np.asarray(problem.mixture.pooled_counts(test_counts)))
+    if test is not None:
+        groups = _label_groups(np.asarray(test[1], dtype=float), np.asarray(problem.mixture.pooled_counts(test[2])))
         setup = eqx.tree_at(
             lambda s: (s.test_images, s.test_labels, s.group_ids, s.group_sizes),
             setup,
-            (test_images, test_labels, jnp.asarray(groups[0]), jnp.asarray(groups[3], dtype=dtype)),
+            (test[0], test[1], jnp.asarray(groups[0]), jnp.asarray(groups[3], dtype=dtype)),
             is_leaf=lambda x: x is None,
         )
 
-    states, train = _seed_starts(setup, m0, v0, seed_keys, init_scale, num_train)
-    train_moments = None
-    if mode == "fullbatch":
-        train_moments = jax.vmap(lambda c: empirical_moments(problem, c))(train[2])
-        train = train[:2]
-
-    records = [jax.tree.map(lambda x: x[:, None], _start(setup, states, train))]
     num_records = steps // record_every
-    sizes = [len(c) for c in np.array_split(np.arange(num_records), min(num_chunks, num_records)) if len(c)]
-    if not progress:
-        sizes = [num_records]
+    indices = np.arange(num_records + 1)
+    chunks = np.array_split(indices, min(num_chunks, indices.size)) if progress else [indices]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=f"simulate ({mode})", unit="step")
-    for size in sizes:
-        states, rec = _advance(setup, states, train, size, int(record_every))
+    records = []
+    # Numbers go in as arrays: a new steps / record_every does not recompile.
+    n_rec, r = jnp.asarray(num_records), jnp.asarray(record_every)
+    for chunk in chunks:
+        states, rec = _advance(setup, states, train, jnp.asarray(chunk), n_rec, r)
         records.append(rec)
         if bar is not None:
-            bar.update(size * record_every)
+            bar.update(int(np.sum(chunk < num_records)) * record_every)
     if bar is not None:
         bar.close()
     rec = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *records)
