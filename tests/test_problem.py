@@ -27,7 +27,7 @@ def _case(L, P, k, seed, teacher, Lstar):
     D = k * k
     K = rng.normal(scale=1.0, size=(L, D))
     v = rng.normal(size=L)
-    if teacher == "indicator":  # the seed's teacher: kernels = atoms, phi = 1{m = 1}
+    if Lstar is None:  # teacher kernels = atoms, default overlaps m* = G (the seed's teacher with phi = 1{m = 1})
         Kstar, vstar, overlaps = atoms, rng.normal(size=P), None
     else:  # a generic teacher with its own kernels and L* units
         Kstar, vstar = rng.normal(size=(Lstar, D)), rng.normal(size=Lstar)
@@ -40,6 +40,7 @@ CASES = [
     *[(s, 1 + i % 3, 2 + i % 2, "indicator", None) for i, s in enumerate(STUDENTS)],
     *[(s, 1 + (i + 1) % 3, 2 + (i + 1) % 2, "tanh", 1 + i % 3) for i, s in enumerate(STUDENTS)],
     *[("relu", L, P, "sigmoid", 2) for L in (1, 2, 3) for P in (2, 3)],
+    *[(s, 2, 3, "tanh", None) for s in ("relu", "sigmoid", "quadratic")],  # kernels = atoms, smooth phi
 ]
 
 

@@ -63,13 +63,14 @@ def test_tsit5_matches_scipy_dop853(activation):
     ref = solve(problem, M0, V0, SMOOTH_T1, ts=SMOOTH_TS, method="DOP853", rtol=1e-10, atol=1e-12)
     sol = solve(problem, M0, V0, SMOOTH_T1, ts=SMOOTH_TS, method="tsit5", rtol=1e-10, atol=1e-12)
     assert ref.success and sol.success
-    # Two independent 1e-10-tolerance integrators over t <= 30 on O(1) states: global errors
-    # ~1e-9; 1e-7 leaves a margin for error growth along the flow.
-    np.testing.assert_allclose(np.asarray(sol.m), np.asarray(ref.m), rtol=0, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(sol.v), np.asarray(ref.v), rtol=0, atol=1e-7)
-    # The default tolerance (rtol 1e-8) is still within 1e-6 of the reference.
+    # Two independent 1e-10-tolerance integrators over t <= 30 on O(1) states: measured
+    # <= 1e-10 apart; 1e-8 leaves a margin for platform-dependent step sequences.
+    np.testing.assert_allclose(np.asarray(sol.m), np.asarray(ref.m), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(sol.v), np.asarray(ref.v), rtol=0, atol=1e-8)
+    # The default tolerance (rtol 1e-8) is within ~1e-7 of the reference (measured 2e-9).
     dflt = solve(problem, M0, V0, SMOOTH_T1, ts=SMOOTH_TS)
-    np.testing.assert_allclose(np.asarray(dflt.m), np.asarray(ref.m), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dflt.m), np.asarray(ref.m), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(dflt.v), np.asarray(ref.v), rtol=0, atol=1e-7)
 
 
 def test_dopri8_matches_tsit5():
@@ -138,9 +139,10 @@ def test_relu_example_scipy_hybrid_matches_diffrax(relu_problem, relu_sol):
     ref = solve(relu_problem, M0, V0, RELU_T1, ts=RELU_TS, method="RK45", rtol=1e-10, atol=1e-12)
     assert ref.success and int(ref.num_segments) >= 2
     np.testing.assert_array_equal(np.asarray(ref.m[RELU_TS >= 25, 1, 0]), 0.0)
-    # Independent integrator and event location; diffrax at rtol 1e-8 over t = 60: ~1e-8 apart.
-    np.testing.assert_allclose(np.asarray(ref.m), np.asarray(relu_sol.m), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(ref.v), np.asarray(relu_sol.v), rtol=0, atol=1e-6)
+    # Independent integrator and event location; diffrax at rtol 1e-8 over t = 60: measured
+    # 2e-9 apart; 1e-7 (the brief asks 1e-6).
+    np.testing.assert_allclose(np.asarray(ref.m), np.asarray(relu_sol.m), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(ref.v), np.asarray(relu_sol.v), rtol=0, atol=1e-7)
 
 
 # --- (3) invariants along solutions -----------------------------------------------------------
@@ -177,16 +179,17 @@ def test_conserved_quantity_relu_filippov(relu_problem):
     sol = solve(relu_problem, M0, V0, RELU_T1, ts=RELU_TS, rtol=1e-11, atol=1e-13)
     Q = conserved(relu_problem, sol.m, sol.v)
     # sigma(m) = sigma'(m) m holds for every theta on the sliding surface m_lp = 0 too, so
-    # Q_l is conserved exactly by the Filippov flow; integrator error ~1e-10 over t = 60.
-    np.testing.assert_allclose(Q, np.broadcast_to(Q[0], Q.shape), rtol=0, atol=1e-8)
+    # Q_l is conserved exactly by the Filippov flow; integrator error at rtol 1e-11 over
+    # t = 60 is ~1e-12 (measured drift 1.6e-13, 1.7e-10 at the default rtol 1e-8).
+    np.testing.assert_allclose(Q, np.broadcast_to(Q[0], Q.shape), rtol=0, atol=1e-10)
 
 
 def test_conserved_quantity_linear():
     problem = shape_counting(activation="linear", alpha=(2.0, 1.0))
     sol = solve(problem, M0, V0, SMOOTH_T1, ts=SMOOTH_TS, rtol=1e-11, atol=1e-13)
     Q = conserved(problem, sol.m, sol.v)
-    # Exact invariant of the flow; integrator error at rtol 1e-11 is ~1e-10.
-    np.testing.assert_allclose(Q, np.broadcast_to(Q[0], Q.shape), rtol=0, atol=1e-8)
+    # Exact invariant of the flow; integrator error at rtol 1e-11 (measured drift 9e-13).
+    np.testing.assert_allclose(Q, np.broadcast_to(Q[0], Q.shape), rtol=0, atol=1e-10)
 
 
 def test_permutation_equivariance_relu(relu_problem, relu_sol):
