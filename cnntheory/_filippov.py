@@ -40,6 +40,9 @@ from ._problem import TeacherStudent
 
 #: Denominators below this are treated as zero when solving for `theta`.
 _TINY = 1e-300
+#: Slack of the sliding-exit event (in units of the residual `r`): far below any physical
+#: residual, far above the rounding noise of a converged state.
+SLIDE_SLACK = 1e-14
 
 
 class Mode(NamedTuple):
@@ -64,11 +67,15 @@ def _sliding_theta(problem: TeacherStudent, r: Float[Array, " P"], mode: Mode) -
     return jnp.where(mode.slide, theta, mode.side)
 
 
+def _mode_residual(problem: TeacherStudent, m, v, mode: Mode):
+    """Activations of the mode (relu on its fixed side, 0 on the surface) and `r = C (a - b)`."""
+    activ = jnp.where(mode.slide, 0.0, mode.side * m)
+    return activ, problem.moments @ (v @ activ - problem.teacher_outputs())
+
+
 def mode_flow(problem: TeacherStudent, m, v, mode: Mode):
     """The smooth flow of one mode: `(dm/dt, dv/dt)` and the effective `sigma'` (`theta` where sliding)."""
-    free = ~mode.slide
-    activ = jnp.where(free, mode.side * m, 0.0)  # relu on its fixed side; 0 on the surface
-    r = problem.moments @ (v @ activ - problem.teacher_outputs())
+    activ, r = _mode_residual(problem, m, v, mode)
     dsig = _sliding_theta(problem, r, mode)
     dm = -(problem.lr_kernel / problem.patch_dim) * (v[:, None] * dsig * r[None, :]) @ problem.gram
     dm = jnp.where(mode.slide, 0.0, dm)
@@ -77,9 +84,17 @@ def mode_flow(problem: TeacherStudent, m, v, mode: Mode):
 
 
 def event_distances(problem: TeacherStudent, m, v, mode: Mode) -> Float[Array, "L P"]:
-    """Positive while every entry stays in its mode; an entry's zero crossing is an event."""
-    _, _, theta = mode_flow(problem, m, v, mode)
-    return jnp.where(mode.slide, jnp.minimum(theta, 1 - theta), (2 * mode.side - 1) * m)
+    """Positive while every entry stays in its mode; an entry's zero crossing is an event.
+
+    A free entry's distance is `|m_lp|` on its side. A sliding entry's is
+    `min(theta, 1 - theta) |r_p| + SLIDE_SLACK`: weighting by `|r_p|` keeps it continuous
+    where `theta = x / r_p` is 0/0 (at a minimum, `r -> 0`), and the slack keeps rounding
+    noise there from ending the slide (it moves the exit by `SLIDE_SLACK / |r_p|` in theta).
+    """
+    _, r = _mode_residual(problem, m, v, mode)
+    theta = _sliding_theta(problem, r, mode)
+    sliding = jnp.minimum(theta, 1 - theta) * jnp.abs(r)[None, :] + SLIDE_SLACK
+    return jnp.where(mode.slide, sliding, (2 * mode.side - 1) * m)
 
 
 def _normal_velocities(problem, m, v, mode, l, p):

@@ -50,6 +50,10 @@ SCIPY_METHODS = ("RK23", "RK45", "DOP853", "LSODA", "Radau", "BDF")
 
 #: Status codes of a `Trajectory`.
 SUCCESS, MAX_STEPS, MAX_SEGMENTS, DIVERGED, FAILED = 0, 1, 2, 3, 4
+#: Locates relu events in time, within the step that brackets them. Where it cannot
+#: converge (a sliding distance that is ~0/0 at a minimum, r -> 0), the event is taken at
+#: its last iterate, which still lies inside that step.
+ROOT_FINDER = optx.Newton(rtol=1e-12, atol=1e-14)
 #: A state component beyond this magnitude counts as divergence.
 DIVERGENCE_BOUND = 1e100
 
@@ -173,7 +177,7 @@ def _mode_events(L, P):
 
     cond_fns = [entry_fn(i) for i in range(L * P)] + [_diverge_event_fn]
     directions = [False] * (L * P) + [None]
-    return diffrax.Event(cond_fns, optx.Newton(rtol=1e-12, atol=1e-14), direction=directions)
+    return diffrax.Event(cond_fns, ROOT_FINDER, direction=directions)
 
 
 def _diffrax_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
@@ -208,7 +212,9 @@ def _diffrax_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_na
         out_v = jnp.where(new[:, None], vs, out_v)
         hit = jnp.stack(sol.event_mask[: L * P]).reshape(L, P)
         m_next, mode_next = resolve_mode(problem, m_end, v_end, mode, hit)
-        status = _status_from_result(sol.result, _diverged(m_end, v_end))
+        # An event stops the step at the located time even if the root find gave up.
+        result = diffrax.RESULTS.where(jnp.any(hit), diffrax.RESULTS.event_occurred, sol.result)
+        status = _status_from_result(result, _diverged(m_end, v_end))
         return (t_end, m_next, v_end, mode_next, out_m, out_v, saved | new, status, nsteps + sol.stats["num_steps"], nseg + 1)
 
     def unfinished(carry):
@@ -534,12 +540,17 @@ def solve_batch(
     m0 = jnp.asarray(m0, dtype=float)
     v0 = jnp.asarray(v0, dtype=float)
     require(m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0], f"m0 must be (B, L, P) and v0 (B, L) with the same B, got {m0.shape} and {v0.shape}")
-    problem.check_state(m0[0], v0[0])
     require_finite("m0", m0)
     require_finite("v0", v0)
     if batch_problem:
-        sizes = {leaf.shape[0] for leaf in jax.tree_util.tree_leaves(problem)}
-        require(sizes == {m0.shape[0]}, f"batch_problem=True needs every problem array to have leading axis B={m0.shape[0]}, got {sizes}")
+        sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree_util.tree_leaves(problem)}
+        require(
+            sizes == {m0.shape[0]},
+            f"batch_problem=True needs a stacked problem (ct.stack_problems) whose arrays all have leading axis B={m0.shape[0]}; "
+            f"got leading sizes {sizes} (None: a scalar, i.e. an unstacked problem)",
+        )
+    first_problem = jax.tree_util.tree_map(lambda x: x[0], problem) if batch_problem else problem
+    first_problem.check_state(m0[0], v0[0])
     hybrid = not problem.sigma.smooth and method != "euler"
     steps = _max_steps(method, t0, t1, dt0, max_steps)
     m, v, status, nsteps, nseg, t_end = _diffrax_core(

@@ -252,21 +252,7 @@ def test_solve_batch_equals_loop(activation, relu_sol):
 SPECS = [(0.5, (1.0, 1.0)), (0.6, (2.0, 1.0)), (0.7, (1.0, 2.0)), (0.8, (3.0, 1.0)), (0.9, (0.5, 0.5))]
 
 
-@pytest.mark.parametrize(
-    "B",
-    [
-        2,  # B == P: passes the shape check by coincidence (see the xfail below)
-        pytest.param(
-            5,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="bug: solve_batch(batch_problem=True) calls problem.check_state on the stacked "
-                "problem, whose num_atoms reads the batch axis B instead of P",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("B", [2, 5])  # B == P and B != P
 def test_solve_batch_over_problems(B):
     problems = [shape_counting(overlap=c, alpha=a, activation="sigmoid") for c, a in SPECS[:B]]
     stacked = stack_problems(problems)
@@ -345,12 +331,6 @@ def test_solve_batch_rejects():
         solve_batch(problem, m0, v0[:2], 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="bug: solve_batch(batch_problem=True) with an unstacked problem reads leaf.shape[0] of "
-    "0-d leaves (lr_kernel) and raises IndexError instead of a ValueError naming batch_problem",
-)
 def test_solve_batch_rejects_unstacked_problem():
     m0, v0 = _random_ics(3, 0)
     with pytest.raises(ValueError, match="batch_problem"):
