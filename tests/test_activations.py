@@ -77,8 +77,8 @@ def test_relu_derivative_at_zero_is_jax_convention():
     relu = ACTIVATIONS["relu"]
     assert float(jax.grad(jax.nn.relu)(0.0)) == 0.0
     assert float(relu.derivative(jnp.asarray(0.0))) == float(jax.grad(jax.nn.relu)(0.0))
-    # Note: `jax.grad(relu.fn)(0.)` is 0.5 (`jnp.maximum` splits the tie); code that
-    # differentiates `fn` through JAX must install `derivative` as its JVP (simulate does).
+    # `fn` is `jax.nn.relu`, so differentiating it through JAX gives the same convention.
+    assert float(jax.grad(relu.fn)(0.0)) == 0.0
 
 
 @pytest.mark.parametrize("name", NAMES)
