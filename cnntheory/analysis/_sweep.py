@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._io import save_results
-from .._solve import DIFFRAX_SOLVERS, Trajectory, _check_common, _diffrax_core, _max_steps, _message, stack_problems
+from .._solve import solve_batch, stack_problems
 from .._validate import require
 
 
@@ -122,7 +122,7 @@ def sweep(
         m_init = jnp.stack([_initial(m0, p) for p in padded])
         v_init = jnp.stack([_initial(v0, p) for p in padded])
         problem, m_init, v_init = jax.device_put((problem, m_init, v_init), sharding)
-        traj = _solve_stacked(problem, m_init, v_init, t1, ts, **solve_kwargs)
+        traj = solve_batch(problem, m_init, v_init, t1, ts=ts, batch_problem=True, throw=False, **solve_kwargs)
         pieces.append(jax.tree.map(lambda x: np.asarray(x)[: len(batch)], (traj.m, traj.v, traj.loss, traj.status)))
         if bar is not None:
             bar.update(len(batch))
@@ -131,25 +131,3 @@ def sweep(
     m, v, loss, status = (np.concatenate(x) for x in zip(*pieces))
     shape = tuple(len(c) for c in coords.values())
     return SweepResult(coords, ts, m.reshape(shape + m.shape[1:]), v.reshape(shape + v.shape[1:]), loss.reshape(shape + loss.shape[1:]), status.reshape(shape))
-
-
-def _solve_stacked(problem, m0, v0, t1, ts, *, method="tsit5", rtol=1e-8, atol=1e-10, dt0=None, max_steps=100_000, max_segments=1000):
-    """`solve_batch(..., batch_problem=True, throw=False)` without its state check.
-
-    `solve_batch` checks `problem.check_state(m0[0], v0[0])` on the *stacked* problem,
-    whose `num_atoms` is then the batch size, so it rejects every batch with `B != P`.
-    Until that is fixed there, this calls the same core directly (same arguments, same
-    jitted function).
-    """
-    require(method in DIFFRAX_SOLVERS, f"sweep needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
-    t0, t1, ts = _check_common(problem, 0.0, t1, ts, method, rtol, atol, dt0)
-    hybrid = not problem.sigma.smooth and method != "euler"
-    steps = _max_steps(method, t0, t1, dt0, max_steps)
-    m, v, status, nsteps, nseg, t_end = _diffrax_core(
-        problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
-        jnp.asarray(rtol), jnp.asarray(atol),
-        solver_name=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=True, batched=True,
-    )
-    losses = jax.vmap(lambda p, mm, vv: jax.vmap(p.loss)(mm, vv))(problem, m, v)
-    message = _message(status, t_end, method, t1, steps, max_segments)
-    return Trajectory(jnp.asarray(ts), m, v, losses, status, nsteps, nseg, t_end, method, message)
