@@ -109,3 +109,12 @@ def test_bundled_data_shapes():
     assert pca.lambdas[0] > 3 * pca.lambdas[-1]
     with pytest.raises(ValueError, match="dataset"):
         E.load_dataset("cifar", 3)
+
+
+def test_linear_cnn_output_is_a_real_convolution(colour_images):
+    # the im2col implementation against XLA's direct convolution
+    w = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
+    mu = np.random.default_rng(5).standard_normal(27)
+    direct = jax.lax.conv_general_dilated(colour_images, w, (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    ref = np.asarray(direct).mean(axis=(2, 3)).sum(axis=1) - (w.reshape(4, -1) @ mu).sum()
+    np.testing.assert_allclose(E.linear_cnn_output(w, colour_images, mu), ref, rtol=1e-12)
