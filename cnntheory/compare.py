@@ -26,7 +26,7 @@ from ._solve import Trajectory, solve
 from ._validate import require
 from .simulate import Simulation
 
-__all__ = ["Comparison", "FieldError", "compare", "matching_solve", "theory_predictions"]
+__all__ = ["Comparison", "FieldError", "compare", "matching_solve", "plot_comparison", "theory_predictions"]
 
 #: The loss the theory's `loss` describes, per simulation mode (see `compare`).
 _DEFAULT_FIELDS = {
@@ -223,3 +223,58 @@ def matching_solve(
             stack("num_segments"), stack("t_end"), trajs[0].method, "; ".join(dict.fromkeys(tr.message for tr in trajs)),
         )
     return solve(problem, m0, v0, t1, ts=ts, **solve_kwargs)
+
+
+def plot_comparison(sim: Simulation, traj: Trajectory, problem: TeacherStudent | None = None, *, title: str | None = None):
+    """Theory lines over simulated seeds (mean, dashed, and a +-1 std band).
+
+    Panels: the order parameters `m_lp`, the head `v_l`, the losses (population loss at
+    the measured state, test loss) and, with `problem` and a test set, the mean prediction
+    per label value (theory lines, simulation dots). A per-seed `traj` (`fullbatch`'s
+    `C_hat` ODEs) is drawn through its seed mean. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fan = problem is not None and sim.predictions is not None
+    fig, axes = plt.subplots(1, 4 if fan else 3, figsize=(17 if fan else 13, 3.8))
+    t = np.asarray(sim.t)
+    theory_mean = (lambda x: np.asarray(x).mean(axis=0)) if traj.m.ndim == 4 else np.asarray  # noqa: E731
+
+    def band(ax, x, color, label):
+        x = np.asarray(x)
+        mean, std = x.mean(axis=0), (x.std(axis=0, ddof=1) if x.shape[0] > 1 else 0 * x[0])
+        ax.plot(t, mean, "--", color=color, lw=1.2, label=label)
+        ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    L, P = sim.m.shape[2:]
+    for i, (l, p) in enumerate(np.ndindex(L, P)):
+        c = colors[i % len(colors)]
+        axes[0].plot(t, theory_mean(traj.m)[:, l, p], color=c, lw=1.5, label=f"$m_{{{l + 1}{p + 1}}}$")
+        band(axes[0], sim.m[:, :, l, p], c, None)
+    for l in range(L):
+        c = colors[l % len(colors)]
+        axes[1].plot(t, theory_mean(traj.v)[:, l], color=c, lw=1.5, label=f"$v_{{{l + 1}}}$")
+        band(axes[1], sim.v[:, :, l], c, None)
+    axes[2].plot(t, theory_mean(traj.loss), color="k", lw=1.5, label="theory")
+    band(axes[2], sim.train_loss, colors[0], "train")
+    if sim.test_loss is not None:
+        band(axes[2], sim.test_loss, colors[1], "test")
+    axes[2].set_yscale("log")
+    for ax, name in zip(axes, ("order parameters $m$", "head $v$", "loss")):
+        ax.set(xlabel="$t$ (= lr x steps)", title=name)
+        ax.legend(fontsize=7, ncol=2)
+    if fan:
+        pred = np.asarray(theory_predictions(problem, traj, sim.label_counts))
+        pred = pred.mean(axis=0) if pred.ndim == 3 else pred
+        values = np.asarray(sim.label_values)
+        cmap = plt.get_cmap("coolwarm")
+        span = max(np.ptp(values), 1e-12)
+        for j, y in enumerate(values):
+            c = cmap((y - values.min()) / span)
+            axes[3].plot(t, pred[:, j], color=c, lw=1.2)
+            axes[3].plot(t, np.asarray(sim.predictions[:, :, j]).mean(axis=0), "o", color=c, ms=2.5)
+        axes[3].set(xlabel="$t$", title="mean prediction per label (lines: theory)")
+    fig.suptitle(title or f"{sim.mode}: theory (lines) vs {sim.num_seeds} simulated seeds (dashed mean, band +-1 std), lr={sim.lr:g}")
+    fig.tight_layout()
+    return fig

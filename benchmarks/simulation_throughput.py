@@ -1,0 +1,123 @@
+"""Online-SGD throughput (images per second): `cnntheory.simulate` vs a per-step Python loop.
+
+Two settings: shape counting at d = 20, k = 5 (L = 2) and a larger d = 64, k = 8, L = 16
+(64 patches per image). For each, online SGD with batch B on S seeds:
+
+- `simulate`: `cnntheory.simulate(mode="online")` — `lax.scan` over steps, `vmap` over
+  seeds, one compiled program (float64 and float32);
+- `python loop`: the same training written plainly, a jitted single step (sample a batch,
+  teacher labels, `jax.grad` of the squared loss, update) called from a Python `for` loop,
+  one seed after the other.
+
+Times exclude compilation (each variant runs once before it is timed). Writes
+`benchmarks/results/simulation_throughput.{json,md}`. About 2 minutes on 2 CPU cores.
+Run: `python benchmarks/simulation_throughput.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import platform
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cnntheory
+from cnntheory import simulate as sim
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def setting(name):
+    if name == "d20_k5_L2":
+        problem = cnntheory.shape_counting(activation="relu", patches_per_side=4, pooling="mean", k=5)
+        m0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
+        v0 = jnp.array([0.01, -0.01])
+    else:  # d64_k8_L16
+        problem = cnntheory.shape_counting(activation="relu", patches_per_side=8, pooling="mean", k=8)
+        m0 = 0.3 * jax.random.uniform(jax.random.key(0), (16, 2))
+        v0 = 0.01 * jax.random.normal(jax.random.key(1), (16,))
+    return problem, m0, v0
+
+
+@eqx.filter_jit
+def plain_step(problem, K, v, key, lr, batch_size):
+    """One SGD step written out directly (the baseline's unit of work)."""
+    images, _ = problem.mixture.sample(key, batch_size)
+    pool = problem.mixture.pooling
+    y = sim.network(problem.mixture.atoms, problem.teacher_head, images, problem.phi, pool)
+
+    def loss(params):
+        return 0.5 * jnp.mean((sim.network(*params, images, problem.sigma, pool) - y) ** 2)
+
+    gK, gv = jax.grad(loss)((K, v))
+    return K - lr * problem.lr_kernel * gK, v - lr * problem.lr_head * gv
+
+
+def python_loop(problem, m0, v0, lr, batch_size, steps, seeds):
+    for seed in range(seeds):
+        K = sim.init_kernels(problem, m0, jax.random.key(seed))
+        v = v0
+        key = jax.random.key(100 + seed)
+        for _ in range(steps):
+            key, sub = jax.random.split(key)
+            K, v = plain_step(problem, K, v, sub, jnp.asarray(lr), batch_size)
+    return jax.block_until_ready(v)
+
+
+def with_simulate(problem, m0, v0, lr, batch_size, steps, seeds, dtype):
+    s = sim.simulate(
+        problem, m0, v0, mode="online", lr=lr, steps=steps, record_every=steps // 10, batch_size=batch_size,
+        num_seeds=seeds, num_test=0, key=jax.random.key(0), dtype=dtype,
+    )
+    return jax.block_until_ready(s.v)
+
+
+def timed(fn, *args):
+    fn(*args)  # compile
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def main():
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    plan = [("d20_k5_L2", 32, 400, 8), ("d20_k5_L2", 256, 100, 8), ("d64_k8_L16", 32, 100, 4), ("d64_k8_L16", 256, 20, 4)]
+    for name, B, steps, seeds in plan:
+        problem, m0, v0 = setting(name)
+        lr = 0.01
+        images = B * steps * seeds
+        # The Python loop gets fewer steps (it is slow); throughput is per image either way.
+        loop_steps = max(steps // 4, 10)
+        results = {
+            "simulate float64": timed(with_simulate, problem, m0, v0, lr, B, steps, seeds, jnp.float64),
+            "simulate float32": timed(with_simulate, problem, m0, v0, lr, B, steps, seeds, jnp.float32),
+            "python loop float64": timed(python_loop, problem, m0, v0, lr, B, loop_steps, seeds),
+        }
+        for method, seconds in results.items():
+            n = images if method.startswith("simulate") else B * loop_steps * seeds
+            rows.append(dict(setting=name, batch=B, seeds=seeds, method=method, seconds=seconds, images_per_second=n / seconds))
+            print(f"{name:<11} B={B:<4d} S={seeds} {method:<20} {n / seconds:12.0f} images/s")
+    meta = {
+        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+        "machine": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
+        "note": "compile time excluded; online SGD, relu student, mean pooling",
+    }
+    (RESULTS / "simulation_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = ["# Online SGD throughput (images / s)", "", f"backend: {meta['backend']}, {meta['cpu_count']} cores", "",
+             "| setting | B | seeds | simulate f64 | simulate f32 | python loop f64 | speed-up (f64) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, B, _, seeds in plan:
+        r = {x["method"]: x["images_per_second"] for x in rows if x["setting"] == name and x["batch"] == B}
+        lines.append(f"| {name} | {B} | {seeds} | {r['simulate float64']:.3g} | {r['simulate float32']:.3g} | "
+                     f"{r['python loop float64']:.3g} | {r['simulate float64'] / r['python loop float64']:.1f}x |")
+    (RESULTS / "simulation_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

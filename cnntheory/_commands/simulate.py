@@ -1,0 +1,129 @@
+"""`cnntheory simulate`: train the shape-counting student CNN for real and compare with the ODE."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+DEFAULT_M0 = (0.3, 0.25, 0.2, 0.28)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="train the shape-counting student CNN (JAX) and compare it with the ODE",
+        description="Finite-sample simulation of the shape-counting student CNN: population GD, "
+        "full-batch GD on sampled images, or online SGD, over several seeds; the ODE of the same "
+        "setting (the C_hat ODE per seed for fullbatch); a theory-vs-simulation figure and errors.",
+    )
+    p.add_argument("--mode", choices=("population", "fullbatch", "online"), default="online", help="default online")
+    p.add_argument("--alpha", type=_floats, default=(1.0, 1.0), help="Dirichlet parameters (default 1,1)")
+    p.add_argument("--overlap", type=float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
+    p.add_argument("--activation", default="relu", help="student activation (default relu)")
+    p.add_argument("--lr", type=float, default=0.02, help="step in ODE time (default 0.02)")
+    p.add_argument("--batch", type=int, default=16, help="online batch size B (default 16)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="number of steps")
+    length.add_argument("--t1", type=float, default=None, help="final ODE time = lr x steps (default 40)")
+    p.add_argument("--seeds", type=int, default=8, help="independent runs (default 8)")
+    p.add_argument("--record-every", type=int, default=None, help="steps between records (default: 100 records)")
+    p.add_argument("--n-train", type=int, default=1024, help="training images for fullbatch (default 1024)")
+    p.add_argument("--n-test", type=int, default=1024, help="held-out test images (default 1024)")
+    p.add_argument("--patches-per-side", type=int, default=4, help="M (d = k M; default 4)")
+    p.add_argument("--pooling", choices=("mean", "sum"), default="mean")
+    p.add_argument("--k", type=int, default=5, help="patch side (default 5)")
+    p.add_argument("--eps", type=float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
+    p.add_argument("--m0", type=_floats, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22")
+    p.add_argument("--method", default="tsit5", help="ODE solver (default tsit5; 'euler' = the GD map with dt = lr)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--float32", action="store_true", help="simulate in float32 (default float64)")
+    p.add_argument("--out", default="cnntheory-output/simulate", help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from .. import compare as cmp
+    from .. import simulate as sim
+    from .._io import save_results
+    from .._problem import shape_counting
+
+    if len(args.m0) != 4:
+        raise SystemExit(f"--m0 needs 4 numbers (m11,m12,m21,m22), got {len(args.m0)}")
+    if args.lr <= 0:
+        raise SystemExit(f"--lr must be > 0, got {args.lr}")
+    steps = args.steps if args.steps is not None else int(round((args.t1 if args.t1 is not None else 40.0) / args.lr))
+    record_every = args.record_every or max(1, steps // 100)
+    steps -= steps % record_every  # a whole number of records
+    if steps < 1:
+        raise SystemExit("the run is shorter than one record: increase --steps / --t1 or lower --record-every")
+    m0 = jnp.asarray(args.m0).reshape(2, 2)
+    v0 = jnp.array([args.eps, -args.eps])
+    problem = shape_counting(args.overlap, args.alpha, args.activation, args.patches_per_side, args.pooling, args.k)
+    start = time.perf_counter()
+    try:
+        s = sim.simulate(
+            problem, m0, v0, mode=args.mode, lr=args.lr, steps=steps, record_every=record_every, key=jax.random.key(args.seed),
+            num_seeds=args.seeds, batch_size=args.batch, num_train=args.n_train, num_test=args.n_test,
+            dtype=jnp.float32 if args.float32 else jnp.float64, progress=True,
+        )
+    except (ValueError, sim.SimulationDiverged) as err:
+        raise SystemExit(f"cnntheory simulate: {err}") from None
+    sim_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    solve_kw = {"method": args.method} if args.method != "euler" else {"method": "euler", "dt0": args.lr}
+    traj = cmp.matching_solve(problem, s, m0, v0, **solve_kw)
+    fields = ("m", "v", "train_loss" if args.mode != "online" else "loss")
+    comparison = cmp.compare(s, traj, problem=problem, fields=fields + (("predictions",) if s.predictions is not None else ()))
+    test = None
+    if s.test_loss is not None:
+        population = traj if args.mode != "fullbatch" else cmp.matching_solve(problem, s, m0, v0, finite_data=False, **solve_kw)
+        test = cmp.compare(s, population, fields=("test_loss",))["test_loss"].summary()
+    ode_seconds = time.perf_counter() - start
+    print(s.message)
+    print(comparison.table())
+    alpha = ", ".join(f"{a:g}" for a in args.alpha)
+    fig = cmp.plot_comparison(
+        s, traj, problem,
+        title=f"{args.mode}: {args.activation}, overlap {args.overlap:g}, alpha = ({alpha}), lr = {args.lr:g}"
+        + (f", B = {args.batch}" if args.mode == "online" else "") + f", {args.seeds} seeds"
+        + (" (theory: C_hat ODE per seed)" if args.mode == "fullbatch" else ""),
+    )
+    arrays = {"t": s.t, "m": s.m, "v": s.v, "loss": s.loss, "train_loss": s.train_loss, "theory_m": traj.m, "theory_v": traj.v, "theory_loss": traj.loss}
+    if s.test_loss is not None:
+        arrays.update(test_loss=s.test_loss, label_values=s.label_values, label_counts=s.label_counts, predictions=s.predictions)
+    if s.train_moments is not None:
+        arrays["train_moments"] = s.train_moments
+    params = {
+        "command": "simulate",
+        **{k: v for k, v in vars(args).items() if k not in ("func", "command")},
+        "steps": steps,
+        "record_every": record_every,
+        "m0": np.asarray(m0).tolist(),
+        "v0": np.asarray(v0).tolist(),
+        "teacher": {"activation": "indicator", "head": [1.0, -1.0], "kernels": "atoms"},
+        "lr_kernel": args.k * args.k,
+        "lr_head": 1.0,
+        "message": s.message,
+        "theory": traj.method + (" (C_hat ODE per seed)" if args.mode == "fullbatch" else ""),
+        "errors": comparison.summary(),
+        "test_loss_vs_population_ode": test,
+        "seconds": {"simulate_incl_compile": sim_seconds, "ode_and_compare": ode_seconds},
+    }
+    paths = save_results(args.out, f"simulate_{args.mode}", arrays=arrays, params=params, figure=fig)
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0
