@@ -83,9 +83,9 @@ class Simulation(eqx.Module):
     - `m`: `(S, T, L, P)` measured order parameters `K mu^T / D`; `v`: `(S, T, L)`.
     - `loss`: `(S, T)` the exact population loss `problem.loss(m, v)` at the measured state,
       directly comparable with `Trajectory.loss`.
-    - `train_loss`: `(S, T)` the loss being descended: the population loss (`population`),
-      the training-set loss (`fullbatch`), the loss on a fresh batch of `B` images
-      (`online`).
+    - `train_loss`: `(S, T)` the loss being descended, at the recorded parameters: the
+      population loss (`population`), the training-set loss (`fullbatch`), the loss on the
+      next SGD batch of `B` fresh images (`online`).
     - `test_loss`: `(S, T)` loss on the held-out test set (shared by the seeds), or `None`.
     - `label_values`: `(V,)` the distinct teacher labels of the test set;
       `label_counts`: `(V, P)` the mean pooled counts `n~` of the test images with that
