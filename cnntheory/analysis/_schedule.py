@@ -100,6 +100,12 @@ def simulate_schedule(schedule: Schedule, m0, v0, *, lr: float, key, t1: float, 
 
     from ..simulate import simulate
 
+    if simulate_kwargs.get("mode", "population") != "population":
+        require(
+            all(bool(jnp.allclose(p.moments, p.mixture.moments)) for p in schedule.problems),
+            "a sampling mode (fullbatch/online) draws images from each problem's mixture, so every problem's moments "
+            "must be its mixture's; problems made with with_moments/restrict_atoms need mode='population'",
+        )
     bounds = [t for t in schedule.times if t < t1] + [float(t1)]
     m, v = jnp.asarray(m0, float), jnp.asarray(v0, float)
     sims = []
