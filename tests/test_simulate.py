@@ -277,3 +277,11 @@ def test_divergence_is_reported_with_its_step():
     # A stable step on the same problem runs through.
     ok = sim.simulate(problem, M0, V0, **{**kw, "lr": 0.1})
     assert np.all(np.asarray(ok.status) == 0) and np.all(np.isfinite(np.asarray(ok.m)))
+
+
+def test_cli_registers_simulate():
+    from cnntheory._cli import build_parser
+
+    args = build_parser().parse_args(["simulate", "--mode", "fullbatch", "--lr", "0.05", "--n-train", "64", "--float32"])
+    assert args.func.__module__ == "cnntheory._commands.simulate"
+    assert (args.mode, args.lr, args.n_train, args.float32, args.out) == ("fullbatch", 0.05, 64, True, "cnntheory-output/simulate")
