@@ -320,6 +320,7 @@ class _Setup(eqx.Module):
     mode: str = eqx.field(static=True)
     batch_size: int | None = eqx.field(static=True)
     dtype: object = eqx.field(static=True)
+    seeds_by: str = eqx.field(static=True)
 
     def student(self, params, images):
         K, v = params
@@ -433,6 +434,8 @@ def _advance(setup: _Setup, states, train, indices, num_records, record_every):
 
         return jax.lax.scan(chunk, state, indices)
 
+    if setup.seeds_by == "map":
+        return jax.lax.map(lambda args: one_seed(*args), (states, train))
     return jax.vmap(one_seed)(states, train)
 
 
@@ -457,6 +460,7 @@ def simulate(
     throw: bool = True,
     progress: bool = False,
     num_chunks: int = 20,
+    seeds_by: str = "auto",
 ) -> Simulation:
     """Train the student CNN of `problem` from `(m0, v0)` and record it.
 
@@ -481,6 +485,11 @@ def simulate(
       divergence. `throw=True` raises `SimulationDiverged` naming the step and `lr`;
       `throw=False` returns with `status`, `diverged_at`, `message` set.
     - `progress`: show a tqdm bar over `num_chunks` chunks of the run.
+    - `seeds_by`: `"vmap"` (seeds batched), `"map"` (`lax.map`, seeds one after the other
+      in one compiled loop) or `"auto"`: `"vmap"` on accelerators and for float32,
+      `"map"` for float64 on CPU, where XLA runs the grouped convolution that `vmap` makes
+      of per-seed kernels up to ~10x slower than the plain one
+      (`benchmarks/simulation_throughput.py`). Results agree to round-off.
 
     **Returns:** a `Simulation`.
     """
@@ -489,6 +498,9 @@ def simulate(
     steps = _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds)
     dtype = jnp.dtype(dtype)
     require(dtype in (jnp.float32, jnp.float64), f"dtype must be float32 or float64, got {dtype}")
+    require(seeds_by in ("auto", "vmap", "map"), f"seeds_by must be 'auto', 'vmap' or 'map', got {seeds_by!r}")
+    if seeds_by == "auto":
+        seeds_by = "map" if dtype == jnp.float64 and jax.default_backend() == "cpu" else "vmap"
     setup = _Setup(
         problem=problem,
         teacher=teacher_kernels(problem).astype(dtype),
@@ -502,6 +514,7 @@ def simulate(
         mode=mode,
         batch_size=int(batch_size) if mode == "online" else None,
         dtype=dtype,
+        seeds_by=seeds_by,
     )
     states, train, test = _prepare(setup, m0, v0, key, int(num_seeds), int(num_test), int(num_train or 0), init_scale)
     train_moments = None
