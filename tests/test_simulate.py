@@ -285,3 +285,11 @@ def test_cli_registers_simulate():
     args = build_parser().parse_args(["simulate", "--mode", "fullbatch", "--lr", "0.05", "--n-train", "64", "--float32"])
     assert args.func.__module__ == "cnntheory._commands.simulate"
     assert (args.mode, args.lr, args.n_train, args.float32, args.out) == ("fullbatch", 0.05, 64, True, "cnntheory-output/simulate")
+
+
+def test_seeds_by_vmap_and_map_agree(relu_problem):
+    kw = dict(mode="fullbatch", lr=LR, steps=50, record_every=10, key=jax.random.key(1), num_seeds=2, num_train=32, num_test=16)
+    a = sim.simulate(relu_problem, M0, V0, seeds_by="vmap", **kw)
+    b = sim.simulate(relu_problem, M0, V0, seeds_by="map", **kw)
+    np.testing.assert_allclose(a.m, b.m, atol=1e-14)
+    np.testing.assert_allclose(a.predictions, b.predictions, atol=1e-14)
