@@ -424,13 +424,29 @@ def _message(status, t_end, method, t1, max_steps, max_segments, detail=""):
     return reasons[int(status[i])] + where
 
 
-def _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched):
-    loss_fn = jax.vmap(problem.loss) if not batched else jax.vmap(jax.vmap(problem.loss))
+def _losses(problem, m, v, batched, batch_problem):
+    """Population loss along the saved states (per batch element, per problem if batched)."""
+    along_time = lambda p, mm, vv: jax.vmap(p.loss)(mm, vv)  # noqa: E731
+    if not batched:
+        return along_time(problem, m, v)
+    return jax.vmap(along_time, in_axes=(0 if batch_problem else None, 0, 0))(problem, m, v)
+
+
+def _run_diffrax(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, method, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
+    return _diffrax_core(
+        problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
+        jnp.asarray(rtol), jnp.asarray(atol),
+        solver_name=method, max_steps=max_steps, max_segments=max_segments, hybrid=hybrid,
+        batch_problem=batch_problem, batched=batched, rhs=rhs,
+    )
+
+
+def _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched, batch_problem=False):
     traj = Trajectory(
         t=jnp.asarray(ts),
         m=m,
         v=v,
-        loss=loss_fn(m, v),
+        loss=_losses(problem, m, v, batched, batch_problem),
         status=jnp.asarray(status),
         num_steps=jnp.asarray(nsteps),
         num_segments=jnp.asarray(nseg),
@@ -492,10 +508,9 @@ def solve(
     if method in SCIPY_METHODS:
         m, v, status, nsteps, nseg, t_end, detail = _scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs)
     else:
-        m, v, status, nsteps, nseg, t_end = _diffrax_core(
-            problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
-            jnp.asarray(rtol), jnp.asarray(atol),
-            solver_name=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
+        m, v, status, nsteps, nseg, t_end = _run_diffrax(
+            problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
+            method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
         )
     message = _message(status, t_end, method, t1, steps, max_segments, detail)
     return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=False)
@@ -553,16 +568,9 @@ def solve_batch(
     first_problem.check_state(m0[0], v0[0])
     hybrid = not problem.sigma.smooth and method != "euler"
     steps = _max_steps(method, t0, t1, dt0, max_steps)
-    m, v, status, nsteps, nseg, t_end = _diffrax_core(
-        problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
-        jnp.asarray(rtol), jnp.asarray(atol),
-        solver_name=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=batch_problem, batched=True,
+    m, v, status, nsteps, nseg, t_end = _run_diffrax(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
+        method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=batch_problem, batched=True,
     )
     message = _message(status, t_end, method, t1, steps, max_segments)
-    if batch_problem:
-        losses = jax.vmap(lambda p, mm, vv: jax.vmap(p.loss)(mm, vv))(problem, m, v)
-        traj = Trajectory(jnp.asarray(ts), m, v, losses, status, nsteps, nseg, t_end, method, message)
-        if throw and not traj.success:
-            raise SolverError(message)
-        return traj
-    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=True)
+    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=True, batch_problem=batch_problem)
