@@ -71,13 +71,8 @@ def exact_levels(problem, key):
 
 
 def reference(problem, ts):
-    """The ODE at `ts`: tsit5 (Filippov hybrid for relu); if that solve fails, the Euler map
-    with dt = 1e-4 (its O(dt) error is far below the smallest SGD bias measured here)."""
-    try:
-        return cnntheory.solve(problem, M0, V0, T1, ts=ts)
-    except Exception as err:  # noqa: BLE001 -- record and fall back
-        print(f"  tsit5 solve failed ({type(err).__name__}: {str(err)[:80]}); using Euler dt=1e-4")
-        return cnntheory.solve(problem, M0, V0, T1, ts=ts, method="euler", dt0=1e-4, max_steps=200_000)
+    """The ODE at `ts`: tsit5 (the Filippov hybrid for relu)."""
+    return cnntheory.solve(problem, M0, V0, T1, ts=ts)
 
 
 def rms_bias(x, ref):
