@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
-DEFAULT_M0 = (0.3, 0.25, 0.2, 0.28)
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from .shape_counting import DEFAULT_M0, _floats
 
 
 def register(subparsers) -> None:
