@@ -81,6 +81,8 @@ class Simulation(eqx.Module):
 
     - `t`: `(T,)` ODE times `lr * step` of the records (steps `0, r, 2r, ...`).
     - `m`: `(S, T, L, P)` measured order parameters `K mu^T / D`; `v`: `(S, T, L)`.
+    - `kernels`: `(S, T, L, D)` the first-layer kernels themselves (in-span part plus the
+      out-of-span part, which never moves).
     - `loss`: `(S, T)` the exact population loss `problem.loss(m, v)` at the measured state,
       directly comparable with `Trajectory.loss`.
     - `train_loss`: `(S, T)` the loss being descended, at the recorded parameters: the
@@ -103,6 +105,7 @@ class Simulation(eqx.Module):
     t: Float[Array, " T"]
     m: Float[Array, "S T L P"]
     v: Float[Array, "S T L"]
+    kernels: Float[Array, "S T L D"]
     loss: Float[Array, "S T"]
     train_loss: Float[Array, "S T"]
     test_loss: Float[Array, "S T"] | None
@@ -374,7 +377,7 @@ class _Setup(eqx.Module):
         """Order parameters, exact population loss, test loss and predictions of a state."""
         (K, v), *_ = state
         m = K @ self.problem.mixture.atoms.astype(self.dtype).T / self.problem.patch_dim
-        rec = {"m": m, "v": v, "loss": self.problem.loss(m.astype(float), v.astype(float))}
+        rec = {"m": m, "v": v, "kernels": K, "loss": self.problem.loss(m.astype(float), v.astype(float))}
         if self.test_images is not None:
             pred = self.student((K, v), self.test_images)
             rec["test_loss"] = 0.5 * jnp.mean((pred - self.test_labels) ** 2)
@@ -582,6 +585,7 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, b
         t=jnp.asarray(record_steps * lr, dtype=float),
         m=rec["m"],
         v=rec["v"],
+        kernels=rec["kernels"],
         loss=rec["loss"],
         train_loss=rec["train_loss"],
         test_loss=rec["test_loss"] if has_test else None,

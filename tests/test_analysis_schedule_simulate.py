@@ -35,3 +35,21 @@ def test_population_schedule_is_the_chained_euler_map():
 def test_sampling_modes_refuse_moments_that_the_sampler_cannot_draw():
     with pytest.raises(ValueError, match="population"):
         simulate_schedule(_live_ablation(), M0, V0, lr=LR, key=jax.random.PRNGKey(0), t1=4.0, mode="online", batch_size=8)
+
+
+def test_simulated_filters_match_the_theory_filters():
+    from cnntheory.analysis import filters_figure, kernels_from_order, moving_part
+    from cnntheory.simulate import simulate
+
+    problem = ct.shape_counting(activation="tanh", k=3)
+    sim = simulate(problem, M0, V0, mode="population", lr=LR, key=jax.random.PRNGKey(1), t1=4.0, record_every=20, num_test=0, init_scale=1.0)
+    kernels = sim.kernels[0]
+    # The out-of-span part is real (init_scale=1) and never moves: removing its initial value
+    # leaves exactly the in-span filter that the measured m determines (round-off only).
+    assert float(jnp.max(jnp.abs(kernels[0] - kernels_from_order(problem, sim.m[0, 0])))) > 0.1
+    np.testing.assert_allclose(moving_part(problem, kernels), kernels_from_order(problem, sim.m[0]), atol=1e-12)
+    # Theory filters from the Euler map at the same times equal the simulated ones (population GD = Euler map).
+    ode = ct.solve(problem, M0, V0, 4.0, ts=sim.t, method="euler", dt0=LR)
+    np.testing.assert_allclose(kernels_from_order(problem, ode.m), moving_part(problem, kernels), atol=1e-11)
+    fig = filters_figure(problem, [0.0, 2.0, 4.0], ode.m, t=ode.t, simulated_kernels=kernels, t_sim=sim.t)
+    assert len(fig.axes) == 2 * 2 * 3  # (theory, simulation) x L units x times

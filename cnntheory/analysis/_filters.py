@@ -33,29 +33,43 @@ def filter_images(problem: TeacherStudent, m: Float[Array, "*B L P"]) -> Float[A
     return K.reshape(*K.shape[:-1], k, k)
 
 
-def filters_figure(problem: TeacherStudent, times, theory_m, simulated_m=None, *, t=None):
+def moving_part(problem: TeacherStudent, kernels: Float[Array, "T L D"]) -> Float[Array, "T L D"]:
+    """Recorded kernels minus their initial out-of-span part: `K(t) - K_perp(0)`.
+
+    Since the out-of-span part never moves, this is the in-span filter of a simulation,
+    read from the kernels themselves rather than from the measured `m`.
+    """
+    kernels = jnp.asarray(kernels)
+    m0 = kernels[0] @ problem.mixture.atoms.T / problem.patch_dim
+    return kernels - (kernels[0] - kernels_from_order(problem, m0))
+
+
+def filters_figure(problem: TeacherStudent, times, theory_m, *, t, simulated_kernels=None, t_sim=None):
     """Rows: student units (theory, then simulation if given); columns: `times`.
 
-    `theory_m`, `simulated_m`: `(T, L, P)` order parameters saved at times `t` (`(T,)`);
-    the nearest save time to each requested time is drawn. One colour scale per unit.
+    `theory_m`: `(T, L, P)` order parameters of a solve saved at `t`; the theory filters are
+    `kernels_from_order`. `simulated_kernels`: `(T', L, D)` kernels of one simulated seed
+    (`Simulation.kernels[s]`) recorded at `t_sim`, drawn as `moving_part`. The nearest
+    record to each requested time is drawn; one colour scale per unit.
     """
-    t = np.asarray(t)
-    cols = [int(np.argmin(np.abs(t - s))) for s in times]
-    sources = [("theory", np.asarray(theory_m))] + ([("simulation", np.asarray(simulated_m))] if simulated_m is not None else [])
-    L = sources[0][1].shape[1]
-    fig, axes = plt.subplots(L * len(sources), len(cols), figsize=(1.6 * len(cols), 1.7 * L * len(sources)), squeeze=False)
-    images = {name: np.asarray(filter_images(problem, jnp.asarray(m[cols]))) for name, m in sources}
+    k = problem.mixture.patch_size
+    sources = [("theory", np.asarray(t), np.asarray(kernels_from_order(problem, jnp.asarray(theory_m))))]
+    if simulated_kernels is not None:
+        sources.append(("simulation", np.asarray(t_sim), np.asarray(moving_part(problem, simulated_kernels))))
+    L = sources[0][2].shape[1]
+    fig, axes = plt.subplots(L * len(sources), len(times), figsize=(1.6 * len(times), 1.7 * L * len(sources)), squeeze=False)
     for l in range(L):
-        scale = max(np.abs(images[name][:, l]).max() for name, _ in sources) or 1.0
-        for s, (name, _) in enumerate(sources):
+        scale = max(np.abs(K[:, l]).max() for _, _, K in sources) or 1.0
+        for s, (name, ts, K) in enumerate(sources):
             row = l * len(sources) + s
-            for c, j in enumerate(cols):
+            for c, when in enumerate(times):
+                j = int(np.argmin(np.abs(ts - when)))
                 ax = axes[row, c]
-                ax.imshow(images[name][c, l], cmap="RdBu_r", vmin=-scale, vmax=scale)
+                ax.imshow(K[j, l].reshape(k, k), cmap="RdBu_r", vmin=-scale, vmax=scale)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
-                    ax.set_title(f"t = {t[j]:.3g}", fontsize=9)
+                    ax.set_title(f"t = {ts[j]:.3g}", fontsize=9)
                 if c == 0:
                     ax.set_ylabel(f"{name}\nunit {l + 1}", fontsize=8)
     fig.tight_layout()
