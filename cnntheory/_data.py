@@ -106,6 +106,11 @@ def shape_atoms(k: int = 5, overlap: float | None = None) -> Float[Array, "2 D"]
     return jnp.asarray(math.sqrt(D) * np.stack([x_unit, o_blend]))
 
 
+def gram_pseudo_inverse(gram: Float[Array, "P P"]) -> Float[Array, "P P"]:
+    """`G^+`, eagerly in numpy when `gram` is concrete (an SVD inside jit costs compile time)."""
+    return jnp.asarray(np.linalg.pinv(np.asarray(gram))) if is_concrete(gram) else jnp.linalg.pinv(gram)
+
+
 def dirichlet_moments(alpha: Float[Array, " P"]) -> tuple[Float[Array, " P"], Float[Array, "P P"]]:
     """`E[rho]` and `E[rho rho^T]` for `rho ~ Dirichlet(alpha)`."""
     alpha = jnp.asarray(alpha)
@@ -203,6 +208,20 @@ class PatchMixture(eqx.Module):
     def gram(self) -> Float[Array, "P P"]:
         """`G_pq = mu_p . mu_q / D`."""
         return self.atoms @ self.atoms.T / self.patch_dim
+
+    def overlaps(self, kernels: Float[Array, "*B L D"]) -> Float[Array, "*B L P"]:
+        """Order parameters of kernels: `m_lp = K_l . mu_p / D`."""
+        kernels = jnp.asarray(kernels)
+        return kernels @ self.atoms.astype(kernels.dtype).T / self.patch_dim
+
+    def in_span_kernels(self, m: Float[Array, "*B L P"], gram_pinv: Float[Array, "P P"] | None = None) -> Float[Array, "*B L D"]:
+        """The kernels in the atoms' span with order parameters `m`: `K = m G^+ mu`.
+
+        The exact inverse of `overlaps` on the span (when the rows of `m` lie in the row
+        space of `G`, always for independent atoms). `gram_pinv` passes a precomputed `G^+`.
+        """
+        gram_pinv = gram_pseudo_inverse(self.gram) if gram_pinv is None else gram_pinv
+        return jnp.asarray(m) @ gram_pinv @ self.atoms
 
     @property
     def moments(self) -> Float[Array, "P P"]:

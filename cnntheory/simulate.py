@@ -45,8 +45,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._activations import Activation
+from ._data import gram_pseudo_inverse
 from ._problem import TeacherStudent
-from ._validate import is_concrete, require, require_finite
+from ._validate import require, require_finite
 
 __all__ = [
     "MODES",
@@ -145,8 +146,8 @@ class Simulation(eqx.Module):
 def _with_registry_derivative(act: Activation):
     """`act` with `act.derivative` as its JAX derivative.
 
-    `jnp.maximum(x, 0)` differentiates to 1/2 at 0, the registry (and `jax.nn.relu`) to 0;
-    gradient descent must use the derivative the ODE uses, bit for bit.
+    Gradient descent must use the derivative the ODE uses, bit for bit (autodiff of `fn`
+    agrees with `derivative` only to round-off, and at relu's kink by convention).
     """
 
     @jax.custom_jvp
@@ -190,12 +191,12 @@ def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
     `K* = m* G^+ mu` (minimum norm), which reproduces `m*` when its rows lie in the row
     space of `G` (always, for linearly independent atoms).
     """
-    atoms = problem.mixture.atoms
+    mixture = problem.mixture
     overlaps = problem.teacher_overlaps
     if overlaps.shape == problem.gram.shape and bool(jnp.all(overlaps == problem.gram)):
-        return atoms
-    K_star = overlaps @ _gram_pinv(problem.gram) @ atoms
-    err = float(jnp.max(jnp.abs(K_star @ atoms.T / problem.patch_dim - overlaps)))
+        return mixture.atoms
+    K_star = mixture.in_span_kernels(overlaps)
+    err = float(jnp.max(jnp.abs(mixture.overlaps(K_star) - overlaps)))
     require(
         err < 1e-8,
         f"teacher_overlaps cannot be realised by teacher kernels (residual {err:.2e}): "
@@ -217,18 +218,13 @@ def init_kernels(
     atoms' span, is orthogonal to every atom (it never moves under training and never
     changes an output). Rows of `m0` must lie in the row space of `G`.
     """
-    return _init_kernels(problem, m0, key, scale, _gram_pinv(problem.gram))
-
-
-def _gram_pinv(gram):
-    # Eager numpy when possible: an SVD inside jit costs compile time for a (P, P) matrix.
-    return jnp.asarray(np.linalg.pinv(np.asarray(gram))) if is_concrete(gram) else jnp.linalg.pinv(gram)
+    return _init_kernels(problem, m0, key, scale, gram_pseudo_inverse(problem.gram))
 
 
 def _init_kernels(problem, m0, key, scale, gram_pinv):
-    atoms = problem.mixture.atoms
-    z = scale * jax.random.normal(key, (m0.shape[0], atoms.shape[1]), dtype=atoms.dtype)
-    return z + (m0 - z @ atoms.T / problem.patch_dim) @ gram_pinv @ atoms
+    mixture = problem.mixture
+    z = scale * jax.random.normal(key, (m0.shape[0], mixture.patch_dim), dtype=mixture.atoms.dtype)
+    return z + mixture.in_span_kernels(m0 - mixture.overlaps(z), gram_pinv)
 
 
 # --- finite-data theory ----------------------------------------------------------------
@@ -376,7 +372,7 @@ class _Setup(eqx.Module):
     def record(self, state):
         """Order parameters, exact population loss, test loss and predictions of a state."""
         (K, v), *_ = state
-        m = K @ self.problem.mixture.atoms.astype(self.dtype).T / self.problem.patch_dim
+        m = self.problem.mixture.overlaps(K)
         rec = {"m": m, "v": v, "kernels": K, "loss": self.problem.loss(m.astype(float), v.astype(float))}
         if self.test_images is not None:
             pred = self.student((K, v), self.test_images)
@@ -507,7 +503,7 @@ def simulate(
     setup = _Setup(
         problem=problem,
         teacher=teacher_kernels(problem).astype(dtype),
-        gram_pinv=_gram_pinv(problem.gram),
+        gram_pinv=gram_pseudo_inverse(problem.gram),
         lr=jnp.asarray(lr, dtype=dtype),
         max_loss=jnp.asarray(max_loss, dtype=dtype),
         test_images=None,

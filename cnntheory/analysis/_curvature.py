@@ -35,7 +35,7 @@ from ._filters import kernels_from_order
 
 def parameter_loss(problem: TeacherStudent, K: Float[Array, "L D"], v: Float[Array, " L"]) -> Float[Array, ""]:
     """The population loss as a function of the network parameters `(K, v)`."""
-    return problem.loss(K @ problem.mixture.atoms.T / problem.patch_dim, v)
+    return problem.loss(problem.mixture.overlaps(K), v)
 
 
 def _flat_params(K, v):

@@ -23,7 +23,7 @@ from .._problem import TeacherStudent
 
 def kernels_from_order(problem: TeacherStudent, m: Float[Array, "*B L P"]) -> Float[Array, "*B L D"]:
     """In-span kernels `K = m G^+ mu` (exact inverse of `m = K mu^T / D` on the span)."""
-    return jnp.asarray(m) @ jnp.linalg.pinv(problem.gram) @ problem.mixture.atoms
+    return problem.mixture.in_span_kernels(m)
 
 
 def filter_images(problem: TeacherStudent, m: Float[Array, "*B L P"]) -> Float[Array, "*B L k k"]:
@@ -40,7 +40,7 @@ def moving_part(problem: TeacherStudent, kernels: Float[Array, "T L D"]) -> Floa
     read from the kernels themselves rather than from the measured `m`.
     """
     kernels = jnp.asarray(kernels)
-    m0 = kernels[0] @ problem.mixture.atoms.T / problem.patch_dim
+    m0 = problem.mixture.overlaps(kernels[0])
     return kernels - (kernels[0] - kernels_from_order(problem, m0))
 
 
