@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import cnntheory as ct
-from cnntheory import _solve
+from cnntheory import _solve  # noqa: F401  (private core, for the naive baseline)
 
 T1 = 60.0
 M0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])

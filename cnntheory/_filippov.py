@@ -32,17 +32,25 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import diffrax
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jaxtyping import Array, Bool, Float
 
+from ._integrate import DIFFRAX_SOLVERS, controller, divergence_event_fn, saveat
 from ._problem import TeacherStudent
+from ._trajectory import MAX_SEGMENTS, SUCCESS, diverged, status_from_result
 
 #: Denominators below this are treated as zero when solving for `theta`.
 _TINY = 1e-300
 #: Slack of the sliding-exit event (in units of the residual `r`): far below any physical
 #: residual, far above the rounding noise of a converged state.
 SLIDE_SLACK = 1e-14
+#: Locates relu events in time, within the step that brackets them. Where it cannot
+#: converge (a sliding distance that is ~0/0 at a minimum, r -> 0), the event is taken at
+#: its last iterate, which still lies inside that step.
+ROOT_FINDER = optx.Newton(rtol=1e-12, atol=1e-14)
 
 
 class Mode(NamedTuple):
@@ -147,3 +155,87 @@ def initial_mode(problem: TeacherStudent, m, v) -> tuple[Float[Array, "L P"], Mo
     """The mode at the initial state: the sign of `m`, and `resolve_mode` where `m == 0`."""
     mode = Mode(side=(m > 0).astype(m.dtype), slide=jnp.zeros(m.shape, dtype=bool))
     return resolve_mode(problem, m, v, mode, m == 0)
+
+
+# --- the hybrid driver: one diffrax solve per mode, events between them ------------------
+
+
+def _mode_vector_field(t, y, args):
+    problem, mode = args
+    dm, dv, _ = mode_flow(problem, *y, mode)
+    return dm, dv
+
+
+def _mode_events(L, P):
+    def entry_fn(i):
+        def cond(t, y, args, **kwargs):
+            problem, mode = args
+            return event_distances(problem, *y, mode).reshape(-1)[i]
+
+        return cond
+
+    cond_fns = [entry_fn(i) for i in range(L * P)] + [divergence_event_fn]
+    directions = [False] * (L * P) + [None]
+    return diffrax.Event(cond_fns, ROOT_FINDER, direction=directions)
+
+
+def integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments):
+    """The Filippov solution from `(m0, v0)`: smooth segments per mode, `resolve_mode` between.
+
+    Returns `(m, v, status, num_steps, num_segments, t_end)` with `m`, `v` at `ts`.
+    Traceable (a `lax.while_loop` over segments).
+    """
+    L, P = m0.shape
+    T = ts.shape[0]
+    solver = DIFFRAX_SOLVERS[solver_name]()
+    step_control = controller(solver_name, rtol, atol)
+    event = _mode_events(L, P)
+    m0, mode0 = initial_mode(problem, m0, v0)
+
+    def segment(carry):
+        t, m, v, mode, out_m, out_v, saved, status, nsteps, nseg = carry
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_mode_vector_field),
+            solver,
+            t,
+            t1,
+            dt0,
+            (m, v),
+            args=(problem, mode),
+            saveat=saveat(jnp.clip(ts, t, t1)),
+            stepsize_controller=step_control,
+            max_steps=max_steps,
+            event=event,
+            throw=False,
+        )
+        (ms, vs), (m_end, v_end) = sol.ys
+        t_end, m_end, v_end = sol.ts[1][0], m_end[0], v_end[0]
+        new = ~saved & (ts <= t_end)
+        out_m = jnp.where(new[:, None, None], ms, out_m)
+        out_v = jnp.where(new[:, None], vs, out_v)
+        hit = jnp.stack(sol.event_mask[: L * P]).reshape(L, P)
+        m_next, mode_next = resolve_mode(problem, m_end, v_end, mode, hit)
+        # An event stops the step at the located time even if the root find gave up.
+        result = diffrax.RESULTS.where(jnp.any(hit), diffrax.RESULTS.event_occurred, sol.result)
+        status = status_from_result(result, diverged(m_end, v_end))
+        return (t_end, m_next, v_end, mode_next, out_m, out_v, saved | new, status, nsteps + sol.stats["num_steps"], nseg + 1)
+
+    def unfinished(carry):
+        t, *_, status, _, nseg = carry
+        return (t < t1) & (status == SUCCESS) & (nseg < max_segments)
+
+    init = (
+        t0,
+        m0,
+        v0,
+        mode0,
+        jnp.full((T, L, P), jnp.nan, m0.dtype),
+        jnp.full((T, L), jnp.nan, v0.dtype),
+        jnp.zeros(T, dtype=bool),
+        jnp.asarray(SUCCESS),
+        jnp.asarray(0),
+        jnp.asarray(0),
+    )
+    t, _, _, _, out_m, out_v, _, status, nsteps, nseg = jax.lax.while_loop(unfinished, segment, init)
+    status = jnp.where((status == SUCCESS) & (t < t1), MAX_SEGMENTS, status)
+    return out_m, out_v, status, nsteps, nseg, t

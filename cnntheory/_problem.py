@@ -199,3 +199,14 @@ def shape_counting(
         lr_kernel=float(k * k),
         lr_head=1.0,
     )
+
+
+def flatten_state(m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " n"]:
+    """The flat state `y = (m_11, ..., m_LP, v_1, ..., v_L)`, `n = L P + L`."""
+    return jnp.concatenate([m.ravel(), v])
+
+
+def unflatten_state(y: Float[Array, " n"], num_atoms: int) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+    """Inverse of `flatten_state` for `P = num_atoms`."""
+    L = y.shape[0] // (num_atoms + 1)
+    return y[: L * num_atoms].reshape(L, num_atoms), y[L * num_atoms :]

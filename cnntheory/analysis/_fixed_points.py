@@ -38,8 +38,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._filippov import Mode, mode_flow
 from .._problem import TeacherStudent
-from .._solve import _flat, _unflat
+from .._problem import flatten_state as _flat
+from .._problem import unflatten_state
 from .._validate import require
+
+
+def _unflat(problem, y):
+    return unflatten_state(y, problem.num_atoms)
 
 KINDS = ("stable", "marginal", "saddle", "unstable")
 

@@ -21,7 +21,8 @@ from jaxtyping import Array, Float
 
 from .._data import PatchMixture
 from .._problem import TeacherStudent
-from .._solve import SUCCESS, Trajectory, solve
+from .._solve import Trajectory, solve
+from .._trajectory import SUCCESS
 from .._validate import require
 
 

@@ -1,0 +1,75 @@
+r"""The diffrax machinery shared by every flow of the package: solvers, step control, saving.
+
+`integrate` solves `dy/dt = field(t, y, args)` for a pytree state `y` with a named diffrax
+solver, saving at the times `ts` only (never dense output: diffrax allocates dense output
+for `max_steps` steps up front) and stopping at divergence. It is the smooth path of
+`cnntheory.solve` and the integrator of every other flow the package defines (moment
+equations, Gaussian-patch order parameters); the relu (Filippov) driver builds its
+segments from the same pieces.
+"""
+
+from __future__ import annotations
+
+import diffrax
+import jax
+
+from ._trajectory import diverged, status_from_result
+
+DIFFRAX_SOLVERS = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "kvaerno3": diffrax.Kvaerno3,
+    "kvaerno4": diffrax.Kvaerno4,
+    "kvaerno5": diffrax.Kvaerno5,
+    "euler": diffrax.Euler,
+}
+
+
+def saveat(ts):
+    """Save at `ts` and at the end of the solve (the second tells how far it got)."""
+    return diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)])
+
+
+def controller(solver_name, rtol, atol):
+    """PID step control, or constant steps for `"euler"` (the gradient-descent map)."""
+    if solver_name == "euler":
+        return diffrax.ConstantStepSize()
+    return diffrax.PIDController(rtol=rtol, atol=atol, dtmin=None)
+
+
+def divergence_event_fn(t, y, args, **kwargs):
+    """A diffrax event condition that fires when the state diverges."""
+    return diverged(*y)
+
+
+def integrate(field, y0, args, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps):
+    """Solve `dy/dt = field(t, y, args)` from `y0` at `t0` to `t1`, saved at `ts`.
+
+    Returns `(ys, status, num_steps, t_end)`: `ys` the state at `ts` (a pytree with a
+    leading time axis), `status` a `Trajectory` status code, `t_end` where it stopped.
+    Traceable: call it under `jit` / `vmap`.
+    """
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        DIFFRAX_SOLVERS[solver_name](),
+        t0,
+        t1,
+        dt0,
+        y0,
+        args=args,
+        saveat=saveat(ts),
+        stepsize_controller=controller(solver_name, rtol, atol),
+        max_steps=max_steps,
+        event=diffrax.Event(divergence_event_fn),
+        throw=False,
+    )
+    ys, y_end = sol.ys
+    y_end = [x[0] for x in jax.tree_util.tree_leaves(y_end)]
+    status = status_from_result(sol.result, diverged(*y_end))
+    return ys, status, sol.stats["num_steps"], sol.ts[1][0]
+

@@ -1,0 +1,140 @@
+r"""The scipy backend of `solve`: `scipy.integrate.solve_ivp` on the flattened state.
+
+Smooth flows are one `solve_ivp` call; relu students are integrated as Filippov solutions
+by the same hybrid scheme as the diffrax path (`cnntheory._filippov`): one `solve_ivp`
+call per mode, terminal events at the entries' distances, `resolve_mode` between.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.integrate
+
+from ._filippov import Mode, event_distances, initial_mode, mode_flow, resolve_mode
+from ._problem import TeacherStudent, flatten_state, unflatten_state
+from ._trajectory import DIVERGED, DIVERGENCE_BOUND, FAILED, MAX_SEGMENTS, SUCCESS
+
+SCIPY_METHODS = ("RK23", "RK45", "DOP853", "LSODA", "Radau", "BDF")
+
+
+def _unflat(problem, y):
+    return unflatten_state(y, problem.num_atoms)
+
+
+# Module-level jitted functions of (problem, y, ...): compiled once per shape and reused
+# across solves (scipy calls them from Python at every stage, `t` never traced).
+def _flat_smooth(problem, y):
+    return flatten_state(*problem.rhs(*_unflat(problem, y)))
+
+
+def _flat_mode(problem, y, side, slide):
+    dm, dv, _ = mode_flow(problem, *_unflat(problem, y), Mode(side, slide))
+    return flatten_state(dm, dv)
+
+
+_SCIPY_FNS = {
+    "smooth": jax.jit(_flat_smooth),
+    "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
+    "mode": jax.jit(_flat_mode),
+    "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
+    "distances": jax.jit(lambda problem, y, side, slide: event_distances(problem, *_unflat(problem, y), Mode(side, slide)).ravel()),
+    "resolve": jax.jit(lambda problem, y, mode, hit: resolve_mode(problem, *_unflat(problem, y), mode, hit)),
+    "initial": jax.jit(lambda problem, y: initial_mode(problem, *_unflat(problem, y))),
+}
+
+
+class _ScipyFlow:
+    """Flat-state callables of the flow of one problem, for scipy."""
+
+    def __init__(self, problem: TeacherStudent, L: int):
+        self.L, self.P = L, problem.num_atoms
+        for name, fn in _SCIPY_FNS.items():
+            setattr(self, name, lambda *a, _fn=fn: _fn(problem, *a))
+
+
+def _divergence_event(t, y):
+    return DIVERGENCE_BOUND - np.max(np.abs(y)) if np.all(np.isfinite(y)) else -1.0
+
+
+_divergence_event.terminal = True
+
+
+def _entry_events(flow: _ScipyFlow, mode: Mode):
+    cache = {}
+
+    def distances(y):
+        key = y.tobytes()
+        if key not in cache:
+            cache.clear()
+            cache[key] = np.asarray(flow.distances(y, *mode))
+        return cache[key]
+
+    def make(i):
+        def g(t, y):
+            return distances(y)[i]
+
+        g.terminal, g.direction = True, -1
+        return g
+
+    return [make(i) for i in range(flow.L * flow.P)]
+
+
+def _segment(fun, jac, t, t1, y, ts, method, rtol, atol, events):
+    implicit = {"jac": jac} if method in ("Radau", "BDF", "LSODA") else {}
+    return scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=ts, rtol=rtol, atol=atol, events=events, **implicit)
+
+
+def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs=None):
+    """Returns `(m, v, status, num_steps, num_segments, t_end, detail)` at `ts`."""
+    L, P = m0.shape
+    flow = _ScipyFlow(problem, L)
+    if rhs is not None:
+        custom = jax.jit(lambda y: flatten_state(*rhs(*_unflat(problem, y))))
+        flow.smooth, flow.smooth_jac = custom, jax.jit(jax.jacfwd(lambda y: flatten_state(*rhs(*_unflat(problem, y)))))
+    y = np.concatenate([np.ravel(m0), np.asarray(v0)])
+    out = np.full((len(ts), y.size), np.nan)
+    saved = np.zeros(len(ts), dtype=bool)
+    status, nsteps, nseg, t, msg = SUCCESS, 0, 0, float(t0), ""
+    mode = None
+    if hybrid:
+        m_init, mode = flow.initial(y)
+        y = np.concatenate([np.ravel(m_init), y[L * P :]])
+    while t < t1 and nseg < max_segments:
+        todo = ~saved & (ts >= t)
+        if hybrid:
+            side, slide = mode
+            fun = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode(yy, s, sl))  # noqa: E731
+            jac = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode_jac(yy, s, sl))  # noqa: E731
+            events = _entry_events(flow, mode) + [_divergence_event]
+        else:
+            fun = lambda _t, yy: np.asarray(flow.smooth(yy))  # noqa: E731
+            jac = lambda _t, yy: np.asarray(flow.smooth_jac(yy))  # noqa: E731
+            events = [_divergence_event]
+        sol = _segment(fun, jac, t, float(t1), y, ts[todo], method, rtol, atol, events)
+        nseg += 1
+        nsteps += int(sol.nfev)
+        idx = np.flatnonzero(todo)[: sol.y.shape[1]]
+        out[idx] = sol.y.T
+        saved[idx] = True
+        if sol.status == -1:
+            status, msg, t = FAILED, sol.message, float(sol.t[-1])
+            break
+        if sol.status == 0:
+            t = float(t1)
+            break
+        fired = [i for i, te in enumerate(sol.t_events) if len(te)]
+        t = float(sol.t_events[fired[0]][0])
+        y = sol.y_events[fired[0]][0]
+        if fired[0] == len(events) - 1:
+            status = DIVERGED
+            break
+        hit = np.zeros((L, P), dtype=bool)
+        hit.ravel()[[i for i in fired if i < L * P]] = True
+        m_next, mode = flow.resolve(y, mode, hit)
+        y = np.concatenate([np.ravel(m_next), y[L * P :]])
+    if status == SUCCESS and t < t1:
+        status = MAX_SEGMENTS
+    m = out[:, : L * P].reshape(len(ts), L, P)
+    return jnp.asarray(m), jnp.asarray(out[:, L * P :]), status, nsteps, nseg, t, msg
