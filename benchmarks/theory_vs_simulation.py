@@ -1,4 +1,5 @@
-"""Theory versus simulation for shape counting, at the three levels of DESIGN.md §2.
+"""Theory versus simulation for shape counting, at the three simulation levels
+(population GD, full-batch GD on sampled images, online SGD).
 
 For a smooth student (softplus) and relu, shape counting with overlap 0.8, alpha = (1, 1),
 mean pooling, d = 20, k = 5 (N = 16 patches), the seed's initial condition:

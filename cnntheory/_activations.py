@@ -30,7 +30,8 @@ class Activation:
     - `sympy(x)`: builds the sympy expression of `sigma(x)` for a sympy symbol `x`.
     - `smooth`: `False` for activations with a kink (only `relu`, kink at 0).
     - `homogeneous`: `True` when `sigma(c x) = c sigma(x)` for `c > 0` (relu, linear):
-      then the kernel/head balance of DESIGN.md §1 is conserved.
+      then the kernel/head balance `D m_l G^{-1} m_l^T / eta_K - v_l^2 / eta_v` is
+      conserved for each unit `l`.
     """
 
     name: str

@@ -1,8 +1,10 @@
-"""Figures of order-parameter trajectories (matplotlib)."""
+"""Figures of order-parameter trajectories (matplotlib).
+
+matplotlib is imported inside each function, so `import cnntheory` stays free of it.
+"""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ._solve import Trajectory
@@ -10,6 +12,8 @@ from ._solve import Trajectory
 
 def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True):
     """`m_lp(t)` (solid) and `v_l(t)` (dashed) of one solve on `ax`."""
+    import matplotlib.pyplot as plt
+
     ax = ax or plt.gca()
     t = np.asarray(traj.t)
     m, v = np.asarray(traj.m), np.asarray(traj.v)
@@ -32,6 +36,8 @@ def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None
 
 def plot_loss(traj: Trajectory, ax=None, *, label: str | None = None):
     """Population loss on a log scale."""
+    import matplotlib.pyplot as plt
+
     ax = ax or plt.gca()
     loss = np.asarray(traj.loss)
     ax.semilogy(np.asarray(traj.t), np.where(loss > 0, loss, np.nan), lw=1.6, label=label)
@@ -42,6 +48,8 @@ def plot_loss(traj: Trajectory, ax=None, *, label: str | None = None):
 
 def trajectory_figure(trajs: dict[str, Trajectory], *, suptitle: str | None = None):
     """One column per trajectory: order parameters on top, loss below."""
+    import matplotlib.pyplot as plt
+
     n = len(trajs)
     fig, axes = plt.subplots(2, n, figsize=(5.0 * n, 6.0), sharex="col", gridspec_kw={"height_ratios": [2.2, 1]}, squeeze=False)
     for j, (name, traj) in enumerate(trajs.items()):

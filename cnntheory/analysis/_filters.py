@@ -14,7 +14,6 @@ filters are compared on equal terms.
 from __future__ import annotations
 
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -52,6 +51,8 @@ def filters_figure(problem: TeacherStudent, times, theory_m, *, t, simulated_ker
     (`Simulation.kernels[s]`) recorded at `t_sim`, drawn as `moving_part`. The nearest
     record to each requested time is drawn; one colour scale per unit.
     """
+    import matplotlib.pyplot as plt  # only when drawing: `import cnntheory` stays free of matplotlib
+
     k = problem.mixture.patch_size
     sources = [("theory", np.asarray(t), np.asarray(kernels_from_order(problem, jnp.asarray(theory_m))))]
     if simulated_kernels is not None:
