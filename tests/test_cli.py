@@ -1,9 +1,12 @@
 """The `cnntheory` command line: the main job writes what it says, with the right numbers."""
 
 import json
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import cnntheory as ct
 from cnntheory._cli import build_parser, main
@@ -38,3 +41,56 @@ def test_every_subcommand_has_help():
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 2
     assert "shape-counting" in capsys.readouterr().out
+
+
+# --- bad arguments: one line on stderr, exit status 2, never a traceback ------------------------
+
+BAD_ARGUMENTS = [
+    (["shape-counting", "--overlap", "1.5"], "overlap must lie strictly between -1 and 1"),
+    (["shape-counting", "--activation", "nope"], "unknown activation 'nope'"),
+    (["shape-counting", "--t1", "-5"], "--t1: must be a finite number > 0"),
+    (["shape-counting", "--m0", "1,2"], "--m0 needs 4 numbers"),
+    (["shape-counting", "--method", "nope"], "unknown method 'nope'"),
+    (["fixed-points", "--alpha", "0,1"], "Dirichlet parameters alpha must be finite and > 0"),
+    # A negative list is a value, not an option: it reaches the Dirichlet check.
+    (["fixed-points", "--alpha", "-1,1"], "Dirichlet parameters alpha must be finite and > 0, got [-1."),
+    (["fixed-points", "--starts", "0"], "--starts: must be an integer >= 1"),
+    (["sweep", "--t1", "0"], "--t1: must be a finite number > 0"),
+    (["sweep", "--activation", "nope"], "unknown activation 'nope'"),
+    (["simulate", "--lr", "-0.1"], "--lr: must be a finite number > 0"),
+    (["simulate", "--alpha", "1,x"], "expected comma-separated numbers"),
+    (["energy", "--images", "0"], "--images: must be an integer >= 1"),
+    (["equations", "--sizes", "0,2"], "--sizes must be two or three positive integers"),
+]
+
+
+def _one_line(text):
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, message", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
+def test_bad_argument_is_one_line_and_status_2(argv, message, tmp_path, capsys):
+    code = main([*argv, "--out", str(tmp_path)] if argv[0] != "equations" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    line = _one_line(err)
+    assert line.startswith(f"cnntheory {argv[0]}: error: ") and message in line, line
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_negative_values_parse_as_values():
+    args = build_parser().parse_args(["sweep", "--overlap-range", "-0.5", "-.25", "--eps", "-1e-3"])
+    assert args.overlap_range == [-0.5, -0.25] and args.eps == -1e-3
+    assert build_parser().parse_args(["shape-counting", "--alpha", "-1,1"]).alpha == [(-1.0, 1.0)]
+
+
+def test_command_line_prints_no_traceback(tmp_path):
+    # The installed entry point end to end: the same path a user's shell takes.
+    result = subprocess.run(
+        [sys.executable, "-m", "cnntheory", "fixed-points", "--alpha", "-1,1", "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert _one_line(result.stderr).startswith("cnntheory fixed-points: error: Dirichlet parameters alpha")

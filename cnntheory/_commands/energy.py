@@ -11,6 +11,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ._types import positive_int
+
 
 def register(subparsers) -> None:
     from ..energy import DATASETS
@@ -23,13 +25,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("cnntheory-output/energy"), help="output folder (default cnntheory-output/energy)")
     parser.add_argument("--dataset", choices=DATASETS, default="photos", help="bundled image set (default photos)")
-    parser.add_argument("--images", type=int, default=1024, help="number of images / crops (default 1024)")
-    parser.add_argument("--size", type=int, default=24, help="crop side for photos / powerlaw (default 24)")
-    parser.add_argument("--patch", type=int, default=3, help="first-layer filter side k (default 3)")
-    parser.add_argument("--linear-steps", type=int, default=200, help="GD steps of the linear CNN (default 200)")
-    parser.add_argument("--linear-seeds", type=int, default=32, help="seeds of the linear CNN (default 32)")
-    parser.add_argument("--steps", type=int, default=1000, help="SGD steps of the nonlinear CNN (default 1000)")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds of the nonlinear CNN (default 2)")
+    parser.add_argument("--images", type=positive_int, default=1024, help="number of images / crops (default 1024)")
+    parser.add_argument("--size", type=positive_int, default=24, help="crop side for photos / powerlaw (default 24)")
+    parser.add_argument("--patch", type=positive_int, default=3, help="first-layer filter side k (default 3)")
+    parser.add_argument("--linear-steps", type=positive_int, default=200, help="GD steps of the linear CNN (default 200)")
+    parser.add_argument("--linear-seeds", type=positive_int, default=32, help="seeds of the linear CNN (default 32)")
+    parser.add_argument("--steps", type=positive_int, default=1000, help="SGD steps of the nonlinear CNN (default 1000)")
+    parser.add_argument("--seeds", type=positive_int, default=2, help="seeds of the nonlinear CNN (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.set_defaults(func=run)
 

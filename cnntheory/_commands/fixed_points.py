@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._types import activation, finite_float, positive_int
 from .shape_counting import _floats
 
 
@@ -13,10 +14,10 @@ def register(subparsers) -> None:
         "Filippov modes for relu), classified by the Jacobian's eigenvalues, grouped into families.",
     )
     p.add_argument("--alpha", type=_floats, action="append", help="Dirichlet parameters, e.g. 1,1 (repeatable; default 1,1 and 2,1)")
-    p.add_argument("--overlap", type=float, default=0.8, help="Gram overlap of X and O (default 0.8)")
-    p.add_argument("--activation", default="relu", help="student activation (default relu)")
-    p.add_argument("--units", type=int, default=2, help="student units L (default 2)")
-    p.add_argument("--starts", type=int, default=256, help="random starts (default 256)")
+    p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of X and O (default 0.8)")
+    p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
+    p.add_argument("--units", type=positive_int, default=2, help="student units L (default 2)")
+    p.add_argument("--starts", type=positive_int, default=256, help="random starts (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--all", action="store_true", help="print every point, not one per family")
     p.add_argument("--out", default="cnntheory-output/fixed-points", help="output folder")

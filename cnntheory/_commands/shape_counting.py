@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from ._types import activation, finite_float, positive_float, positive_int
+
 DEFAULT_M0 = (0.3, 0.25, 0.2, 0.28)
 
 
@@ -23,18 +25,18 @@ def register(subparsers) -> None:
         "one panel per Dirichlet law alpha, order parameters m_lp(t), head v(t), loss.",
     )
     p.add_argument("--alpha", type=_floats, action="append", help="Dirichlet parameters, e.g. 1,1 (repeat for more panels; default 1,1 and 2,1)")
-    p.add_argument("--overlap", type=float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
-    p.add_argument("--activation", default="relu", help="student activation (default relu)")
-    p.add_argument("--t1", type=float, default=60.0, help="final time (default 60)")
-    p.add_argument("--eps", type=float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
+    p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
+    p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
+    p.add_argument("--t1", type=positive_float, default=60.0, help="final time (default 60)")
+    p.add_argument("--eps", type=finite_float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
     p.add_argument("--m0", type=_floats, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22 (default 0.3,0.25,0.2,0.28)")
     p.add_argument("--method", default="tsit5", help="diffrax solver name or scipy method (default tsit5)")
-    p.add_argument("--rtol", type=float, default=1e-8)
-    p.add_argument("--atol", type=float, default=1e-10)
-    p.add_argument("--patches-per-side", type=int, default=None, help="M (default: continuum moments)")
+    p.add_argument("--rtol", type=positive_float, default=1e-8)
+    p.add_argument("--atol", type=positive_float, default=1e-10)
+    p.add_argument("--patches-per-side", type=positive_int, default=None, help="M (default: continuum moments)")
     p.add_argument("--pooling", choices=("mean", "sum"), default="mean")
-    p.add_argument("--k", type=int, default=5, help="patch side (default 5)")
-    p.add_argument("--num-points", type=int, default=601, help="save times (default 601)")
+    p.add_argument("--k", type=positive_int, default=5, help="patch side (default 5)")
+    p.add_argument("--num-points", type=positive_int, default=601, help="save times (default 601)")
     p.add_argument("--out", default="cnntheory-output/shape-counting", help="output folder")
     p.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args) -> int:
 
     alphas = args.alpha or [(1.0, 1.0), (2.0, 1.0)]
     if len(args.m0) != 4:
-        raise SystemExit(f"--m0 needs 4 numbers (m11,m12,m21,m22), got {len(args.m0)}")
+        raise ValueError(f"--m0 needs 4 numbers (m11,m12,m21,m22), got {len(args.m0)}")
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     ts = jnp.linspace(0.0, args.t1, args.num_points)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ._types import activation, finite_float, positive_float, positive_int
 from .shape_counting import DEFAULT_M0, _floats
 
 
@@ -17,21 +18,21 @@ def register(subparsers) -> None:
     )
     p.add_argument("--mode", choices=("population", "fullbatch", "online"), default="online", help="default online")
     p.add_argument("--alpha", type=_floats, default=(1.0, 1.0), help="Dirichlet parameters (default 1,1)")
-    p.add_argument("--overlap", type=float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
-    p.add_argument("--activation", default="relu", help="student activation (default relu)")
-    p.add_argument("--lr", type=float, default=0.02, help="step in ODE time (default 0.02)")
-    p.add_argument("--batch", type=int, default=16, help="online batch size B (default 16)")
+    p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
+    p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
+    p.add_argument("--lr", type=positive_float, default=0.02, help="step in ODE time (default 0.02)")
+    p.add_argument("--batch", type=positive_int, default=16, help="online batch size B (default 16)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help="number of steps")
-    length.add_argument("--t1", type=float, default=None, help="final ODE time = lr x steps (default 40)")
-    p.add_argument("--seeds", type=int, default=8, help="independent runs (default 8)")
-    p.add_argument("--record-every", type=int, default=None, help="steps between records (default: 100 records)")
-    p.add_argument("--n-train", type=int, default=1024, help="training images for fullbatch (default 1024)")
-    p.add_argument("--n-test", type=int, default=1024, help="held-out test images (default 1024)")
-    p.add_argument("--patches-per-side", type=int, default=4, help="M (d = k M; default 4)")
+    length.add_argument("--steps", type=positive_int, default=None, help="number of steps")
+    length.add_argument("--t1", type=positive_float, default=None, help="final ODE time = lr x steps (default 40)")
+    p.add_argument("--seeds", type=positive_int, default=8, help="independent runs (default 8)")
+    p.add_argument("--record-every", type=positive_int, default=None, help="steps between records (default: 100 records)")
+    p.add_argument("--n-train", type=positive_int, default=1024, help="training images for fullbatch (default 1024)")
+    p.add_argument("--n-test", type=positive_int, default=1024, help="held-out test images (default 1024)")
+    p.add_argument("--patches-per-side", type=positive_int, default=4, help="M (d = k M; default 4)")
     p.add_argument("--pooling", choices=("mean", "sum"), default="mean")
-    p.add_argument("--k", type=int, default=5, help="patch side (default 5)")
-    p.add_argument("--eps", type=float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
+    p.add_argument("--k", type=positive_int, default=5, help="patch side (default 5)")
+    p.add_argument("--eps", type=finite_float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
     p.add_argument("--m0", type=_floats, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22")
     p.add_argument("--method", default="tsit5", help="ODE solver (default tsit5; 'euler' = the GD map with dt = lr)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
@@ -54,14 +55,12 @@ def run(args) -> int:
     from .._problem import shape_counting
 
     if len(args.m0) != 4:
-        raise SystemExit(f"--m0 needs 4 numbers (m11,m12,m21,m22), got {len(args.m0)}")
-    if args.lr <= 0:
-        raise SystemExit(f"--lr must be > 0, got {args.lr}")
+        raise ValueError(f"--m0 needs 4 numbers (m11,m12,m21,m22), got {len(args.m0)}")
     steps = args.steps if args.steps is not None else int(round((args.t1 if args.t1 is not None else 40.0) / args.lr))
     record_every = args.record_every or max(1, steps // 100)
     steps -= steps % record_every  # a whole number of records
     if steps < 1:
-        raise SystemExit("the run is shorter than one record: increase --steps / --t1 or lower --record-every")
+        raise ValueError("the run is shorter than one record: increase --steps / --t1 or lower --record-every")
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     problem = shape_counting(args.overlap, args.alpha, args.activation, args.patches_per_side, args.pooling, args.k)
@@ -72,7 +71,7 @@ def run(args) -> int:
             num_seeds=args.seeds, batch_size=args.batch, num_train=args.n_train, num_test=args.n_test,
             dtype=jnp.float32 if args.float32 else jnp.float64, progress=True,
         )
-    except (ValueError, sim.SimulationDiverged) as err:
+    except sim.SimulationDiverged as err:  # a failed run, not a bad argument: exit status 1
         raise SystemExit(f"cnntheory simulate: {err}") from None
     sim_seconds = time.perf_counter() - start
     start = time.perf_counter()

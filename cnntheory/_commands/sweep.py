@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._types import activation, finite_float, positive_float, positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -10,15 +12,15 @@ def register(subparsers) -> None:
         description="Shape counting on a grid of atom overlaps G_12 and Dirichlet skews alpha = (1 + s, 1), "
         "solved in sharded batches over all JAX devices; heatmaps of the final loss and the plateau length.",
     )
-    p.add_argument("--overlaps", type=int, default=8, help="grid points in overlap (default 8)")
-    p.add_argument("--overlap-range", type=float, nargs=2, default=(0.0, 0.9))
-    p.add_argument("--skews", type=int, default=8, help="grid points in skew s (default 8)")
-    p.add_argument("--skew-range", type=float, nargs=2, default=(0.0, 3.0))
-    p.add_argument("--activation", default="tanh", help="student activation (default tanh; relu compiles slowly)")
-    p.add_argument("--eps", type=float, default=1e-3, help="initial head (eps, -eps) (default 1e-3)")
-    p.add_argument("--t1", type=float, default=100.0)
-    p.add_argument("--num-points", type=int, default=401)
-    p.add_argument("--chunk-size", type=int, default=256)
+    p.add_argument("--overlaps", type=positive_int, default=8, help="grid points in overlap (default 8)")
+    p.add_argument("--overlap-range", type=finite_float, nargs=2, default=(0.0, 0.9))
+    p.add_argument("--skews", type=positive_int, default=8, help="grid points in skew s (default 8)")
+    p.add_argument("--skew-range", type=finite_float, nargs=2, default=(0.0, 3.0))
+    p.add_argument("--activation", type=activation, default="tanh", help="student activation (default tanh; relu compiles slowly)")
+    p.add_argument("--eps", type=finite_float, default=1e-3, help="initial head (eps, -eps) (default 1e-3)")
+    p.add_argument("--t1", type=positive_float, default=100.0)
+    p.add_argument("--num-points", type=positive_int, default=401)
+    p.add_argument("--chunk-size", type=positive_int, default=256)
     p.add_argument("--out", default="cnntheory-output/sweep", help="output folder")
     p.set_defaults(func=run)
 
