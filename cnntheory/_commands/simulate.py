@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ._types import activation, finite_float, positive_float, positive_int
@@ -41,6 +42,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def stability_warning(problem, m0, v0, lr: float) -> str | None:
+    """A one-line warning when `lr` is past gradient descent's stability edge at the start, else None.
+
+    The edge is `2 / lambda_max(Lambda^{1/2} H Lambda^{1/2})` (`cnntheory.analysis.stability_edge`).
+    """
+    from ..analysis import stability_edge
+
+    edge = stability_edge(problem, m0, v0)
+    if lr <= edge:
+        return None
+    return (
+        f"--lr {lr:g} exceeds gradient descent's stability edge {edge:.4g} at the initial state "
+        "(2 / top eigenvalue of the Hessian preconditioned by eta_K, eta_v); the run may diverge"
+    )
+
+
 def run(args) -> int:
     import matplotlib
 
@@ -64,6 +81,9 @@ def run(args) -> int:
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     problem = shape_counting(args.overlap, args.alpha, args.activation, args.patches_per_side, args.pooling, args.k)
+    warning = stability_warning(problem, m0, v0, args.lr)
+    if warning:
+        print(f"cnntheory simulate: warning: {warning}", file=sys.stderr)
     start = time.perf_counter()
     try:
         s = sim.simulate(

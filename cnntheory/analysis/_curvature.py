@@ -14,6 +14,17 @@ in-span kernels `K = m G^+ mu` (`kernels_from_order`), plus an optional fixed `K
 of `Lambda^{1/2} H Lambda^{1/2}` (`Lambda = diag(eta_K, ..., eta_v, ...)`): gradient
 descent with step `lr` is linearly stable at a minimum iff `lr * sharpness < 2`.
 
+**Stability edge.** Gradient descent with the problem's multipliers is the map
+`theta -> theta - lr Lambda grad L(theta)`. Near a state, a perturbation `delta` obeys
+`delta -> (I - lr Lambda H) delta`; `Lambda H` is similar to `Lambda^{1/2} H Lambda^{1/2}`
+(same eigenvalues `lambda_i`), so every mode contracts or stays iff `|1 - lr lambda_i| <= 1`,
+that is iff
+
+$$\mathrm{lr} < \mathrm{lr}_{\rm edge} = \frac{2}{\lambda_{\max}(\Lambda^{1/2} H \Lambda^{1/2})},$$
+
+`stability_edge` (infinite when no eigenvalue is positive). Away from a minimum it is the
+edge of the local quadratic model: a step far past it overshoots the curvature it sees.
+
 A **landscape** is the loss on the plane `theta + a d_1 + b d_2` around a state, with
 random directions normalised filter-wise (Li et al. 2018: each unit's slice of a direction
 scaled to that unit's norm) or directions given.
@@ -79,6 +90,18 @@ def sharpness(problem: TeacherStudent, traj: Trajectory, K_perp=None, *, metric:
     require(metric in ("euclidean", "lr"), f"metric must be 'euclidean' or 'lr', got {metric!r}")
     require(traj.m.ndim == 3, f"sharpness takes one trajectory (m of shape (T, L, P)), got {traj.m.shape}")
     return _top_eigenvalues(problem, traj.m, traj.v, K_perp, metric == "lr")
+
+
+def stability_edge(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"], K_perp=None) -> float:
+    """Largest stable gradient-descent step at `(m, v)`: `2 / lambda_max(Lambda^{1/2} H Lambda^{1/2})`.
+
+    `lr` is the step of `cnntheory.simulate` (ODE time per step, with the problem's
+    `eta_K`, `eta_v`); see the module docstring for the derivation.
+    """
+    m, v = jnp.asarray(m, dtype=float), jnp.asarray(v, dtype=float)
+    require(m.ndim == 2 and v.shape == (m.shape[0],), f"need m (L, P) and v (L,), got shapes {m.shape}, {v.shape}")
+    top = float(_top_eigenvalues(problem, m[None], v[None], K_perp, True)[0])
+    return 2.0 / top if top > 0 else float("inf")
 
 
 class Landscape(eqx.Module):
