@@ -25,6 +25,27 @@ side, sliding `theta_lp in [0, 1]`): then it is a genuine Filippov equilibrium. 
 stability is that of the mode field restricted to the free coordinates (the dynamics on
 the sliding surface); the normal direction of a sliding entry is attracting by
 construction (`F^- >= 0 >= F^+`).
+
+**Asymptotic (saturated) states.** A bounded activation such as sigmoid has
+`sigma'(m) ~ e^{-|m|}`: at `|m_lp| ~ 20`, `sigma' ~ 1e-9`, and the `m`-velocity
+`dm_lr/dt = -(eta_K / D) v_l sum_p sigma'(m_lp) r_p G_pr` passes any residual test there
+although nothing balances the force `v_l r_p` on that entry. Such a state is stationary
+only in the limit `|m_lp| -> infinity` (the flow drifts towards it for ever), not a fixed
+point. The criterion, for smooth activations:
+
+- entry `(l, p)` is *saturated* when `|sigma'|` stays below
+  `saturation_tol * max_x |sigma'(x)|` on the whole window `[m_lp - 1, m_lp + 1]` (so an
+  isolated zero of `sigma'`, like the quadratic's at 0, is not saturation);
+- the state is *asymptotic* when some saturated entry's term of the flow, with `sigma'`
+  restored to its peak value `s = max_x |sigma'(x)|`, would fail the acceptance test:
+  `(eta_K / D) |v_l| s |r_p| max_r |G_pr| >= tol`. At a true fixed point every saturated
+  entry carries no force (`v_l = 0` or `r_p = 0`), so its residual stays zero when the
+  activation is not saturated.
+
+Relu is exempt: its `sigma' = 0` on `m < 0` is exact, and dead units are genuine (Filippov)
+equilibria at finite `m`. `FixedPoint.asymptotic` marks these states; they are kept in the
+result (they are where the flow goes) but never grouped with true fixed points, and
+`count_kinds` says how many of each were found.
 """
 
 from __future__ import annotations
@@ -47,6 +68,7 @@ def _unflat(problem, y):
     return unflatten_state(y, problem.num_atoms)
 
 KINDS = ("stable", "marginal", "saddle", "unstable")
+"""Stability kinds of a fixed point (from the Jacobian's spectrum)."""
 
 
 class FixedPoint(eqx.Module):
@@ -61,6 +83,9 @@ class FixedPoint(eqx.Module):
       eigenvalues, in the flat coordinates `(vec m, v)`.
     - `residual`: `max |F|` of the field that vanishes there.
     - `sliding`: `(L, P)` bool, the relu entries held on `m_lp = 0` (all False otherwise).
+    - `saturated`: `(L, P)` bool, entries where the activation is saturated (module docstring).
+    - `asymptotic`: `True` for a saturated state that is stationary only in the limit
+      `|m| -> infinity`, not a true fixed point (module docstring).
     """
 
     m: Float[Array, "L P"]
@@ -71,6 +96,8 @@ class FixedPoint(eqx.Module):
     unstable_directions: Float[Array, "k n"]
     residual: float
     sliding: Array
+    saturated: Array
+    asymptotic: bool
 
     @property
     def num_unstable(self) -> int:
@@ -87,6 +114,7 @@ class FixedPoint(eqx.Module):
             "eigenvalues": np.real(np.asarray(self.eigenvalues)).tolist(),
             "residual": float(self.residual),
             "sliding": np.asarray(self.sliding).tolist(),
+            "asymptotic": bool(self.asymptotic),
         }
 
 
@@ -153,7 +181,26 @@ def _classify(eigenvalues, eig_tol):
     return "saddle" if neg > 0 else "unstable"
 
 
-def _analyse(problem, y, J, residual, side, slide, eig_tol):
+def _peak_derivative(sigma) -> float:
+    """`max_x |sigma'(x)|` on `[-10, 10]` (the peak of every registered smooth activation lies there)."""
+    return float(jnp.max(jnp.abs(sigma.derivative(jnp.linspace(-10.0, 10.0, 2001)))))
+
+
+def _saturation(problem, m, v, saturation_tol, tol):
+    """`(saturated entries, asymptotic?)` of a state (module docstring)."""
+    sigma = problem.sigma
+    if not sigma.smooth:
+        return np.zeros(m.shape, bool), False
+    peak = _peak_derivative(sigma)
+    window = np.stack([np.abs(np.asarray(sigma.derivative(jnp.asarray(m + h)))) for h in (-1.0, -0.5, 0.0, 0.5, 1.0)])
+    saturated = np.all(window < saturation_tol * peak, axis=0)
+    r = np.asarray(problem.residual(jnp.asarray(m), jnp.asarray(v)))
+    gram = np.abs(np.asarray(problem.gram)).max(axis=1)
+    force = float(problem.lr_kernel) / problem.patch_dim * np.abs(v)[:, None] * peak * (np.abs(r) * gram)[None, :]
+    return saturated, bool(np.any(saturated & (force >= tol)))
+
+
+def _analyse(problem, y, J, residual, side, slide, eig_tol, saturation_tol, tol):
     L = side.shape[0]
     m, v = (np.asarray(a) for a in _unflat(problem, jnp.asarray(y)))
     m = np.where(slide, 0.0, m)
@@ -168,6 +215,7 @@ def _analyse(problem, y, J, residual, side, slide, eig_tol):
     directions = np.zeros((int(up.sum()), free.size))
     directions[:, free] = np.real(vecs[:, up]).T
     directions /= np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-300)
+    saturated, asymptotic = _saturation(problem, m, v, saturation_tol, tol)
     return FixedPoint(
         m=jnp.asarray(m),
         v=jnp.asarray(v),
@@ -177,6 +225,8 @@ def _analyse(problem, y, J, residual, side, slide, eig_tol):
         unstable_directions=jnp.asarray(directions),
         residual=float(residual),
         sliding=jnp.asarray(slide),
+        saturated=jnp.asarray(saturated),
+        asymptotic=asymptotic,
     )
 
 
@@ -200,6 +250,7 @@ def find_fixed_points(
     tol: float = 1e-10,
     dedupe_tol: float = 1e-6,
     eig_tol: float = 1e-8,
+    saturation_tol: float = 1e-6,
     modulo_permutation: bool = True,
     max_steps: int = 512,
     newton_steps: int = 8,
@@ -217,8 +268,12 @@ def find_fixed_points(
     - `tol`: accept a root when `max |F| < tol`; `dedupe_tol`: points closer than this
       (max-norm, after sorting units if `modulo_permutation`) are one point.
     - `eig_tol`: eigenvalues with `|Re| < eig_tol * max(1, max |lambda|)` count as zero.
+    - `saturation_tol`: an entry is saturated where `|sigma'| < saturation_tol * max |sigma'|`
+      around it; a root held only by saturated entries is marked `asymptotic` (module
+      docstring).
 
-    **Returns:** the fixed points, sorted by loss, each a `FixedPoint`.
+    **Returns:** the stationary states, sorted by loss, each a `FixedPoint`: the true fixed
+    points first, then the asymptotic states (`count_kinds` counts each kind).
     """
     require(int(L) >= 1, f"L must be a positive number of student units, got {L}")
     hybrid = not problem.sigma.smooth
@@ -247,29 +302,38 @@ def find_fixed_points(
         if any(np.max(np.abs(key_i - k)) < dedupe_tol for k in keys):
             continue
         keys.append(key_i)
-        points.append(_analyse(problem, ys[i], Js[i], res[i], side[i], slide[i], eig_tol))
-    return sorted(points, key=lambda p: p.loss)
+        points.append(_analyse(problem, ys[i], Js[i], res[i], side[i], slide[i], eig_tol, saturation_tol, tol))
+    return sorted(points, key=lambda p: (p.asymptotic, p.loss))
+
+
+def count_kinds(points: list[FixedPoint]) -> dict[str, int]:
+    """How many true fixed points and how many asymptotic (saturated) states: `{"fixed": n, "asymptotic": k}`."""
+    k = sum(bool(p.asymptotic) for p in points)
+    return {"fixed": len(points) - k, "asymptotic": k}
 
 
 def fixed_point_table(points: list[FixedPoint], digits: int = 4) -> str:
-    """A plain-text table: index, loss, kind, Morse index, m, v, leading eigenvalues."""
+    """A plain-text table: index, loss, kind (`asympt.` for an asymptotic state), Morse index, m, v, eigenvalues."""
     lines = [f"{'#':>3}  {'loss':>10}  {'kind':<8}  {'idx':>3}  m / v / eigenvalues (Re, decreasing)"]
     for i, p in enumerate(points):
         fmt = lambda a: np.array2string(np.round(np.real(np.asarray(a)), digits), separator=", ", max_line_width=200)  # noqa: E731
-        lines.append(f"{i:>3}  {p.loss:>10.4e}  {p.kind:<8}  {p.num_unstable:>3}  m={fmt(p.m).replace(chr(10), '')}  v={fmt(p.v)}  eig={fmt(p.eigenvalues)}")
+        kind = p.kind if not p.asymptotic else "asympt."
+        lines.append(f"{i:>3}  {p.loss:>10.4e}  {kind:<8}  {p.num_unstable:>3}  m={fmt(p.m).replace(chr(10), '')}  v={fmt(p.v)}  eig={fmt(p.eigenvalues)}")
     return "\n".join(lines)
 
 
 def fixed_point_families(points: list[FixedPoint], loss_decimals: int = 8) -> list[tuple[FixedPoint, int]]:
-    """Group fixed points into families: same loss (to `loss_decimals`), kind and Morse index.
+    """Group fixed points into families: same loss (to `loss_decimals`), kind, Morse index and
+    whether asymptotic (an asymptotic state never shares a family with a true fixed point).
 
     Equilibria of these flows are rarely isolated (zero-loss manifolds of dimension
     `L (P + 1) - P`, rescaling curves, dead units), so the random starts land on many points
-    of one family. Returns `(representative, count)` pairs, lowest loss first.
+    of one family. Returns `(representative, count)` pairs: true fixed points first, then
+    asymptotic states, each lowest loss first.
     """
     groups: dict = {}
     for p in points:
-        key = (round(p.loss, loss_decimals), p.kind, p.num_unstable)
+        key = (bool(p.asymptotic), round(p.loss, loss_decimals), p.kind, p.num_unstable)
         rep, n = groups.get(key, (p, 0))
         groups[key] = (rep, n + 1)
-    return sorted(groups.values(), key=lambda rc: (rc[0].loss, rc[0].num_unstable))
+    return sorted(groups.values(), key=lambda rc: (bool(rc[0].asymptotic), rc[0].loss, rc[0].num_unstable))
