@@ -106,3 +106,13 @@ def test_simulate_warns_past_the_stability_edge():
     assert stability_warning(problem, m0, v0, 0.02) is None and stability_warning(problem, m0, v0, 0.99 * edge) is None
     warning = stability_warning(problem, m0, v0, 50.0)
     assert "\n" not in warning and "--lr 50 exceeds" in warning and f"{edge:.4g}" in warning
+
+
+def test_fixed_points_command_counts_asymptotic_states_apart(tmp_path, capsys):
+    assert main(["fixed-points", "--activation", "sigmoid", "--alpha", "2,1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "5 distinct fixed points and 232 asymptotic (saturated) states" in out
+    assert out.index("fixed points:") < out.index("asymptotic states:")
+    saved = json.loads((tmp_path / "fixed_points.json").read_text())["results"]["alpha_2_1"]
+    assert (saved["fixed"], saved["asymptotic"]) == (5, 232)
+    assert sum(p["asymptotic"] for p in saved["points"]) == 232
