@@ -9,9 +9,11 @@ equations and what weight sharing adds.
 
 from ._integrals import CLOSED_FORMS, closed_form, expectation, gaussian_expectation, hermite_rule
 from ._problem import POOLINGS, GaussianTeacherStudent
+from ._simulate import GaussianSimulation, kernels_from_overlaps, network, simulate
 from ._solve import GaussianTrajectory, solve
 
 __all__ = [
-    "CLOSED_FORMS", "POOLINGS", "GaussianTeacherStudent", "GaussianTrajectory", "solve", "closed_form", "expectation",
+    "CLOSED_FORMS", "POOLINGS", "GaussianTeacherStudent", "GaussianTrajectory", "solve",
+    "GaussianSimulation", "kernels_from_overlaps", "network", "simulate", "closed_form", "expectation",
     "gaussian_expectation", "hermite_rule",
 ]
