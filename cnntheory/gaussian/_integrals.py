@@ -24,10 +24,10 @@ Closed forms (`C_xy` the covariance entries of the variables named):
   `L0 = L4 C_cd - C_bc C_bd (1 + C_aa) - C_ac C_ad (1 + C_bb) + C_ab C_ac C_bd + C_ab C_ad C_bc`,
   `L1 = L4 (1 + C_cc) - C_bc^2 (1 + C_aa) - C_ac^2 (1 + C_bb) + 2 C_ab C_ac C_bc` (and `L2` the
   same with `d` for `c`), `J2 = (2/pi) ((1 + C_aa)(1 + C_bb) - C_ab^2)^{-1/2}`; odd, so `mean = 0`.
-- **linear**: `I2 = C_ab`, `I3 = C_bc`, `I4 = C_cd`, `J2 = 1`, `J3 = 0`, `M1 = C_ab`, `mean = 0`.
+- **linear**: `I2 = C_ab`, `I3 = C_bc`, `I4 = C_cd`, `J2 = 1`, `J3 = 0`, `M1 = 0`, `mean = 0`.
 - **relu** (arc-cosine kernels, `rho = C_ab / sqrt(C_aa C_bb)`):
   `mean = sqrt(C_aa / 2 pi)`, `I2 = sqrt(C_aa C_bb) (sqrt(1 - rho^2) + (pi - arccos rho) rho) / 2 pi`,
-  `J2 = 1/4 + arcsin(rho) / 2 pi`, `M1 = C_ab / 2`, and by Stein's lemma on `b`,
+  `J2 = 1/4 + arcsin(rho) / 2 pi`, `M1 = C_ab / sqrt(2 pi C_aa)` (Stein), and by Stein's lemma on `b`,
   `I3 = C_ab p_a(0) E[relu(c) | a = 0] + C_bc J2(a, c)` with `p_a(0) = (2 pi C_aa)^{-1/2}` and
   `E[relu(c) | a = 0] = sqrt((C_cc - C_ac^2 / C_aa) / 2 pi)`. `I4` and `J3` (orthant integrals
   in four and three dimensions) have no closed form here: they use the quadrature.
@@ -64,7 +64,7 @@ def hermite_rule(dim: int, n: int):
     wgrids = np.meshgrid(*([w] * dim), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=-1)
     weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
-    return jnp.asarray(nodes), jnp.asarray(weights)
+    return nodes, weights  # numpy: cached arrays must not be created inside a trace
 
 
 def gaussian_expectation(f, cov, n: int = 16):
@@ -136,7 +136,7 @@ _LINEAR = {
     "I4": lambda C: C[2, 3],
     "J2": lambda C: jnp.ones((), C.dtype),
     "J3": lambda C: jnp.zeros((), C.dtype),
-    "M1": lambda C: C[0, 1],
+    "M1": lambda C: jnp.zeros((), C.dtype),  # C_ab E g''(a) = 0
 }
 
 # --- relu closed forms --------------------------------------------------------------
@@ -170,7 +170,7 @@ _CLOSED = {
         "I2": _relu_I2,
         "I3": _relu_I3,
         "J2": _relu_J2,
-        "M1": lambda C: C[0, 1] / 2,
+        "M1": lambda C: C[0, 1] / jnp.sqrt(2 * _PI * C[0, 0]),
     },
 }
 
