@@ -82,7 +82,7 @@ def test_rhs_matches_monte_carlo_one_step(case):
     limit by O(1/D) (the in-span part of x_i . x_j / D), well below the tolerance."""
     rng = np.random.default_rng(2)
     p, Q, R, v = make(case, rng, lr=0.8)
-    dim, n = 400, 60_000
+    dim, n = 400, 40_000
     Kstar, K = kernels_from_overlaps(p.teacher_overlaps, Q, R, dim, jax.random.PRNGKey(3))
     samples = _one_step_changes(p, K, Kstar, v, jax.random.PRNGKey(4), n, dim)
     for name, theory, s in zip(("dQ", "dR", "dv"), p.rhs(Q, R, v), samples):
