@@ -7,6 +7,7 @@ of Saad & Solla (1995) and Goldt et al. (2019). See `GaussianTeacherStudent` for
 equations and what weight sharing adds.
 """
 
+from ._escape import escape_time
 from ._fixed_points import GaussianFixedPoint, find_fixed_point, flow_jacobian
 from ._integrals import CLOSED_FORMS, closed_form, expectation, gaussian_expectation, hermite_rule
 from ._problem import POOLINGS, GaussianTeacherStudent
@@ -14,7 +15,7 @@ from ._simulate import GaussianSimulation, kernels_from_overlaps, network, simul
 from ._solve import GaussianTrajectory, solve
 
 __all__ = [
-    "CLOSED_FORMS", "POOLINGS", "GaussianFixedPoint", "find_fixed_point", "flow_jacobian", "GaussianTeacherStudent", "GaussianTrajectory", "solve",
+    "CLOSED_FORMS", "POOLINGS", "escape_time", "GaussianFixedPoint", "find_fixed_point", "flow_jacobian", "GaussianTeacherStudent", "GaussianTrajectory", "solve",
     "GaussianSimulation", "kernels_from_overlaps", "network", "simulate", "closed_form", "expectation",
     "gaussian_expectation", "hermite_rule",
 ]

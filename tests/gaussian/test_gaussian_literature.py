@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from cnntheory.analysis import find_plateaus
-from cnntheory.gaussian import GaussianTeacherStudent, find_fixed_point, flow_jacobian, solve
+from cnntheory.gaussian import GaussianTeacherStudent, escape_time, find_fixed_point, flow_jacobian, solve
 
 
 def plateau_height(K):
@@ -113,3 +113,16 @@ def test_fixed_point_tends_to_saad_solla_as_eta_vanishes():
         assert J.shape == (K * (K + 1) // 2 + K * K,) * 2
     # The shift is O(eta): ten times smaller eta, about ten times smaller shift.
     assert errs[1] < 0.15 * errs[0] and errs[1] < 2e-3
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_escape_time_grows_like_log_of_asymmetry_over_eigenvalue(K):
+    """Saad & Solla: the plateau is left when the symmetry-breaking component, growing like
+    eps exp(lambda alpha), becomes O(1): T = a + log(1/eps) / lambda."""
+    p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=0.1)
+    Qs, Rs = symmetric_point(K)
+    lam = float(np.real(find_fixed_point(p, Qs + 0.01 * jnp.eye(K), 1.02 * Rs, jnp.ones(K)).eigenvalues[0]))
+    fit = escape_time(p, 0.2 * np.eye(K), 1e-3 * np.ones((K, K)), np.ones(K), [1e-4, 1e-6, 1e-8], 4000.0 * K, num_points=801)
+    # Measured: slope within 1% of 1/lambda for K = 2 (the log-linear fit has r2 > 0.9999).
+    assert fit.r2 > 0.999
+    assert fit.slope == pytest.approx(1 / lam, rel=0.03)
