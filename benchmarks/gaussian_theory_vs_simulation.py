@@ -24,7 +24,6 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 

@@ -19,7 +19,6 @@
   E g'(nu)^2 = J2(1, 1, 0) = 2 / (pi sqrt 3), so eps* = K eta sigma^2 / (2 sqrt(3) pi) + O(eta^2).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -132,13 +132,12 @@ def test_other_patches_act_as_output_noise():
     eps1 = float(GaussianTeacherStudent(1, [1.0, 1.0], T, lr=eta).error(Q, R, v))
     many = GaussianTeacherStudent(N, [1.0, 1.0], T, lr=eta)
     noisy = GaussianTeacherStudent(1, [1.0, 1.0], T, lr=eta, noise_std=np.sqrt(2 * (N - 1) * eps1))
-    # rhs = -eta (...) + eta^2 (...): the eta^2 part is (rhs(eta) + rhs(-eta))/2 ... here
-    # compare dQ - N * first-order part, with first order from a tiny-eta committee run.
-    first = lambda p, e: np.asarray(p.rhs(Q, R, v)[0])  # noqa: E731
+    # Second-order part = dQ minus its first-order part, taken from a tiny-eta committee run
+    # (the first-order part of the N-patch flow is N times the committee's, odd activations).
     tiny = GaussianTeacherStudent(1, [1.0, 1.0], T, lr=1e-9)
     first_order = np.asarray(tiny.rhs(Q, R, v)[0]) / 1e-9 * eta
-    second_many = first(many, eta) - N * first_order
-    second_noisy = first(noisy, eta) - first_order
+    second_many = np.asarray(many.rhs(Q, R, v)[0]) - N * first_order
+    second_noisy = np.asarray(noisy.rhs(Q, R, v)[0]) - first_order
     np.testing.assert_allclose(second_many, N * second_noisy, rtol=1e-6, atol=1e-12)
 
 
