@@ -13,7 +13,7 @@ alpha in [0, 4], records every 0.25. For each N and D in 125 ... 2000, SEEDS onl
 Fitted log-log slopes against D: fluctuations are expected to scale as D^{-1/2}.
 
 Writes `benchmarks/results/gaussian_theory_vs_simulation.{json,md,png}`.
-Run: `python benchmarks/gaussian_theory_vs_simulation.py` (about 2-4 minutes on 2 CPU cores).
+Run: `python benchmarks/gaussian_theory_vs_simulation.py` (about 4 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 Q0 = np.array([[0.5, 0.1], [0.1, 0.4]])
 R0 = np.array([[0.2, 0.0], [0.1, 0.3]])
 V0 = np.ones(2)
-T1, RECORDS, SEEDS = 4.0, 16, 8
+T1, RECORDS, SEEDS = 4.0, 16, 16
 PATCHES = (1, 4, 16)
 DIMS = (125, 250, 500, 1000, 2000)
 

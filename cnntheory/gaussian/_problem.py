@@ -40,7 +40,7 @@ $$\frac{dR_{lm}}{d\alpha} = -\eta\,N c^2 v_l\big[A_{l,K+m} + (N-1)\,E h\; M_{l,K
 
 and the same with `u_p = lambda_k` plus `(l <-> k)` for the first-order part of `dQ_lk`. The
 cross-patch term `(N-1) E h M` survives the limit but vanishes for odd activations
-(`E h = 0`; also `M = 0` for odd `g'`-even `g`). For odd activations the only effect is the
+(`E h = 0`, and also `M = C E g'' = 0` for odd `g`). For odd activations the only effect is the
 factor `N c^2`: a time rescaling by `N` (sum pooling) or `1/N` (mean pooling).
 
 **Second order.** `Q_lk` also gains `(eta^2/D^2) c^2 v_l v_k Delta^2 sum_{i,j} g'_li g'_kj x_i . x_j`.
@@ -68,6 +68,7 @@ from __future__ import annotations
 import itertools
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -187,8 +188,6 @@ class GaussianTeacherStudent(eqx.Module):
         mean_s = self._expectation("mean", ("s",))
         mean_t = self._expectation("mean", ("t",))
         d = jnp.diag(C)
-        import jax
-
         return jnp.concatenate([jax.vmap(mean_s)(d[:K]), jax.vmap(mean_t)(d[K:])])
 
     def _heads(self, v):
