@@ -29,4 +29,6 @@ from ._solve import (  # noqa: E402
     stack_problems,
 )
 
+from . import gaussian  # noqa: E402  (Gaussian patches; the committee machine is N = 1)
+
 __version__ = "0.1.0"

@@ -87,6 +87,12 @@ def _sympy_erf(x):
     return sp.erf(x)
 
 
+def _sympy_scaled_erf(x):
+    import sympy as sp
+
+    return sp.erf(x / sp.sqrt(2))
+
+
 def _sympy_linear(x):
     return x
 
@@ -150,6 +156,14 @@ ACTIVATIONS: dict[str, Activation] = {
             jsp.erf,
             lambda x: 2 / jnp.sqrt(jnp.pi) * jnp.exp(-(x**2)),
             _sympy_erf,
+        ),
+        # Saad & Solla's g(x) = erf(x / sqrt 2): its Gaussian integrals have closed forms
+        # (see `cnntheory.gaussian`); g'(x) = sqrt(2/pi) exp(-x^2/2).
+        Activation(
+            "scaled_erf",
+            lambda x: jsp.erf(x / _SQRT2),
+            lambda x: _SQRT_2_OVER_PI * jnp.exp(-0.5 * x**2),
+            _sympy_scaled_erf,
         ),
         Activation(
             "linear",

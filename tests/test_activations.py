@@ -27,6 +27,7 @@ REFERENCES = {
     "gelu": lambda x: np.asarray(jax.nn.gelu(x, approximate=False)),
     "softplus": lambda x: np.asarray(jax.nn.softplus(x)),
     "erf": scipy.special.erf,
+    "scaled_erf": lambda x: scipy.special.erf(x / np.sqrt(2)),
     "linear": lambda x: x,
     "quadratic": lambda x: x**2,
     "indicator": lambda x: (np.abs(x - 1) < INDICATOR_TOL).astype(float),

@@ -1,0 +1,170 @@
+r"""Simulated online SGD of the convolutional network on Gaussian-patch images, finite `D`.
+
+The network on an image of `N` patches `x_i in R^D` (rows of `patches`):
+`f = c sum_l v_l sum_i g(K_l . x_i / sqrt D)` (`c = 1` sum, `1/N` mean pooling) -- the
+`1/sqrt(D)` pre-activation of the Gaussian model, not the `1/D` of `cnntheory.simulate`,
+which is why this module has its own small `network`. Online SGD on `1/2 (f - y)^2`, one
+fresh image per step, `K <- K - eta grad_K`, `v <- v - (eta / D) grad_v` (if trained), time
+`alpha = step / D`. Teacher and student kernels are built so that `T`, `Q(0)`, `R(0)` hold
+exactly at `alpha = 0`; the measured order parameters then converge to the ODE solution
+as `D -> infinity`, with fluctuations `O(D^{-1/2})`.
+
+Modes: `"online"` (above) and `"population"` (the ODE itself, `cnntheory.gaussian.solve`).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from .._activations import get_activation
+from .._validate import require, require_shape
+from ._problem import GaussianTeacherStudent
+from ._solve import solve
+
+
+class GaussianSimulation(eqx.Module):
+    """Recorded simulated training, leading seed axis `S` (conventions of `cnntheory.simulate.Simulation`).
+
+    - `t`: `(T,)` times `alpha = step / D` of the records.
+    - `Q`: `(S, T, K, K)`, `R`: `(S, T, K, M)`, `v`: `(S, T, K)` measured order parameters.
+    - `error`: `(S, T)` the exact generalisation error `problem.error` at the measured state
+      (comparable with `GaussianTrajectory.error`; `loss` is the same array).
+    - `train_loss`: `(S, T)` `1/2 (f - y)^2` on the next image (noisy, one sample).
+    - `status`: `(S,)` 0 finished, 1 diverged; `message`, `mode`, `dim`, `steps`, `record_every`.
+    """
+
+    t: Float[Array, " T"]
+    Q: Float[Array, "S T K K"]
+    R: Float[Array, "S T K M"]
+    v: Float[Array, "S T K"]
+    error: Float[Array, "S T"]
+    train_loss: Float[Array, "S T"]
+    status: Int[Array, " S"]
+    message: str = eqx.field(static=True)
+    mode: str = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    steps: int = eqx.field(static=True)
+    record_every: int = eqx.field(static=True)
+
+    @property
+    def loss(self):
+        return self.error
+
+
+def network(K: Float[Array, "L D"], v: Float[Array, " L"], patches: Float[Array, "N D"], activation, pooling_constant) -> Float[Array, ""]:
+    """`c sum_l v_l sum_i g(K_l . x_i / sqrt D)` for one image of patches `(N, D)`."""
+    g = get_activation(activation)
+    fields = patches @ K.T / jnp.sqrt(K.shape[-1])
+    return pooling_constant * jnp.sum(g.fn(fields) @ v)
+
+
+def kernels_from_overlaps(T, Q0, R0, dim: int, key):
+    """Teacher `K*` `(M, D)` and student `K` `(K, D)` with `K* K*^T / D = T`, `K K^T / D = Q0`,
+    `K K*^T / D = R0` exactly, in a random orthonormal frame."""
+    M, L = T.shape[0], Q0.shape[0]
+    require(dim >= M + L, f"dim must be >= {M + L} (teachers + students), got {dim}")
+    frame, _ = jnp.linalg.qr(jax.random.normal(key, (dim, M + L)))
+    U, V = frame[:, :M].T, frame[:, M:].T
+    Lt = jnp.linalg.cholesky(T + 1e-300 * jnp.eye(M))
+    A = jnp.linalg.solve(Lt, R0.T).T  # A Lt^T = R0
+    rest = Q0 - A @ A.T
+    w, vecs = jnp.linalg.eigh(rest)
+    require(float(jnp.min(w)) > -1e-10, "Q0, R0 and T are not the overlaps of real kernels: Q0 - R0 T^{-1} R0^T must be positive semi-definite")
+    B = vecs * jnp.sqrt(jnp.maximum(w, 0.0))
+    scale = jnp.sqrt(dim)
+    return scale * Lt @ U, scale * (A @ U + B @ V)
+
+
+def _step_fn(problem: GaussianTeacherStudent, Kstar, dim):
+    g = get_activation(problem.student_activation)
+    gs = get_activation(problem.teacher_activation)
+    c, eta, sigma = problem.pool_constant, problem.lr, problem.noise_std
+    N, root = problem.num_patches, jnp.sqrt(dim)
+
+    def step(carry, key):
+        K, v = carry
+        kx, kn = jax.random.split(key)
+        x = jax.random.normal(kx, (N, dim))
+        lam, nu = x @ K.T / root, x @ Kstar.T / root
+        y = c * jnp.sum(gs.fn(nu) @ problem.teacher_head) + sigma * jax.random.normal(kn)
+        delta = c * jnp.sum(g.fn(lam) @ v) - y
+        grad_K = delta * c * v[:, None] * (g.derivative(lam).T @ x) / root
+        K = K - eta * grad_K
+        if problem.train_head:
+            v = v - (eta / dim) * delta * c * jnp.sum(g.fn(lam), axis=0)
+        return (K, v), 0.5 * delta**2
+
+    return step
+
+
+def _order(K, Kstar, v, dim):
+    return K @ K.T / dim, K @ Kstar.T / dim, v
+
+
+@eqx.filter_jit
+def _run(problem, Kstar, K0, v0, key, num_records, record_every):
+    dim = K0.shape[-1]
+    step = _step_fn(problem, Kstar, dim)
+
+    def record(carry, key):
+        carry, losses = jax.lax.scan(step, carry, jax.random.split(key, record_every))
+        return carry, (_order(carry[0], Kstar, carry[1], dim), losses[-1])
+
+    _, (orders, losses) = jax.lax.scan(record, (K0, v0), jax.random.split(key, num_records))
+    return orders, losses
+
+
+def simulate(
+    problem: GaussianTeacherStudent,
+    Q0: Float[Array, "K K"],
+    R0: Float[Array, "K M"],
+    v0: Float[Array, " K"],
+    *,
+    dim: int,
+    t1: float,
+    num_records: int = 50,
+    seeds: int = 1,
+    key=None,
+    mode: str = "online",
+) -> GaussianSimulation:
+    """Train the network by online SGD at dimension `dim` up to `alpha = t1`, `seeds` runs.
+
+    Records `num_records + 1` states at `alpha = 0, t1 / num_records, ...` (rounded to whole
+    steps). `mode="population"` returns the ODE solution in the same format (one "seed").
+    """
+    require(mode in ("online", "population"), f"mode must be 'online' or 'population' (the fullbatch mode is not implemented for Gaussian patches), got {mode!r}")
+    Q0, R0, v0 = (jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, v0))
+    L, M = Q0.shape[0], problem.num_teachers
+    require_shape("R0", R0, (L, M))
+    require_shape("v0", v0, (L,))
+    require(int(dim) >= 1 and float(t1) > 0 and num_records >= 1 and seeds >= 1, "dim, t1, num_records and seeds must be positive")
+    if mode == "population":
+        ts = jnp.linspace(0.0, float(t1), num_records + 1)
+        tr = solve(problem, Q0, R0, v0, t1, ts=ts)
+        ones = jnp.zeros((1,), int)
+        return GaussianSimulation(ts, tr.Q[None], tr.R[None], tr.v[None], tr.error[None], tr.error[None], ones, tr.message, mode, int(dim), 0, 0)
+    key = jax.random.PRNGKey(0) if key is None else key
+    record_every = max(1, int(round(float(t1) * dim / num_records)))
+    steps = record_every * num_records
+    t = jnp.arange(num_records + 1) * record_every / dim
+
+    def one(k):
+        k_init, k_run = jax.random.split(k)
+        Kstar, K0 = kernels_from_overlaps(problem.teacher_overlaps, Q0, R0, int(dim), k_init)
+        (Q, R, v), losses = _run(problem, Kstar, K0, v0, k_run, num_records, record_every)
+        Q = jnp.concatenate([(K0 @ K0.T / dim)[None], Q])
+        R = jnp.concatenate([(K0 @ Kstar.T / dim)[None], R])
+        v = jnp.concatenate([v0[None], v])
+        return Q, R, v, jnp.concatenate([jnp.full((1,), jnp.nan), losses])
+
+    outs = [one(k) for k in jax.random.split(key, seeds)]
+    Q, R, v, train = (jnp.stack(x) for x in zip(*outs))
+    error = jax.jit(jax.vmap(jax.vmap(problem.error)))(Q, R, v)
+    bad = ~jnp.all(jnp.isfinite(error), axis=1)
+    status = bad.astype(int)
+    n_bad = int(bad.sum())
+    message = "all runs finished" if n_bad == 0 else f"{n_bad} of {seeds} runs diverged: reduce lr"
+    return GaussianSimulation(t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every)

@@ -1,0 +1,109 @@
+r"""Solving the Gaussian-patch order-parameter flow `d(Q, R, v)/dalpha = F(Q, R, v)`.
+
+The state is the pytree `(Q, R, v)`; it is integrated by the package's generic diffrax
+driver (`cnntheory._integrate.integrate`), saved at the times `ts` only. Results follow
+`cnntheory.Trajectory`: `t`, the state at `t`, `error` (alias `loss`, so the plateau tools
+of `cnntheory.analysis` apply), `status`, `message`; a failed solve raises `SolverError`
+unless `throw=False`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from .._integrate import DIFFRAX_SOLVERS, integrate
+from .._trajectory import SolverError, status_message
+from .._validate import require, require_finite, require_shape
+from ._problem import GaussianTeacherStudent
+
+
+class GaussianTrajectory(eqx.Module):
+    """The solution at the saved times (a batched solve adds a leading axis to all but `t`).
+
+    - `t`: `(T,)` times `alpha`; `Q`: `(T, K, K)`; `R`: `(T, K, M)`; `v`: `(T, K)`;
+      `error`: `(T,)` generalisation error (`loss` is the same array).
+    - `status` (0 success, 1 `max_steps`, 3 diverged, 4 failed), `message`, `num_steps`, `t_end`.
+    """
+
+    t: Float[Array, " T"]
+    Q: Float[Array, "*B T K K"]
+    R: Float[Array, "*B T K M"]
+    v: Float[Array, "*B T K"]
+    error: Float[Array, "*B T"]
+    status: Int[Array, "*B"]
+    num_steps: Int[Array, "*B"]
+    t_end: Float[Array, "*B"]
+    method: str = eqx.field(static=True)
+    message: str = eqx.field(static=True)
+
+    @property
+    def loss(self):
+        """The generalisation error, under the name the analysis tools read."""
+        return self.error
+
+    @property
+    def success(self) -> bool:
+        return bool(np.all(np.asarray(self.status) == 0))
+
+    @property
+    def y(self):
+        return self.Q, self.R, self.v
+
+
+def _field(t, y, problem):
+    return problem.rhs(*y)
+
+
+@eqx.filter_jit
+def _solve(problem, y0, t0, t1, ts, dt0, rtol, atol, solver_name, max_steps):
+    ys, status, num_steps, t_end = integrate(
+        _field, y0, problem, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps
+    )
+    error = jax.vmap(problem.error)(*ys)
+    return ys, error, status, num_steps, t_end
+
+
+def solve(
+    problem: GaussianTeacherStudent,
+    Q0: Float[Array, "K K"],
+    R0: Float[Array, "K M"],
+    v0: Float[Array, " K"],
+    t1: float,
+    *,
+    ts=None,
+    num_saves: int = 201,
+    solver: str = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    dt0: float | None = None,
+    max_steps: int = 1_000_000,
+    throw: bool = True,
+) -> GaussianTrajectory:
+    """Integrate the flow from `(Q0, R0, v0)` at `alpha = 0` to `t1`, saving at `ts`
+    (default `num_saves` equally spaced times)."""
+    require(solver in DIFFRAX_SOLVERS, f"solver must be one of {sorted(DIFFRAX_SOLVERS)}, got {solver!r}")
+    require(float(t1) > 0, f"t1 must be > 0, got {t1}")
+    Q0, R0, v0 = (jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, v0))
+    K, M = Q0.shape[0], problem.num_teachers
+    require_shape("Q0", Q0, (K, K))
+    require_shape("R0", R0, (K, M), " (students x teachers)")
+    require_shape("v0", v0, (K,))
+    for name, x in (("Q0", Q0), ("R0", R0), ("v0", v0)):
+        require_finite(name, x)
+    require(bool(jnp.allclose(Q0, Q0.T)), "Q0 must be symmetric (it is K K^T / D)")
+    ts = jnp.linspace(0.0, float(t1), num_saves) if ts is None else jnp.asarray(ts, dtype=jnp.float64)
+    require(bool(jnp.all(jnp.diff(ts) > 0)) and float(ts[0]) >= 0 and float(ts[-1]) <= float(t1), "ts must be increasing within [0, t1]")
+    dt0 = 1e-2 if dt0 is None else dt0
+    f64 = lambda x: jnp.asarray(x, dtype=jnp.float64)  # noqa: E731 (arrays: no recompiles)
+    ys, error, status, num_steps, t_end = _solve(
+        problem, (Q0, R0, v0), f64(0.0), f64(t1), ts, f64(dt0), f64(rtol), f64(atol), solver, max_steps
+    )
+    message = status_message(status, t_end, solver, float(t1), max_steps, 0)
+    traj = GaussianTrajectory(ts, *ys, error, status, num_steps, t_end, solver, message)
+    if throw and not traj.success:
+        raise SolverError(message)
+    return traj
