@@ -1,4 +1,4 @@
-"""Energy-profile benchmark (seed 004): correlation table on every bundled data set, and patch-PCA timing.
+"""Energy-profile benchmark (Chowers & Weiss, ICML 2023): correlation table on every bundled data set, and patch-PCA timing.
 
     python benchmarks/energy_profile.py
 

@@ -2,7 +2,7 @@
 (population GD, full-batch GD on sampled images, online SGD).
 
 For a smooth student (softplus) and relu, shape counting with overlap 0.8, alpha = (1, 1),
-mean pooling, d = 20, k = 5 (N = 16 patches), the seed's initial condition:
+mean pooling, d = 20, k = 5 (N = 16 patches), Lovig's initial condition:
 
 1. `population` GD vs the ODE's Euler map with dt = lr (= 0.05): round-off.
 2. `fullbatch` GD on n_train images vs the C_hat ODE's Euler map (round-off), and its

@@ -136,7 +136,7 @@ class PatchMixture(eqx.Module):
     - `alpha`: `(P,)` Dirichlet parameters, all `> 0`.
     - `patches_per_side`: `M` (images are `d x d`, `d = k M`, `N = M^2` patches), or `None`
       for the continuum limit `M -> inf` (only with `pooling="mean"`).
-    - `pooling`: `"sum"` (the seed's formula) or `"mean"` (global average pooling).
+    - `pooling`: `"sum"` (Lovig's formula) or `"mean"` (global average pooling).
     """
 
     atoms: Float[Array, "P D"]

@@ -38,7 +38,7 @@ class TeacherStudent(eqx.Module):
     - `teacher_overlaps`: `m*`, shape `(L*, P)`; default the Gram matrix (teacher kernels
       equal the atoms, `L* = P`).
     - `teacher_activation`, `student_activation`: names from `cnntheory.ACTIVATIONS`.
-    - `lr_kernel`, `lr_head`: `eta_K`, `eta_v` (the seed's conventions are `eta_K = D`,
+    - `lr_kernel`, `lr_head`: `eta_K`, `eta_v` (Lovig's conventions are `eta_K = D`,
       `eta_v = 1`).
 
     The moment matrix `C` and the Gram matrix `G` are stored as fields (`moments`, `gram`),
@@ -181,13 +181,13 @@ def shape_counting(
     pooling: str = "mean",
     k: int = 5,
 ) -> TeacherStudent:
-    """The seed's shape-counting problem: `y = #X - #O` (up to pooling).
+    """Lovig's (2025) shape-counting problem: `y = #X - #O` (up to pooling).
 
     Atoms are the "X" and "O" of `shape_atoms(k, overlap)`, the teacher's kernels are the
     atoms with `phi(m) = 1{m = 1}` and head `v* = (1, -1)`, and the learning rates follow
-    the seed (`eta_K = D`, `eta_v = 1`), so that `rhs` is literally equations (1)-(4) of
-    seed 000 (with `G` where the seed writes `m*`). Default: mean pooling and continuum
-    moments `E[rho rho^T]`, as the seed.
+    Lovig (`eta_K = D`, `eta_v = 1`), so that `rhs` is literally equations (1)-(4) of
+    Lovig (2025) (with `G` where the talk writes `m*`). Default: mean pooling and continuum
+    moments `E[rho rho^T]`, as in the talk.
     """
     atoms = shape_atoms(k, overlap)
     mixture = PatchMixture(atoms, alpha, patches_per_side, pooling)

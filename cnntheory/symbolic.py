@@ -16,7 +16,7 @@ The Gram preconditioning `G` is the chain rule `m_lp = K_l . mu_p / D` applied t
 ```python
 from cnntheory import symbolic
 flow = symbolic.derive(2, 2, activation=None, teacher_activation=None,
-                       lr_kernel=symbolic.D, lr_head=1)   # the seed's equations (1)-(4)
+                       lr_kernel=symbolic.D, lr_head=1)   # Lovig's (2025) equations (1)-(4)
 print(symbolic.latex(flow))
 f = symbolic.to_jax(symbolic.from_problem(cnntheory.shape_counting(), L=2))
 dm, dv = f(m, v)                                           # == problem.rhs(m, v)
@@ -61,7 +61,7 @@ __all__ = [
     "to_jax",
 ]
 
-#: Patch dimension and learning rates as symbols. The seed's conventions are
+#: Patch dimension and learning rates as symbols. Lovig's conventions are
 #: `lr_kernel=D, lr_head=1` (then the prefactor `eta_K / D` is 1).
 D = sp.Symbol("D", positive=True)
 ETA_K = sp.Symbol("eta_K", positive=True)
@@ -297,8 +297,8 @@ def derive(
     symmetric), `teacher_head` `v*_l`, `teacher_overlaps` `m*_lp`; a given value (array,
     sympy matrix, e.g. `dirichlet_multinomial_moments(...)`) is used as is, floats turned
     into exact rationals when they are ones to round-off. `L*` defaults to `P`.
-    `activation=None` (`teacher_activation=None`) keeps `sigma` (`phi`) undefined, as the
-    seed writes them. Learning rates default to the symbols `ETA_K`, `ETA_V`; the seed's
+    `activation=None` (`teacher_activation=None`) keeps `sigma` (`phi`) undefined, as
+    Lovig (2025) writes them. Learning rates default to the symbols `ETA_K`, `ETA_V`; Lovig's
     conventions are `lr_kernel=D, lr_head=1`.
 
     $$\dot m = -\frac{\eta_K}{D}\frac{\partial\mathcal L}{\partial m}\,G,\qquad
@@ -380,7 +380,7 @@ def _split_teacher_student(flow: SymbolicFlow):
 
     Re-derives with undefined `sigma`, `phi` (named activations are printed as separate
     definitions, `_definitions`, the way a paper does) and `b -> tau b`: the teacher part
-    (the seed's (1), (3)) is the coefficient of `tau`, the student part ((2), (4)) the rest.
+    (Lovig's (1), (3)) is the coefficient of `tau`, the student part ((2), (4)) the rest.
     """
     tau = sp.Dummy("tau")
     phi = _abstract("phi", 0)
@@ -412,7 +412,7 @@ def _definitions(flow: SymbolicFlow) -> list[tuple[sp.Expr, sp.Expr]]:
 
 
 def _seed_names(flow: SymbolicFlow) -> dict:
-    """LaTeX names of the seed: `C_pq = E_pi[pi_p pi_q]` (continuum mean pooling)."""
+    """LaTeX names of Lovig (2025): `C_pq = E_pi[pi_p pi_q]` (continuum mean pooling)."""
     P = flow.sizes[1]
     names = {}
     for p in range(P):
@@ -426,10 +426,10 @@ def _seed_names(flow: SymbolicFlow) -> dict:
 def latex(flow: SymbolicFlow | Sequence[int], *, notation: str = "seed") -> str:
     r"""The equations as a LaTeX `aligned` block, one line per velocity.
 
-    Each velocity is printed as the seed prints (1)–(4): the teacher term minus the
+    Each velocity is printed as Lovig (2025) prints (1)–(4): the teacher term minus the
     student term, expanded into monomials such as
     `v_l v^*_{l*} E_pi[pi_p pi_q] phi(m^*_{l*p}) sigma'(m_lq) G_qr`. `flow` may be a
-    `SymbolicFlow` or sizes `(L, P, L*)` (then the seed's abstract equations are derived:
+    `SymbolicFlow` or sizes `(L, P, L*)` (then Lovig's abstract equations are derived:
     undefined `sigma`, `phi`, symbolic moments, `eta_K = D`, `eta_v = 1`).
     `notation="seed"` writes symbolic moments `C_pq` as `E_pi[pi_p pi_q]`; `"plain"` as `C_{pq}`.
     """

@@ -1,4 +1,4 @@
-"""The order-parameter loss and RHS against brute force, autodiff and the seed's equations."""
+"""The order-parameter loss and RHS against brute force, autodiff and Lovig's (2025) equations."""
 
 import itertools
 import zlib
@@ -27,7 +27,7 @@ def _case(L, P, k, seed, teacher, Lstar):
     D = k * k
     K = rng.normal(scale=1.0, size=(L, D))
     v = rng.normal(size=L)
-    if Lstar is None:  # teacher kernels = atoms, default overlaps m* = G (the seed's teacher with phi = 1{m = 1})
+    if Lstar is None:  # teacher kernels = atoms, default overlaps m* = G (Lovig's teacher with phi = 1{m = 1})
         Kstar, vstar, overlaps = atoms, rng.normal(size=P), None
     else:  # a generic teacher with its own kernels and L* units
         Kstar, vstar = rng.normal(size=(Lstar, D)), rng.normal(size=Lstar)
@@ -121,7 +121,7 @@ def test_rhs_is_gradient_flow_of_loss(student, pooling, M):
     np.testing.assert_allclose(np.asarray(dv), np.asarray(dv_ref), atol=1e-13 * max(1, float(np.abs(dv_ref).max())))
 
 
-# --- the seed's equations (1)-(4), term by term -------------------------------------------
+# --- Lovig's (2025) equations (1)-(4), term by term -------------------------------------------
 
 
 def _beta_second_moments(alpha):
@@ -132,7 +132,7 @@ def _beta_second_moments(alpha):
 
 
 def _seed_rhs(m, v, vstar, mstar, G, E, sigma, dsigma):
-    """Equations (1)-(4) of seed 000 with explicit loops (G_qr where the seed writes m*_rq)."""
+    """Equations (1)-(4) of Lovig (2025) with explicit loops (G_qr where Lovig writes m*_rq)."""
 
     def phi(x):
         return 1.0 if abs(x - 1.0) < 1e-9 else 0.0  # 1{m = 1} with a round-off tolerance

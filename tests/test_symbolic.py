@@ -1,7 +1,7 @@
 """The symbolic layer: derived RHS, Jacobian, code generation, LaTeX, exact moments.
 
 References are independent of the code under test: the hand-written `TeacherStudent.rhs`,
-`jax.jacfwd` of it, the numeric `count_moments`, and equations (1)-(4) of seed 000
+`jax.jacfwd` of it, the numeric `count_moments`, and equations (1)-(4) of Lovig (2025)
 written out term by term.
 """
 
@@ -168,9 +168,9 @@ def test_solve_euler_relu_with_generated_rhs():
     assert_close(got.v, ref.v)
 
 
-# --- LaTeX / printing: the seed's equations (1)-(4) ------------------------------------------------
+# --- LaTeX / printing: Lovig's (2025) equations (1)-(4) ------------------------------------------------
 def seed_equations(flow):
-    """Equations (1)-(4) of seed 000, term by term, in the flow's symbols (G where it writes m*)."""
+    """Equations (1)-(4) of Lovig (2025), term by term, in the flow's symbols (G where it writes m*)."""
     L, P, Lstar = flow.sizes
     sigma, dsigma, phi = (symbolic._abstract(a, k) for a, k in (("sigma", 0), ("sigma", 1), ("phi", 0)))
     m, v, C, G = flow.m, flow.v, flow.moments, flow.gram

@@ -1,6 +1,6 @@
-"""`cnntheory energy`: fit the linear-CNN energy formula (seed 004) on bundled images and draw the figure.
+"""`cnntheory energy`: fit the linear-CNN energy formula (Chowers & Weiss, ICML 2023) on bundled images and draw the figure.
 
-Writes `energy_<dataset>.png` (the seed's figure), `energy_<dataset>.json` (every parameter and
+Writes `energy_<dataset>.png` (Lovig's figure), `energy_<dataset>.json` (every parameter and
 the correlations) and `energy_<dataset>.npz` (the profiles) to `--out`.
 """
 
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "energy",
-        help="energy profiles of first-layer filters against the linear-CNN theory (seed 004)",
+        help="energy profiles of first-layer filters against the linear-CNN theory (Chowers & Weiss, ICML 2023)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

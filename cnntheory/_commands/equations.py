@@ -1,6 +1,6 @@
 """`cnntheory equations`: print the order-parameter equations, derived by sympy.
 
-Default: the seed's equations (1)-(4) for shape counting (`L = L* = P = 2`, undefined
+Default: Lovig's (2025) equations (1)-(4) for shape counting (`L = L* = P = 2`, undefined
 `sigma`, `phi`, continuum moments `E_pi[pi_p pi_q]`, `eta_K = D`, `eta_v = 1`).
 """
 
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--learning-rates",
         action="store_true",
-        help="keep eta_K, eta_v and D as symbols (default: the seed's eta_K = D, eta_v = 1)",
+        help="keep eta_K, eta_v and D as symbols (default: Lovig's eta_K = D, eta_v = 1)",
     )
     parser.set_defaults(func=run)
 

@@ -1,4 +1,4 @@
-"""`cnntheory shape-counting`: the seed's figure (two Dirichlet laws, relu, overlap 0.8)."""
+"""`cnntheory shape-counting`: Lovig's figure (two Dirichlet laws, relu, overlap 0.8)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "shape-counting",
-        help="solve the shape-counting flow (seed 000) and draw its figure",
+        help="solve the shape-counting flow (Lovig 2025) and draw its figure",
         description="Order-parameter dynamics of the shape-counting teacher-student CNN: "
         "one panel per Dirichlet law alpha, order parameters m_lp(t), head v(t), loss.",
     )

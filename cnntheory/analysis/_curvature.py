@@ -5,7 +5,7 @@ Parameters are the kernels `K` (`(L, D)`) and the head `v` (`(L,)`); the loss de
 
 $$\mathcal L(K, v) = \mathcal L_{\rm op}(K\mu^\top / D,\; v).$$
 
-Its Hessian (`jax.hessian`, exact: no minibatch, unlike seed 001's power iteration) is
+Its Hessian (`jax.hessian`, exact: no minibatch, unlike the power iteration usually run on minibatches) is
 `(L D + L) x (L D + L)`. The part of `K` orthogonal to the atoms never changes the loss,
 so its directions are exact zero modes; a state `(m, v)` is lifted to parameters by the
 in-span kernels `K = m G^+ mu` (`kernels_from_order`), plus an optional fixed `K_perp`.

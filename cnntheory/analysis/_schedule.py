@@ -8,7 +8,7 @@ saved values at a switch time belong to the new segment. Switching the moment ma
 `lr_kernel`/`lr_head` a learning-rate schedule. Problems must share `L`, `P` and the
 student activation; the atoms (hence `G`) may change.
 
-The seed's "live ablation" in this model: `restrict_atoms(problem, [0])` (only the first
+The "live ablation" of Lovig (2025) in this model: `restrict_atoms(problem, [0])` (only the first
 shape present) until `t_s`, then `problem` (both shapes).
 """
 

@@ -1,4 +1,4 @@
-"""Linear-CNN energy profiles (seed 004; Chowers & Weiss, ICML 2023): patches, PCA, theory, simulations.
+"""Linear-CNN energy profiles (Chowers & Weiss, ICML 2023): patches, PCA, theory, simulations.
 
 The namespace only re-exports; see the private modules for the mathematics.
 """

@@ -1,4 +1,4 @@
-"""The seed's figure: measured energy profiles against the formula, normalised to max 1."""
+"""Lovig's figure: measured energy profiles against the formula, normalised to max 1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-r"""The energy-profile theory of a linear CNN (Chowers & Weiss, ICML 2023; seed 004).
+r"""The energy-profile theory of a linear CNN (Chowers & Weiss, ICML 2023).
 
 **The network.** `K` filters `w_k in R^D`, global average pooling, sum over the filters,
 scalar output. On an image `x` with centred pooled patch `pbar(x) = mean_j p_j(x) - mu`,
