@@ -240,8 +240,10 @@ def test_cli_equations(capsys):
     assert main(["equations", "--latex", "--sizes", "1,2,1", "--activation", "erf", "--plain"]) == 0
     tex = capsys.readouterr().out
     assert "C_{12}" in tex and "\\operatorname{erf}" in tex
-    with pytest.raises(SystemExit):
-        main(["equations", "--sizes", "1,0"])
+    # a bad argument is one line on stderr and exit status 2 (the CLI's contract), not a traceback
+    assert main(["equations", "--sizes", "1,0"]) == 2
+    err = capsys.readouterr().err
+    assert "--sizes must be two or three positive integers" in err and "Traceback" not in err
 
 
 # --- exact moments -----------------------------------------------------------------------------
