@@ -19,7 +19,7 @@ TS = np.linspace(0.0, T1, 9)
 # Tight tolerances: the AD gradient differentiates the discrete solver, which matches the
 # exact derivative to ~rtol; finite differences with step H carry O(H^2) truncation and
 # O(atol / H) solver noise, both far below the 1e-6 relative tolerance used below.
-TOL = dict(rtol=1e-11, atol=1e-13)
+TOL = {"rtol": 1e-11, "atol": 1e-13}
 H = 1e-5
 
 
@@ -124,10 +124,8 @@ def test_throw_under_jit():
 
 
 def _fields(problem):
-    return dict(
-        teacher_head=problem.teacher_head, teacher_overlaps=problem.teacher_overlaps, moments=problem.moments,
-        lr_kernel=problem.lr_kernel, lr_head=problem.lr_head,
-    )
+    names = ("teacher_head", "teacher_overlaps", "moments", "lr_kernel", "lr_head")
+    return {name: getattr(problem, name) for name in names}
 
 
 def _rebuild(problem, f):
@@ -167,8 +165,8 @@ def test_grad_matches_finite_differences(smooth, output):
         else:
             direction = (direction[0], jnp.asarray(d), direction[2]) if name == "m0" else (direction[0], direction[1], jnp.asarray(d))
         ad = sum(jnp.sum(g * u) for g, u in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
-        shift = lambda s: jax.tree.map(lambda p, u: p + s * u, params, direction)  # noqa: E731
-        fd = (objective(shift(H)) - objective(shift(-H))) / (2 * H)
+        plus, minus = (jax.tree.map(lambda p, u, s=s: p + s * u, params, direction) for s in (H, -H))
+        fd = (objective(plus) - objective(minus)) / (2 * H)
         assert float(ad) == pytest.approx(float(fd), rel=1e-6, abs=1e-9), name
 
 
@@ -180,7 +178,7 @@ def test_relu_jit():
     problem = ct.shape_counting()
     m0, v0 = np.array([[0.3, 0.25], [0.2, 0.28]]), np.array([0.01, -0.01])
     ts = np.linspace(0.0, 60.0, 61)  # the shapes of tests/test_solve.py: one shared compilation
-    final = lambda m0: solve(problem, m0, v0, 60.0, ts=ts).loss[-1]  # noqa: E731
+    final = lambda m0: solve(problem, m0, v0, 60.0, ts=ts).loss[-1]
     plain = float(final(m0))
     assert float(jax.jit(final)(m0)) == pytest.approx(plain, rel=1e-13)
     with pytest.raises(ValueError, match="Reverse-mode differentiation does not work for lax.while_loop"):
