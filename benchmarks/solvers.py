@@ -161,9 +161,9 @@ def bench_front_door(quick=False):
     rows = []
 
     def case(name, problem, m0, v0, ts, methods, repeats, scipy_repeats):
-        L = m0.shape[0]
+        L, t1 = m0.shape[0], float(ts[-1])
         fns = {"bare diffrax tsit5": lambda: bare_diffrax(problem, m0, v0, ts)}
-        fns.update({f"cnntheory.solve {m}": (lambda m=m: ct.solve(problem, m0, v0, float(ts[-1]), ts=ts, method=m).m) for m in methods})
+        fns.update({f"cnntheory.solve {m}": (lambda m=m: ct.solve(problem, m0, v0, t1, ts=ts, method=m).m) for m in methods})
         times = interleaved(fns, repeats)
         f, y0 = numpy_rhs(problem, L), np.concatenate([np.ravel(m0), np.asarray(v0)])
         run = lambda: solve_ivp(f, (0.0, float(ts[-1])), y0, method="RK45", t_eval=np.asarray(ts), rtol=1e-8, atol=1e-10)  # noqa: E731
