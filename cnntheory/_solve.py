@@ -21,6 +21,7 @@ hybrid driver in `cnntheory._filippov` and the scipy backend in `cnntheory._scip
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -34,8 +35,8 @@ from ._filippov import integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import SUCCESS, SolverError, Trajectory, status_message
-from ._validate import require, require_finite
+from ._trajectory import SUCCESS, SolverError, Trajectory
+from ._validate import is_concrete, require, require_finite
 
 __all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
 
@@ -56,77 +57,129 @@ def _integrate_hybrid(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_na
     return integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments)
 
 
-@eqx.filter_jit
-def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
+_STATIC = ("solver_name", "max_steps", "max_segments", "hybrid", "batch_problem", "batched", "rhs")
+
+
+def _solve_one(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, rhs):
+    """One solve and the population loss along it, all inside the compiled function."""
     core = _integrate_hybrid if hybrid else _integrate_smooth
-    kwargs = dict(solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs)
+    m, v, status, nsteps, nseg, t_end = core(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs
+    )
+    return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _compiled(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs):
+    """The whole solve, loss included, as one XLA program.
+
+    Every number (times, save times, tolerances, the problem's arrays, the initial state)
+    is a traced argument: new values reuse the compiled program.
+    """
 
     def one(problem, m0, v0):
-        return core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, **kwargs)
+        return _solve_one(
+            problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
+            solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, hybrid=hybrid, rhs=rhs,
+        )
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
-    return one(problem, m0, v0)
+    m, v, loss, status, nsteps, nseg, t_end = one(problem, m0, v0)
+    # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
+    return Trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, solver_name, None, max_steps, max_segments)
+
+
+def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
+    """`(m, v, status, num_steps, num_segments, t_end)` of the compiled solve (no checks)."""
+    traj = _compiled(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments,
+        hybrid=hybrid, batch_problem=batch_problem, batched=batched, rhs=rhs,
+    )
+    return traj.m, traj.v, traj.status, traj.num_steps, traj.num_segments, traj.t_end
 
 
 # --- public API ---------------------------------------------------------------------------
 
 
+def _traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _number(x):
+    """A traced number stays traced; a concrete one becomes a numpy float64 (one jit signature)."""
+    return jnp.asarray(x, dtype=float) if _traced(x) else np.float64(x)
+
+
 def _check_common(problem, t0, t1, ts, method, rtol, atol, dt0):
-    require(isinstance(problem, TeacherStudent), f"problem must be a TeacherStudent, got {type(problem).__name__}")
-    known = sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS)
-    require(method in DIFFRAX_SOLVERS or method in SCIPY_METHODS, f"unknown method {method!r}; choose one of: {', '.join(known)}")
-    t0, t1 = float(t0), float(t1)
-    require(math.isfinite(t0) and math.isfinite(t1) and t1 > t0, f"need finite t0 < t1, got t0={t0}, t1={t1}")
-    ts = np.linspace(t0, t1, 101) if ts is None else np.asarray(ts, dtype=float)
-    require(ts.ndim == 1 and ts.size >= 1, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
-    require(bool(np.all(np.diff(ts) >= 0)), "ts must be sorted in increasing order")
-    require(ts[0] >= t0 and ts[-1] <= t1, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
-    require(rtol > 0 and atol > 0, f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-    if method == "euler":
-        require(dt0 is not None and float(dt0) > 0, f"method='euler' needs a fixed step dt0 > 0, got dt0={dt0}")
-    return t0, t1, ts
+    """Check what can be checked and return `(t0, t1, ts, rtol, atol, dt0)`.
+
+    Values are checked only when they are concrete; under `jit` / `vmap` / `grad` the
+    traced ones pass through unchecked (shapes are still checked). Messages are built only
+    on failure: this runs on every call.
+    """
+    if not isinstance(problem, TeacherStudent):
+        require(False, f"problem must be a TeacherStudent, got {type(problem).__name__}")
+    if method not in DIFFRAX_SOLVERS and method not in SCIPY_METHODS:
+        require(False, f"unknown method {method!r}; choose one of: {', '.join(sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS))}")
+    t0, t1, rtol, atol = _number(t0), _number(t1), _number(rtol), _number(atol)
+    dt0 = None if dt0 is None else _number(dt0)
+    times_concrete = not (_traced(t0) or _traced(t1))
+    if ts is None:
+        ts = (np if times_concrete else jnp).linspace(t0, t1, 101)
+    ts = jnp.asarray(ts, dtype=float) if _traced(ts) else np.asarray(ts, dtype=np.float64)
+    if not (ts.ndim == 1 and ts.size >= 1):
+        require(False, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
+    if times_concrete and not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
+        require(False, f"need finite t0 < t1, got t0={t0}, t1={t1}")
+    if not _traced(ts):
+        require(bool((ts[1:] >= ts[:-1]).all()), "ts must be sorted in increasing order")
+        if times_concrete and not (ts[0] >= t0 and ts[-1] <= t1):
+            require(False, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
+    if not (_traced(rtol) or _traced(atol) or (rtol > 0 and atol > 0)):
+        require(False, f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    if method == "euler" and not (dt0 is not None and (_traced(dt0) or dt0 > 0)):
+        require(False, f"method='euler' needs a fixed step dt0 > 0, got dt0={dt0}")
+    return t0, t1, ts, rtol, atol, dt0
+
+
+def _check_state(name, x):
+    """`require_finite`, with the common case (concrete and finite) kept cheap."""
+    if not _traced(x) and not np.isfinite(np.asarray(x)).all():
+        require_finite(name, x)
 
 
 def _max_steps(method, t0, t1, dt0, max_steps):
-    if method == "euler":
-        return max(max_steps or 0, int(math.ceil((t1 - t0) / float(dt0))) + 16)
+    """Euler needs `(t1 - t0) / dt0` steps: raise `max_steps` to that when it is known."""
+    if method == "euler" and is_concrete(t0, t1, dt0):
+        return max(max_steps or 0, math.ceil((t1 - t0) / float(dt0)) + 16)
     return max_steps
 
 
-def _losses(problem, m, v, batched, batch_problem):
-    """Population loss along the saved states (per batch element, per problem if batched)."""
-    along_time = lambda p, mm, vv: jax.vmap(p.loss)(mm, vv)  # noqa: E731
-    if not batched:
-        return along_time(problem, m, v)
-    return jax.vmap(along_time, in_axes=(0 if batch_problem else None, 0, 0))(problem, m, v)
+def _float_array(x):
+    """`x` as a float64 array (without a copy or a dispatch when it already is one)."""
+    return x if isinstance(x, jax.Array) and x.dtype == jnp.float64 else jnp.asarray(x, dtype=float)
 
 
-def _run_diffrax(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, method, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
-    return _diffrax_core(
-        problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
-        jnp.asarray(rtol), jnp.asarray(atol),
-        solver_name=method, max_steps=max_steps, max_segments=max_segments, hybrid=hybrid,
-        batch_problem=batch_problem, batched=batched, rhs=rhs,
+def _checked(traj, throw):
+    """`throw`: raise `SolverError` for a failed solve.
+
+    Traced (inside the caller's `jit` / `vmap` / `grad`), the status is not known yet: then
+    the check goes into the caller's program (`eqx.error_if`, as `diffrax.diffeqsolve` does)
+    and fires when the result is computed, with a fixed message.
+    """
+    if not throw:
+        return traj
+    if not _traced(traj.status):
+        if not traj.success:
+            raise SolverError(traj.message)
+        return traj
+    message = (
+        f"cnntheory.solve ({traj.method}) did not reach t1: status 1 max_steps={traj.max_steps} reached, "
+        f"2 more than max_segments={traj.max_segments} relu mode switches, 3 diverged, 4 solver failure; "
+        "pass throw=False to get the Trajectory and read its status"
     )
-
-
-def _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched, batch_problem=False):
-    traj = Trajectory(
-        t=jnp.asarray(ts),
-        m=m,
-        v=v,
-        loss=_losses(problem, m, v, batched, batch_problem),
-        status=jnp.asarray(status),
-        num_steps=jnp.asarray(nsteps),
-        num_segments=jnp.asarray(nseg),
-        t_end=jnp.asarray(t_end),
-        method=method,
-        message=message,
-    )
-    if throw and not traj.success:
-        raise SolverError(message)
-    return traj
+    return eqx.error_if(traj, traj.status != SUCCESS, message)
 
 
 def solve(
@@ -164,26 +217,28 @@ def solve(
 
     Relu students are integrated as Filippov solutions (module docstring).
     """
-    t0, t1, ts = _check_common(problem, t0, t1, ts, method, rtol, atol, dt0)
-    m0 = jnp.asarray(m0, dtype=float)
-    v0 = jnp.asarray(v0, dtype=float)
-    problem.check_state(m0, v0)
-    require_finite("m0", m0)
-    require_finite("v0", v0)
+    t0, t1, ts, rtol, atol, dt0 = _check_common(problem, t0, t1, ts, method, rtol, atol, dt0)
+    m0, v0 = _float_array(m0), _float_array(v0)
+    if not (m0.ndim == 2 and v0.shape == (m0.shape[0],) and m0.shape[1] == problem.mixture.atoms.shape[0]):
+        problem.check_state(m0, v0)  # raises, naming the shapes
+    _check_state("m0", m0)
+    _check_state("v0", v0)
     hybrid = not problem.sigma.smooth and method != "euler"
-    require(rhs is None or not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
-    require(rhs is None or callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
+    if rhs is not None:
+        require(not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
+        require(callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
     steps = _max_steps(method, t0, t1, dt0, max_steps)
-    detail = ""
     if method in SCIPY_METHODS:
+        require(is_concrete(problem, m0, v0, t0, t1, ts, rtol, atol), f"method={method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad")
         m, v, status, nsteps, nseg, t_end, detail = scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs)
-    else:
-        m, v, status, nsteps, nseg, t_end = _run_diffrax(
-            problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
-            method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
-        )
-    message = status_message(status, t_end, method, t1, steps, max_segments, detail)
-    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=False)
+        loss = jax.vmap(problem.loss)(m, v)
+        traj = Trajectory(jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), method, None, steps, max_segments, detail)
+        return _checked(traj, throw)
+    traj = _compiled(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=method, max_steps=steps, max_segments=max_segments,
+        hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
+    )
+    return _checked(traj, throw)
 
 
 def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
@@ -220,13 +275,13 @@ def solve_batch(
     leading batch axis `B` on its arrays (build it with `stack_problems`). Diffrax methods
     only. The result has a leading batch axis on every field but `t`.
     """
-    require(method in DIFFRAX_SOLVERS, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
-    t0, t1, ts = _check_common(problem, t0, t1, ts, method, rtol, atol, dt0)
-    m0 = jnp.asarray(m0, dtype=float)
-    v0 = jnp.asarray(v0, dtype=float)
+    if method not in DIFFRAX_SOLVERS:
+        require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
+    t0, t1, ts, rtol, atol, dt0 = _check_common(problem, t0, t1, ts, method, rtol, atol, dt0)
+    m0, v0 = _float_array(m0), _float_array(v0)
     require(m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0], f"m0 must be (B, L, P) and v0 (B, L) with the same B, got {m0.shape} and {v0.shape}")
-    require_finite("m0", m0)
-    require_finite("v0", v0)
+    _check_state("m0", m0)
+    _check_state("v0", v0)
     if batch_problem:
         sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree_util.tree_leaves(problem)}
         require(
@@ -238,9 +293,8 @@ def solve_batch(
     first_problem.check_state(m0[0], v0[0])
     hybrid = not problem.sigma.smooth and method != "euler"
     steps = _max_steps(method, t0, t1, dt0, max_steps)
-    m, v, status, nsteps, nseg, t_end = _run_diffrax(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
-        method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=batch_problem, batched=True,
+    traj = _compiled(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=method, max_steps=steps, max_segments=max_segments,
+        hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None,
     )
-    message = status_message(status, t_end, method, t1, steps, max_segments)
-    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=True, batch_problem=batch_problem)
+    return _checked(traj, throw)

@@ -30,9 +30,17 @@ class Trajectory(eqx.Module):
     - `t`: `(T,)` save times; `m`: `(T, L, P)` order parameters; `v`: `(T, L)` head;
       `loss`: `(T,)` population loss.
     - `status`: 0 success, 1 `max_steps` reached, 2 too many relu mode switches,
-      3 diverged, 4 other solver failure; `message` says which, and where.
+      3 diverged, 4 other solver failure; the `message` property says which, and where.
     - `num_steps`: accepted + rejected steps; `num_segments`: smooth pieces of a relu
       (Filippov) solve, 1 otherwise; `t_end`: the time the solver reached.
+    - `method`: the solver's name; `fixed_message`: a message set by whoever assembled
+      the trajectory (e.g. from several solves), else `None` and `message` is derived from
+      `status` and `t_end`; `max_steps`, `max_segments`, `detail`: the limits of the solve
+      and the solver's own words, for that message.
+
+    `status` and `t_end` are arrays, so a `Trajectory` can be returned from a function
+    under `jax.jit` / `jax.vmap`; `message` and `success` read their values and therefore
+    need concrete (not traced) arrays.
     """
 
     t: Float[Array, " T"]
@@ -44,12 +52,22 @@ class Trajectory(eqx.Module):
     num_segments: Int[Array, "*B"]
     t_end: Float[Array, "*B"]
     method: str = eqx.field(static=True)
-    message: str = eqx.field(static=True)
+    fixed_message: str | None = eqx.field(static=True, default=None)
+    max_steps: int | None = eqx.field(static=True, default=None)
+    max_segments: int | None = eqx.field(static=True, default=None)
+    detail: str = eqx.field(static=True, default="")
+
+    @property
+    def message(self) -> str:
+        """What happened and where (scipy's `message`), derived from `status` and `t_end`."""
+        if self.fixed_message is not None:
+            return self.fixed_message
+        return status_message(self.status, self.t_end, self.method, None, self.max_steps, self.max_segments, self.detail)
 
     @property
     def success(self) -> bool:
         """True when every solve reached `t1`."""
-        return bool(np.all(np.asarray(self.status) == SUCCESS))
+        return bool((np.asarray(self.status) == SUCCESS).all())
 
     @property
     def y(self):
@@ -75,17 +93,20 @@ def status_from_result(result, is_diverged) -> Array:
 
 
 def status_message(status, t_end, method, t1, max_steps, max_segments, detail="") -> str:
-    """The human-readable `message` for (possibly batched) status codes: what failed, and where."""
+    """The human-readable message for (possibly batched) status codes: what failed, and where.
+
+    `t1` (the end of the interval) may be `None` when it is not known.
+    """
     status = np.atleast_1d(np.asarray(status))
-    t_end = np.atleast_1d(np.asarray(t_end))
     bad = np.flatnonzero(status != SUCCESS)
     if bad.size == 0:
         return "The solver successfully reached the end of the integration interval."
     i = bad[0]
     where = f" (first failing batch element {i}, {bad.size} of {status.size} failed)" if status.size > 1 else ""
-    te = float(t_end[i])
+    te = float(np.atleast_1d(np.asarray(t_end))[i])
+    before = "the end of the interval" if t1 is None else f"t1={float(t1):.6g}"
     reasons = {
-        MAX_STEPS: f"max_steps={max_steps} reached at t={te:.6g} before t1={t1:.6g}: raise max_steps or loosen rtol/atol",
+        MAX_STEPS: f"max_steps={max_steps} reached at t={te:.6g} before {before}: raise max_steps or loosen rtol/atol",
         MAX_SEGMENTS: f"more than max_segments={max_segments} relu mode switches before t={te:.6g}: the flow chatters on a surface m_lp = 0; raise max_segments",
         DIVERGED: f"the solution diverged (non-finite or |state| > {DIVERGENCE_BOUND:g}) near t={te:.6g}"
         + ("; the Euler step dt0 is too large for this problem: reduce dt0" if method == "euler" else ""),

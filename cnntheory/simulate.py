@@ -5,20 +5,26 @@ The student of a `TeacherStudent` problem, as an actual network on `d x d` image
 $$f(S) = \sum_l v_l \,\mathrm{POOL}_{ij}\, \sigma\!\big(K_l \cdot \wp_{ij}(S) / D\big),$$
 
 with the patch products computed by a strided convolution
-(`jax.lax.conv_general_dilated`, stride `k`, no padding), and the labels `y(S)` from the
-teacher network (kernels `K*`, activation `phi`, head `v*`) on the same images. Squared
+(`jax.lax.conv_general_dilated`, stride `k`, no padding: `network`), and the labels `y(S)`
+from the teacher network (kernels `K*`, activation `phi`, head `v*`) on the same images.
+Training evaluates the same function faster: every patch is an atom, so
+`K_l . patch_ij / D` is entry `(a_ij, l)` of the `(P, L)` table `atoms K^T / D`, with
+`a_ij` the atom index of the patch (`patch_network`: a matrix product and a gather, equal
+to the convolution to round-off, gradients included; XLA:CPU runs a convolution inside a
+compiled loop many times slower than on its own). Squared
 loss `1/2 mean_i (f_i - y_i)^2`, plain gradient descent with the problem's multipliers:
 
 $$K \leftarrow K - \mathrm{lr}\,\eta_K\,\nabla_K \mathcal{L},\qquad
 v \leftarrow v - \mathrm{lr}\,\eta_v\,\nabla_v \mathcal{L},$$
 
 so one step is one explicit Euler step of the order-parameter flow with `dt = lr`, and the
-ODE time after `s` steps is `t = lr * s` (DESIGN.md §2). Three modes, three levels of
+ODE time after `s` steps is `t = lr * s` (the learning rates `eta_K`, `eta_v` of the flow
+multiply the gradients, `lr` is the time step). Three modes, three levels of
 exactness:
 
 - `"population"`: descent on the exact population loss
   `1/2 (a - b)^T C (a - b)`, where the per-atom outputs `a_p`, `b_p` are the real student
-  and teacher networks evaluated (by the same convolution) on single-atom images and `C` is
+  and teacher networks evaluated on single-atom images and `C` is
   `problem.moments`. Nothing is shared with the closed-form `problem.rhs` except `C`: the
   gradient is `jax.grad` of the network. Equals the ODE's Euler map to round-off.
 - `"fullbatch"`: descent on `num_train` sampled images. Because every patch is an atom,
@@ -57,6 +63,7 @@ __all__ = [
     "empirical_problem",
     "init_kernels",
     "network",
+    "patch_network",
     "simulate",
     "teacher_kernels",
 ]
@@ -183,6 +190,28 @@ def network(
     return pooled @ head
 
 
+def patch_network(
+    kernels: Float[Array, "L D"],
+    head: Float[Array, " L"],
+    patches: Int[Array, "n M M"],
+    atoms: Float[Array, "P D"],
+    activation: Activation,
+    pooling: str,
+) -> Float[Array, " n"]:
+    """`network` on the images whose patch `(i, j)` is the atom `patches[:, i, j]`.
+
+    Every patch is an atom, so the stride-`k` convolution is a matrix product and a gather:
+    `K_l . patch_ij / D = T[patches_ij, l]` with the `(P, L)` table `T = atoms K^T / D`.
+    The same function as `network(kernels, head, images_from_labels(patches), ...)` (equal
+    to round-off, gradients included), at a fraction of the cost: XLA:CPU runs a
+    convolution inside a compiled loop many times slower than on its own.
+    """
+    table = atoms @ kernels.T / kernels.shape[1]  # (P, L)
+    act = _with_registry_derivative(activation)(table[patches])  # (n, M, M, L)
+    pooled = jnp.sum(act, axis=(1, 2)) if pooling == "sum" else jnp.mean(act, axis=(1, 2))
+    return pooled @ head
+
+
 def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
     """Teacher kernels `K*` realising `problem.teacher_overlaps` on the atoms.
 
@@ -290,11 +319,6 @@ def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num
     return int(steps)
 
 
-def _atom_images(atoms: Float[Array, "P D"]) -> Float[Array, "P k k"]:
-    k = math.isqrt(atoms.shape[1])
-    return atoms.reshape(-1, k, k)
-
-
 def _label_groups(labels: np.ndarray, pooled: np.ndarray):
     """Group test images by label value: ids `(n,)`, values `(V,)`, mean counts `(V, P)`."""
     # Labels are sums of a few teacher outputs: distinct values are far apart, round-off is not.
@@ -312,7 +336,7 @@ class _Setup(eqx.Module):
     gram_pinv: Float[Array, "P P"]
     lr: Float[Array, ""]
     max_loss: Float[Array, ""]
-    test_images: Float[Array, "nt d d"] | None
+    test_patches: Int[Array, "nt M M"] | None
     test_labels: Float[Array, " nt"] | None
     group_ids: Int[Array, " nt"] | None
     group_sizes: Float[Array, " V"] | None
@@ -321,28 +345,32 @@ class _Setup(eqx.Module):
     dtype: object = eqx.field(static=True)
     seeds_by: str = eqx.field(static=True)
 
-    def student(self, params, images):
+    # Networks are evaluated on patch atom indices `(n, M, M)` (`patch_network`): the same
+    # function as the convolution `network` on the assembled images.
+    def student(self, params, patches):
         K, v = params
-        return network(K, v, images, self.problem.sigma, self.problem.mixture.pooling)
+        return patch_network(K, v, patches, self.atoms, self.problem.sigma, self.problem.mixture.pooling)
 
-    def labels(self, images):
-        return network(
-            self.teacher, self.problem.teacher_head.astype(self.dtype), images, self.problem.phi, self.problem.mixture.pooling
-        )
+    def labels(self, patches):
+        head = self.problem.teacher_head.astype(self.dtype)
+        return patch_network(self.teacher, head, patches, self.atoms, self.problem.phi, self.problem.mixture.pooling)
 
-    def image_loss(self, params, images, labels):
-        return 0.5 * jnp.mean((self.student(params, images) - labels) ** 2)
+    @property
+    def atoms(self):
+        return self.problem.mixture.atoms.astype(self.dtype)
+
+    def image_loss(self, params, patches, labels):
+        return 0.5 * jnp.mean((self.student(params, patches) - labels) ** 2)
 
     def population_loss(self, params):
         """`1/2 (a - b)^T C (a - b)`, `a`, `b` from the networks on single-atom images."""
-        atoms = _atom_images(self.problem.mixture.atoms.astype(self.dtype))
-        e = self.student(params, atoms) - self.labels(atoms)
+        single = jnp.arange(self.problem.num_atoms).reshape(-1, 1, 1)
+        e = self.student(params, single) - self.labels(single)
         return 0.5 * e @ self.problem.moments.astype(self.dtype) @ e
 
     def batch(self, key):
-        images, _ = self.problem.mixture.sample(key, self.batch_size)
-        images = images.astype(self.dtype)
-        return images, self.labels(images)
+        patches, _ = self.problem.mixture.sample_counts(key, self.batch_size)
+        return patches, self.labels(patches)
 
     def objective(self, params, key, train):
         """The loss gradient descent follows at this step."""
@@ -374,8 +402,8 @@ class _Setup(eqx.Module):
         (K, v), *_ = state
         m = self.problem.mixture.overlaps(K)
         rec = {"m": m, "v": v, "kernels": K, "loss": self.problem.loss(m.astype(float), v.astype(float))}
-        if self.test_images is not None:
-            pred = self.student((K, v), self.test_images)
+        if self.test_patches is not None:
+            pred = self.student((K, v), self.test_patches)
             rec["test_loss"] = 0.5 * jnp.mean((pred - self.test_labels) ** 2)
             rec["predictions"] = jax.ops.segment_sum(pred, self.group_ids, self.group_sizes.shape[0]) / self.group_sizes
         return rec
@@ -400,12 +428,11 @@ def _prepare(setup: _Setup, m0, v0, key, num_seeds: int, num_test: int, num_trai
     total = num_test + num_seeds * num_train
     if total == 0:
         return states, None, None
-    images, counts = setup.problem.mixture.sample(k_data, total)
-    images = images.astype(setup.dtype)
-    labels = setup.labels(images)
-    test = (images[:num_test], labels[:num_test], counts[:num_test])
+    patches, counts = setup.problem.mixture.sample_counts(k_data, total)
+    labels = setup.labels(patches)
+    test = (patches[:num_test], labels[:num_test], counts[:num_test])
     per_seed = lambda x: x[num_test:].reshape((num_seeds, num_train) + x.shape[1:])  # noqa: E731
-    train = tuple(map(per_seed, (images, labels, counts))) if num_train else None
+    train = tuple(map(per_seed, (patches, labels, counts))) if num_train else None
     return states, train, test
 
 
@@ -486,9 +513,8 @@ def simulate(
     - `progress`: show a tqdm bar over `num_chunks` chunks of the run.
     - `seeds_by`: `"vmap"` (seeds batched), `"map"` (`lax.map`, seeds one after the other
       in one compiled loop) or `"auto"`: `"vmap"` on accelerators and for float32,
-      `"map"` for float64 on CPU, where XLA runs the grouped convolution that `vmap` makes
-      of per-seed kernels up to ~10x slower than the plain one
-      (`benchmarks/simulation_throughput.py`). Results agree to round-off.
+      `"map"` for float64 on CPU (the two are within ~10% of each other there,
+      `benchmarks/simulation_throughput.py`). Results agree to round-off.
 
     **Returns:** a `Simulation`.
     """
@@ -506,7 +532,7 @@ def simulate(
         gram_pinv=gram_pseudo_inverse(problem.gram),
         lr=jnp.asarray(lr, dtype=dtype),
         max_loss=jnp.asarray(max_loss, dtype=dtype),
-        test_images=None,
+        test_patches=None,
         test_labels=None,
         group_ids=None,
         group_sizes=None,
@@ -524,7 +550,7 @@ def simulate(
     if test is not None:
         groups = _label_groups(np.asarray(test[1], dtype=float), np.asarray(problem.mixture.pooled_counts(test[2])))
         setup = eqx.tree_at(
-            lambda s: (s.test_images, s.test_labels, s.group_ids, s.group_sizes),
+            lambda s: (s.test_patches, s.test_labels, s.group_ids, s.group_sizes),
             setup,
             (test[0], test[1], jnp.asarray(groups[0]), jnp.asarray(groups[3], dtype=dtype)),
             is_leaf=lambda x: x is None,

@@ -1,4 +1,5 @@
-"""The simulated student CNN against the order-parameter theory (DESIGN.md §2).
+"""The simulated student CNN against the order-parameter theory: `lr` steps of gradient
+descent are the explicit Euler map of the flow with `dt = lr`, so ODE time is `t = lr * step`.
 
 References are independent of `cnntheory.simulate`: the closed-form `problem.rhs` iterated
 as an explicit Euler map (and `cnntheory.solve(method="euler")`), patch extraction by
@@ -85,6 +86,31 @@ def test_network_matches_patch_reshaping(general_problem):
     expected = jnp.sum(jnp.tanh(patches @ K.T / mix.patch_dim), axis=1) @ v
     got = sim.network(K, v, images, general_problem.sigma, "sum")
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("fixture", ["relu_problem", "general_problem"])
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_patch_network_equals_the_convolution(fixture, pooling, request):
+    """The gather + matmul network the simulation trains equals the real strided convolution
+    on the assembled images, values and gradients, to round-off."""
+    problem = request.getfixturevalue(fixture)
+    mix = problem.mixture
+    labels, _ = eqx.filter_jit(lambda mix, key: mix.sample_counts(key, 32))(mix, jax.random.key(6))
+    images = mix.images_from_labels(labels)
+    K = jax.random.normal(jax.random.key(7), (5, mix.patch_dim))
+    v = jax.random.normal(jax.random.key(8), (5,))
+    weights = jax.random.normal(jax.random.key(9), (32,))
+
+    def loss(params, net, x):
+        return weights @ net(*params, x, problem.sigma, pooling)
+
+    conv = lambda K, v, x, act, pool: sim.network(K, v, x, act, pool)  # noqa: E731
+    gather = lambda K, v, x, act, pool: sim.patch_network(K, v, x, mix.atoms, act, pool)  # noqa: E731
+    np.testing.assert_allclose(gather(K, v, labels, problem.sigma, pooling), conv(K, v, images, problem.sigma, pooling), rtol=1e-12, atol=1e-13)
+    g_conv = jax.grad(loss)((K, v), conv, images)
+    g_gather = jax.grad(loss)((K, v), gather, labels)
+    for a, b in zip(g_gather, g_conv):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
 
 
 @pytest.mark.parametrize("fixture", ["relu_problem", "general_problem"])

@@ -97,7 +97,8 @@ def test_euler_converges_at_first_order():
     np.testing.assert_allclose(errors[:-1] / errors[1:], 2.0, rtol=0.1)
 
 
-# --- (2) the relu worked example of DESIGN.md §1 -------------------------------------------
+# --- (2) the relu worked example: shape counting (overlap 0.8, alpha (1, 1), mean pooling,
+# continuum moments, eta_K = D = 25, eta_v = 1) from M0, V0 up to t = 60 ----------------------
 
 
 def test_relu_example_matches_richardson_euler(relu_sol, relu_euler):
@@ -128,7 +129,7 @@ def test_relu_example_slides_on_m21(relu_sol):
 
 
 def test_relu_example_design_numbers(relu_euler):
-    """The numbers quoted in DESIGN.md §1 (Euler, dt = 1e-3, t = 60), quoted to 5 digits."""
+    """The worked example's reference numbers (Euler, dt = 1e-3, t = 60), known to 5 digits."""
     e = relu_euler[1e-3]
     # Quoted to 5 decimals: rounding error <= 5e-6; 5e-5 as asked.
     np.testing.assert_allclose(np.asarray(e.m[-1]), [[0.82934, 0.11061], [0.0, 0.83245]], rtol=0, atol=5e-5)
