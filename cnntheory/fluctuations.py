@@ -100,8 +100,11 @@ __all__ = [
     "count_moment_tensor",
     "drift_map",
     "gradient_noise",
+    "moment_covariance",
     "moments",
     "residual_noise",
+    "response",
+    "SamplePaths",
     "sample_paths",
     "training_set_spread",
 ]
@@ -389,3 +392,176 @@ def moments(
     )
     return _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw,
                    kind="online", lr=float(lr), batch_size=int(batch_size), num_train=None)
+
+
+# --- sample paths ------------------------------------------------------------------------
+
+
+class SamplePaths(eqx.Module):
+    """Sample paths of the SGD diffusion: `t` `(T,)`, `m` `(S, T, L, P)`, `v` `(S, T, L)`."""
+
+    t: Float[Array, " T"]
+    m: Float[Array, "S T L P"]
+    v: Float[Array, "S T L"]
+    lr: float = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+
+
+def _psd_sqrt(X):
+    lam, U = jnp.linalg.eigh(0.5 * (X + X.T))
+    return (U * jnp.sqrt(jnp.clip(lam, 0.0, None))) @ U.T
+
+
+@eqx.filter_jit
+def _paths_core(problem, y0, keys, t0, t1, ts, dt, lr, batch):
+    P = problem.num_atoms
+    fourth = _fourth(problem)
+    F = _flat_field(problem)
+
+    def drift(t, y, args):
+        f, J = F(y), jax.jacfwd(F)(y)
+        return f - 0.5 * lr * J @ f
+
+    def diffusion(t, y, args):
+        m, v = unflatten_state(y, P)
+        return jnp.sqrt(lr / batch) * drift_map(problem, m, v) @ _psd_sqrt(residual_noise(problem, m, v, fourth))
+
+    def one(key):
+        bm = diffrax.VirtualBrownianTree(t0, t1, tol=dt / 2, shape=(P,), key=key)
+        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+        sol = diffrax.diffeqsolve(
+            terms, diffrax.Euler(), t0, t1, dt, y0, saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.ConstantStepSize(), max_steps=None,
+        )
+        return sol.ys
+
+    return jax.vmap(one)(keys)
+
+
+def sample_paths(
+    problem: TeacherStudent,
+    m0: Float[Array, "L P"],
+    v0: Float[Array, " L"],
+    t1: float,
+    *,
+    lr: float,
+    batch_size: int,
+    key: PRNGKeyArray,
+    num_paths: int = 256,
+    ts: Float[Array, " T"] | None = None,
+    t0: float = 0.0,
+    dt: float | None = None,
+) -> SamplePaths:
+    r"""Sample paths of the SGD diffusion, a cheap stand-in for online-SGD seeds.
+
+    The Itô SDE `dY = (F - (lr/2) J F) dt + sqrt(lr/B) Γ(Y) Cov(g)^{1/2}(Y) dW` with a
+    `P`-dimensional Brownian motion `W` (module docstring): its mean and covariance obey
+    the equations of `moments` to first order. Euler–Maruyama with step `dt` (default
+    `lr / 4`) on a diffrax `VirtualBrownianTree`, `num_paths` paths `vmap`ped.
+    """
+    m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, "tsit5")
+    require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0, got {lr}")
+    require(isinstance(batch_size, (int, np.integer)) and batch_size >= 1, f"batch_size must be an integer >= 1, got {batch_size!r}")
+    require(isinstance(num_paths, (int, np.integer)) and num_paths >= 1, f"num_paths must be an integer >= 1, got {num_paths!r}")
+    dt = lr / 4 if dt is None else float(dt)
+    require(np.isfinite(dt) and 0 < dt <= t1 - t0, f"dt must lie in (0, t1 - t0], got {dt}")
+    ys = _paths_core(
+        problem, flatten_state(m0, v0), jax.random.split(key, int(num_paths)), *map(jnp.asarray, (t0, t1, ts, dt, float(lr), float(batch_size)))
+    )
+    L, P = m0.shape
+    return SamplePaths(
+        t=jnp.asarray(ts), m=ys[..., : L * P].reshape(ys.shape[:2] + (L, P)), v=ys[..., L * P :],
+        lr=float(lr), batch_size=int(batch_size), dt=dt,
+    )
+
+
+# --- finite training sets ------------------------------------------------------------------
+
+
+def moment_covariance(problem: TeacherStudent) -> Float[Array, "PP PP"]:
+    r"""`Cov(vec ñ ñ^T)`, `(P^2, P^2)`: one image's contribution to the spread of `C_hat`.
+
+    `Cov(vec C_hat) = moment_covariance(problem) / n_train` over training sets of `n_train`
+    images (fourth count moments minus `vec C vec C^T`).
+    """
+    P = problem.num_atoms
+    C = problem.mixture.moments.reshape(-1)
+    return _fourth(problem).reshape(P * P, P * P) - jnp.outer(C, C)
+
+
+def _sensitivity_field(t, state, problem):
+    y, S = state
+    P = problem.num_atoms
+
+    def F(y, C):
+        return flatten_state(*problem.with_moments(C).rhs(*unflatten_state(y, P)))
+
+    C = problem.moments
+    J = jax.jacfwd(F, argnums=0)(y, C)
+    dFdC = jax.jacfwd(F, argnums=1)(y, C).reshape(y.shape[0], P * P)
+    return F(y, C), J @ S + dFdC
+
+
+@eqx.filter_jit
+def _sensitivity_core(problem, y0, t0, t1, ts, rtol, atol, *, solver_name, max_steps):
+    P = problem.num_atoms
+    state0 = (y0, jnp.zeros((y0.shape[0], P * P)))
+    return integrate(_sensitivity_field, state0, problem, t0, t1, ts, None, rtol, atol, solver_name=solver_name, max_steps=max_steps)
+
+
+def response(
+    problem: TeacherStudent,
+    m0: Float[Array, "L P"],
+    v0: Float[Array, " L"],
+    t1: float,
+    *,
+    ts: Float[Array, " T"] | None = None,
+    t0: float = 0.0,
+    method: str = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+) -> tuple[Float[Array, "T n"], Float[Array, "T n PP"]]:
+    r"""The flow `y(t)` and its linear response `S(t) = dy(t) / d vec C`, `(T, n, P^2)`.
+
+    Forward-mode sensitivity integrated with the flow: `dS/dt = J S + dF/d vec C`, `S(0) = 0`.
+    """
+    m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, method)
+    (y, S), status, _, t_end = _sensitivity_core(
+        problem, flatten_state(m0, v0), *map(jnp.asarray, (t0, t1, ts, rtol, atol)), solver_name=method, max_steps=max_steps
+    )
+    if int(status) != SUCCESS:
+        raise SolverError(status_message(status, t_end, method, t1, max_steps, 0))
+    return y, S
+
+
+def training_set_spread(
+    problem: TeacherStudent,
+    m0: Float[Array, "L P"],
+    v0: Float[Array, " L"],
+    t1: float,
+    *,
+    num_train: int,
+    ts: Float[Array, " T"] | None = None,
+    t0: float = 0.0,
+    method: str = "tsit5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 100_000,
+) -> Fluctuations:
+    r"""Spread of full-batch training across training sets of `num_train` images.
+
+    Full-batch GD follows the flow with `C_hat`; to first order in `1/num_train`,
+    `Cov y(t) = S(t) Cov(vec ñ ñ^T) S(t)^T / num_train` with `S` from `response`
+    (module docstring). The mean is the flow with `C` (its shift is `O(1/num_train)`).
+    Returns a `Fluctuations` (`kind="training_set"`).
+    """
+    require(isinstance(num_train, (int, np.integer)) and num_train >= 1, f"num_train must be an integer >= 1, got {num_train!r}")
+    y, S = response(problem, m0, v0, t1, ts=ts, t0=t0, method=method, rtol=rtol, atol=atol, max_steps=max_steps)
+    K = moment_covariance(problem)
+    cov = jnp.einsum("tia,ab,tjb->tij", S, K, S) / num_train
+    ts = np.linspace(float(t0), float(t1), 101) if ts is None else np.asarray(ts, dtype=float)
+    m0 = jnp.asarray(m0, dtype=float)
+    return _result(problem, ts, m0, (y, y, cov), jnp.asarray(SUCCESS), t1, method, t1, max_steps, True,
+                   kind="training_set", lr=None, batch_size=None, num_train=int(num_train))

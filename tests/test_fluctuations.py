@@ -141,3 +141,134 @@ def test_gradient_noise_matches_monte_carlo_through_the_sampler():
     x = np.asarray(steps) - np.asarray(steps).mean(axis=0)
     se = np.sqrt(np.var(x[:, :, None] * x[:, None, :], axis=0) / S)
     assert np.all(np.abs(D - cov) <= 5 * se + 1e-12), np.max(np.abs(D - cov) / (se + 1e-300))
+
+
+# --- moment equations ------------------------------------------------------------------------
+
+
+def shape_problem(activation="softplus"):
+    problem = ct.shape_counting(0.8, (1.0, 1.0), activation, 4, "mean")
+    return problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.3, -0.3])
+
+
+def test_mean_without_noise_is_the_modified_equation_of_gradient_descent():
+    """With the noise off, the mean follows the Euler map (population GD) to O(lr^2); the flow to O(lr)."""
+    problem, m0, v0 = random_problem(4, P=3, L=2, activation="tanh")
+    t1 = 2.0
+    errs = {}
+    for lr in (0.02, 0.01):
+        gd = ct.solve(problem, m0, v0, t1, ts=jnp.array([t1]), method="euler", dt0=lr)
+        gd = flatten_state(gd.m[-1], gd.v[-1])
+        mo = fl.moments(problem, m0, v0, t1, lr=lr, batch_size=1, ts=jnp.array([t1]), noise_drift=False)
+        flow = jnp.concatenate([mo.flow_m[-1].ravel(), mo.flow_v[-1]])
+        errs[lr] = (float(jnp.max(jnp.abs(flow - gd))), float(jnp.max(jnp.abs(mo.mean[-1] - gd))))
+    (flow2, mod2), (flow1, mod1) = errs[0.02], errs[0.01]
+    assert 1.8 < flow2 / flow1 < 2.2  # first order
+    assert 3.5 < mod2 / mod1 < 4.5  # second order: the O(lr) term is exactly -(lr/2) J F
+    assert mod2 < 0.05 * flow2
+
+
+def test_covariance_is_linear_in_lr_over_batch():
+    problem, m0, v0 = random_problem(4, P=3, L=2, activation="tanh")
+    # without the noise-induced drift the mean does not depend on B: Sigma scales exactly as 1/B
+    a = fl.moments(problem, m0, v0, 2.0, lr=0.01, batch_size=2, ts=jnp.array([2.0]), noise_drift=False)
+    b = fl.moments(problem, m0, v0, 2.0, lr=0.01, batch_size=8, ts=jnp.array([2.0]), noise_drift=False)
+    np.testing.assert_allclose(a.cov, 4 * b.cov, rtol=1e-6)  # solver tolerance 1e-8
+    assert np.all(np.linalg.eigvalsh(np.asarray(a.cov[-1])) > -1e-15)  # a covariance
+
+
+@pytest.fixture(scope="module")
+def online_runs():
+    """256 seeds of online SGD on shape counting (softplus) and a random problem (sigmoid), short runs."""
+    runs = []
+    for problem, m0, v0, lr, B, t1 in [
+        (*shape_problem("softplus"), 0.05, 4, 4.0),
+        (*random_problem(5, P=3, L=2, M=2, pooling="mean", activation="sigmoid"), 0.02, 2, 2.0),
+    ]:
+        steps = int(round(t1 / lr))
+        s = sim.simulate(problem, m0, v0, mode="online", lr=lr, steps=steps, record_every=steps // 2,
+                         key=jax.random.key(7), num_seeds=256, batch_size=B, num_test=0)
+        runs.append((problem, m0, v0, lr, B, t1, s))
+    return runs
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["shape_counting", "random"])
+def test_moments_predict_online_sgd_mean_and_spread(online_runs, which):
+    problem, m0, v0, lr, B, t1, s = online_runs[which]
+    pred = fl.moments(problem, m0, v0, t1, lr=lr, batch_size=B, ts=s.t)
+    S = s.num_seeds
+    y = np.concatenate([np.asarray(s.m).reshape(S, s.t.shape[0], -1), np.asarray(s.v)], axis=2)[:, 1:]
+    mean, std = y.mean(axis=0), y.std(axis=0, ddof=1)
+    se = std / np.sqrt(S)
+    # spread: the std of 256 seeds has a relative SE of 1/sqrt(2 S) = 4.4%; 3.5 SE plus the O(lr)
+    # relative error of the linear-noise theory
+    ratio = np.asarray(pred.std[1:]) / std
+    assert np.all(np.abs(ratio - 1) < 0.2), ratio
+    # mean: where the plain flow misses the seed mean by > 5 SE, the corrected mean is within 3 SE
+    flow = np.concatenate([np.asarray(pred.flow_m).reshape(pred.t.shape[0], -1), pred.flow_v], axis=1)[1:]
+    missed = np.abs(flow - mean) > 5 * se
+    assert missed.any()  # the bias is resolved: the test has teeth
+    assert np.all(np.abs(np.asarray(pred.mean[1:]) - mean)[missed] < 3 * se[missed])
+    # and overall the corrected mean is statistically consistent (max |z| over <= 16 components)
+    assert np.max(np.abs(np.asarray(pred.mean[1:]) - mean) / se) < 4
+
+
+def test_sample_paths_follow_the_moment_equations():
+    problem, m0, v0 = shape_problem("tanh")
+    lr, B, t1 = 0.05, 2, 2.0
+    ts = jnp.array([1.0, 2.0])
+    paths = fl.sample_paths(problem, m0, v0, t1, lr=lr, batch_size=B, key=jax.random.key(0), num_paths=1024, ts=ts)
+    pred = fl.moments(problem, m0, v0, t1, lr=lr, batch_size=B, ts=ts)
+    y = np.concatenate([np.asarray(paths.m).reshape(1024, 2, -1), np.asarray(paths.v)], axis=2)
+    mean, std = y.mean(axis=0), y.std(axis=0, ddof=1)
+    # 1024 paths: mean within 4 SE; std within 4 x 2.2% plus the O(dt) Euler-Maruyama error
+    assert np.all(np.abs(np.asarray(pred.mean) - mean) < 4 * std / np.sqrt(1024))
+    assert np.all(np.abs(np.asarray(pred.std) / std - 1) < 0.12)
+
+
+# --- finite training sets ---------------------------------------------------------------------
+
+
+def test_response_matches_finite_differences():
+    problem, m0, v0 = random_problem(6, P=3, L=2, activation="softplus")
+    ts = jnp.array([1.0, 3.0])
+    _, S = fl.response(problem, m0, v0, 3.0, ts=ts)
+    dC = np.random.default_rng(0).standard_normal((3, 3))
+    dC = 1e-5 * (dC + dC.T) * np.asarray(problem.moments).max()
+    run = lambda C: ct.solve(problem.with_moments(C), m0, v0, 3.0, ts=ts, rtol=1e-12, atol=1e-14)  # noqa: E731
+    up, down = run(problem.moments + dC), run(problem.moments - dC)
+    fd = (jnp.concatenate([up.m.reshape(2, -1), up.v], 1) - jnp.concatenate([down.m.reshape(2, -1), down.v], 1)) / 2
+    # central differences: O(|dC|^2) truncation, 1e-12 solver tolerance
+    np.testing.assert_allclose(S @ dC.ravel(), fd, rtol=1e-5, atol=1e-10)
+
+
+def test_training_set_spread_matches_many_training_sets():
+    problem, m0, v0 = random_problem(8, P=3, L=2, M=3, pooling="mean", activation="softplus")
+    n_train, sets, t1 = 256, 400, 3.0
+    ts = jnp.array([1.0, 3.0])
+    _, counts = problem.mixture.sample_counts(jax.random.key(3), n_train * sets)
+    C_hat = jax.vmap(lambda c: sim.empirical_moments(problem, c))(counts.reshape(sets, n_train, -1))
+    batch = ct.stack_problems([problem.with_moments(C) for C in C_hat])
+    traj = ct.solve_batch(batch, jnp.broadcast_to(m0, (sets,) + m0.shape), jnp.broadcast_to(v0, (sets,) + v0.shape), t1, ts=ts, batch_problem=True)
+    y = np.concatenate([np.asarray(traj.m).reshape(sets, 2, -1), np.asarray(traj.v)], axis=2)
+    pred = fl.training_set_spread(problem, m0, v0, t1, num_train=n_train, ts=ts)
+    # 400 sets: the std has relative SE 3.5%; 4 SE plus the O(1/sqrt(n_train)) nonlinearity
+    np.testing.assert_allclose(np.asarray(pred.std), y.std(axis=0, ddof=1), rtol=0.15)
+    # C_hat itself: its covariance is Cov(vec n n^T) / n_train (3.5% SE on the diagonal)
+    emp = np.cov(np.asarray(C_hat).reshape(sets, -1).T)
+    theory = np.asarray(fl.moment_covariance(problem)) / n_train
+    np.testing.assert_allclose(np.diag(emp), np.diag(theory), rtol=0.2)
+
+
+def test_bad_input_raises():
+    problem, m0, v0 = shape_problem()
+    with pytest.raises(ValueError, match="batch_size"):
+        fl.moments(problem, m0, v0, 1.0, lr=0.1, batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        fl.moments(problem, m0, v0, 1.0, lr=-1.0, batch_size=1)
+    with pytest.raises(ValueError, match="m must have shape"):
+        fl.gradient_noise(problem, m0[:, :1], v0)
+    with pytest.raises(ValueError, match="order"):
+        fl.count_moment_tensor(problem.mixture, 5)
+    with pytest.raises(ValueError, match="num_train"):
+        fl.training_set_spread(problem, m0, v0, 1.0, num_train=0)
