@@ -273,3 +273,26 @@ def test_bad_input_raises():
         fl.count_moment_tensor(problem.mixture, 5)
     with pytest.raises(ValueError, match="num_train"):
         fl.training_set_spread(problem, m0, v0, 1.0, num_train=0)
+
+
+# --- where users see it --------------------------------------------------------------------
+
+
+def test_public_module_and_cli_band(tmp_path, capsys):
+    from cnntheory._cli import main
+
+    assert ct.fluctuations is fl
+    out = tmp_path / "sim"
+    code = main(["simulate", "--mode", "online", "--activation", "tanh", "--band", "--t1", "1", "--lr", "0.05",
+                 "--batch", "4", "--seeds", "8", "--n-test", "16", "--eps", "0.3", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    data = np.load(out / "simulate_online.npz")
+    # the band saved is the theory of the same run (independent call)
+    problem = ct.shape_counting(0.8, (1.0, 1.0), "tanh", 4, "mean")
+    ref = fl.moments(problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.3, -0.3]), 1.0, lr=0.05, batch_size=4, ts=data["t"])
+    np.testing.assert_allclose(data["band_std_v"], ref.std_v, rtol=1e-10)
+    assert (out / "simulate_online.png").exists()
+    assert main(["simulate", "--mode", "fullbatch", "--band", "--activation", "tanh"]) == 2
+    assert "--band predicts the spread of online SGD" in capsys.readouterr().err
+    assert main(["simulate", "--band"]) == 2  # relu (the default) has no second derivative
+    assert "smooth --activation" in capsys.readouterr().err
