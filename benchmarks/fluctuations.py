@@ -33,11 +33,11 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import cnntheory as ct  # noqa: E402
-from cnntheory import fluctuations as fl  # noqa: E402
-from cnntheory import simulate as sim  # noqa: E402
+import cnntheory as ct
+from cnntheory import fluctuations as fl
+from cnntheory import simulate as sim
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 SEEDS = 256

@@ -80,7 +80,6 @@ the flow with `C_hat = mean_i ñ_i ñ_i^T`. Across training sets
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 
 import diffrax
@@ -97,6 +96,7 @@ from ._validate import require, require_finite
 
 __all__ = [
     "Fluctuations",
+    "SamplePaths",
     "count_moment_tensor",
     "draw_band",
     "drift_map",
@@ -105,7 +105,6 @@ __all__ = [
     "moments",
     "residual_noise",
     "response",
-    "SamplePaths",
     "sample_paths",
     "training_set_spread",
 ]
@@ -114,7 +113,7 @@ __all__ = [
 # --- count moments ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _set_partitions(k: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """All set partitions of `{0, ..., k-1}` (Bell(k) of them), blocks in order of first element."""
 
@@ -131,7 +130,7 @@ def _set_partitions(k: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     return tuple(tuple(sorted(p, key=min)) for p in parts(tuple(range(k))))
 
 
-def _dirichlet_tensor(alpha: Float[Array, " P"], b: int) -> Float[Array, "..."]:
+def _dirichlet_tensor(alpha: Float[Array, " P"], b: int) -> Float[Array, ...]:
     """`E[rho_{c_1} ... rho_{c_b}]` as a `(P,)*b` tensor (rising factorials of `alpha`)."""
     P = alpha.shape[0]
     idx = np.indices((P,) * b)
@@ -143,7 +142,7 @@ def _dirichlet_tensor(alpha: Float[Array, " P"], b: int) -> Float[Array, "..."]:
     return num / jnp.prod(a0 + jnp.arange(b))
 
 
-def count_moment_tensor(mixture, order: int) -> Float[Array, "..."]:
+def count_moment_tensor(mixture, order: int) -> Float[Array, ...]:
     r"""`E[ñ_{i_1} ... ñ_{i_k}]`, a `(P,)*k` tensor, `k = order` in 1..4.
 
     `ñ` are the pooled counts (`n` for sum pooling, `n / N` for mean pooling, `rho` in the

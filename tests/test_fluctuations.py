@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_bruteforce import cnn_output, enumerate_images
 from scipy.special import gammaln
 
 import cnntheory as ct
 from cnntheory import fluctuations as fl
 from cnntheory import simulate as sim
 from cnntheory._problem import flatten_state
-from helpers_bruteforce import cnn_output, enumerate_images
 
 
 def random_problem(seed, P=3, L=2, M=2, pooling="sum", activation="softplus", k=3):
@@ -49,7 +49,7 @@ def per_image_steps(problem, K, v, images, pool_scale):
 def _per_image_steps(problem, teacher, K, v, images, pool_scale):
     # Each image's loss 1/2 (f_i - y_i)^2 has gradient (f_i - y_i) grad f_i; the Jacobian of
     # the batch output f (S,) in K (L D directions) is forward-mode through the batched conv.
-    f = lambda K, v: cnn_output(K, v, images, problem.sigma.fn, pool_scale)  # noqa: E731
+    f = lambda K, v: cnn_output(K, v, images, problem.sigma.fn, pool_scale)
     y = cnn_output(teacher, problem.teacher_head, images, problem.phi.fn, pool_scale)
     dfK, dfv = jax.jacfwd(f, argnums=(0, 1))(K, v)  # (S, L, D), (S, L)
     err = f(K, v) - y
@@ -236,7 +236,7 @@ def test_response_matches_finite_differences():
     _, S = fl.response(problem, m0, v0, 3.0, ts=ts)
     dC = np.random.default_rng(0).standard_normal((3, 3))
     dC = 1e-5 * (dC + dC.T) * np.asarray(problem.moments).max()
-    run = lambda C: ct.solve(problem.with_moments(C), m0, v0, 3.0, ts=ts, rtol=1e-12, atol=1e-14)  # noqa: E731
+    run = lambda C: ct.solve(problem.with_moments(C), m0, v0, 3.0, ts=ts, rtol=1e-12, atol=1e-14)
     up, down = run(problem.moments + dC), run(problem.moments - dC)
     fd = (jnp.concatenate([up.m.reshape(2, -1), up.v], 1) - jnp.concatenate([down.m.reshape(2, -1), down.v], 1)) / 2
     # central differences: O(|dC|^2) truncation, 1e-12 solver tolerance
