@@ -13,9 +13,10 @@ tanh students, and a grid lr x B, 256 seeds of online SGD each, records at t = 1
 
 Then where it stops holding: large lr (towards the stability edge), the plateau (shape counting
 from `v(0) = (0.01, -0.01)`, where the head's spread exceeds its mean), and relu at the Filippov
-sliding surface `m_21 = 0` of shape counting.
+sliding surface `m_21 = 0` of shape counting. Finally `fullbatch` GD on 256 training sets of 128
+images against `training_set_spread` (`--training-sets` runs only this part).
 
-Writes `benchmarks/results/fluctuations.{json,png}`. About 10 minutes on 2 CPU cores.
+Writes `benchmarks/results/fluctuations.{json,md,png}`. About 10 minutes on 2 CPU cores.
 Run: `python benchmarks/fluctuations.py` (`--quick`: one grid point; `--replot`: redraw the figure).
 """
 
@@ -47,6 +48,7 @@ BATCHES = (1, 4, 16)
 ACTIVATIONS = ("softplus", "sigmoid", "tanh")
 QUICK = "--quick" in sys.argv  # smoke run: one problem, one grid point
 REPLOT = "--replot" in sys.argv  # redraw the figure from the stored JSON
+TRAINING_SETS = "--training-sets" in sys.argv  # only the finite-training-set check, merged into the stored JSON
 
 
 def shape_problem(activation, v=0.3):
@@ -109,11 +111,41 @@ def compare(problem, m0, v0, lr, B, t1, records, key, seeds=SEEDS, method="tsit5
     }
 
 
+def training_sets(key, seeds=SEEDS, num_train=128, lr=0.05, t1=3.0):
+    """Full-batch GD on `seeds` training sets of `num_train` images vs `training_set_spread`."""
+    out = []
+    for name, make in (("shape_counting", shape_problem), ("random", random_problem)):
+        problem, m0, v0 = make("softplus")
+        steps = int(round(t1 / lr))
+        key, sub = jax.random.split(key)
+        start = time.perf_counter()
+        s = sim.simulate(problem, m0, v0, mode="fullbatch", lr=lr, steps=steps, record_every=steps // 3, key=sub,
+                         num_seeds=seeds, num_train=num_train, num_test=8)  # num_test=0 trips simulate's label grouping
+        sim_s = time.perf_counter() - start
+        pred = fl.training_set_spread(problem, m0, v0, t1, num_train=num_train, ts=s.t)
+        std = flat(s.m, s.v)[:, 1:].std(0, ddof=1)
+        ratio = np.asarray(pred.std)[1:] / std
+        out.append({"problem": name, "activation": "softplus", "num_train": num_train, "seeds": seeds, "lr": lr,
+                    "t": np.asarray(s.t[1:]).tolist(), "spread_ratio": ratio.tolist(),
+                    "spread_ratio_range": [float(ratio.min()), float(ratio.max())],
+                    "spread_pass_fraction": float(np.mean(np.abs(ratio - 1) <= 0.10)), "seconds_simulate": sim_s})
+        print(f"training sets {name}: spread ratio [{ratio.min():.3f}, {ratio.max():.3f}], pass {out[-1]['spread_pass_fraction']:.2f}", flush=True)
+    return out
+
+
 def main():
     RESULTS.mkdir(exist_ok=True)
+    if TRAINING_SETS:
+        path = RESULTS / "fluctuations.json"
+        stored = json.loads(path.read_text())
+        stored["training_sets"] = training_sets(jax.random.key(1))
+        path.write_text(json.dumps(stored, indent=1) + "\n")
+        (RESULTS / "fluctuations.md").write_text(summary_table(stored))
+        return
     if REPLOT:
-        grid = json.loads((RESULTS / "fluctuations.json").read_text())["grid"]
-        figure(grid).savefig(RESULTS / "fluctuations.png", dpi=150, bbox_inches="tight")
+        stored = json.loads((RESULTS / "fluctuations.json").read_text())
+        figure(stored["grid"]).savefig(RESULTS / "fluctuations.png", dpi=150, bbox_inches="tight")
+        (RESULTS / "fluctuations.md").write_text(summary_table(stored))
         return
     key = jax.random.key(0)
     grid = []
@@ -177,14 +209,46 @@ def main():
                      "mean": "|mu - seed mean| <= 2 SE wherever |flow - seed mean| > 5 SE"},
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "jax": jax.__version__},
         "grid": grid, "limits": limits,
+        "training_sets": training_sets(key) if not QUICK else [],
     }
     stem = "fluctuations_quick" if QUICK else "fluctuations"
     (RESULTS / f"{stem}.json").write_text(json.dumps(params, indent=1) + "\n")
     figure(grid).savefig(RESULTS / f"{stem}.png", dpi=150, bbox_inches="tight")
+    (RESULTS / f"{stem}.md").write_text(summary_table(params))
     spread = [g["spread_pass_fraction"] for g in grid]
     mean = [g["mean_pass_fraction"] for g in grid if g["mean_pass_fraction"] is not None]
     print(f"overall: spread pass {np.mean(spread):.3f} (worst grid point {min(spread):.2f}); mean pass {np.mean(mean) if mean else None} "
           f"over {sum(g['bias_resolved_components'] for g in grid)} resolved-bias components")
+
+
+def summary_table(stored) -> str:
+    """A markdown summary: one row per grid point, then the limits and the training sets."""
+    intro = ("Spread: predicted / measured seed std over components and records (pass: within 10%). Mean: where the "
+             "plain flow misses the seed mean by > 5 SE, the fraction of those components where the corrected mean is "
+             "within 2 SE.")
+    lines = ["# Fluctuation theory vs online SGD (256 seeds)", "", intro, "",
+             "| problem | activation | lr | B | spread ratio min | spread ratio max | spread pass | bias resolved | mean pass | max z |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:.3g}"
+    for g in stored["grid"]:
+        lines.append(f"| {g['problem']} | {g['activation']} | {g['lr']:g} | {g['batch_size']} | {g['spread_ratio_range'][0]:.3f} | "
+                     f"{g['spread_ratio_range'][1]:.3f} | {g['spread_pass_fraction']:.2f} | {g['bias_resolved_components']} | "
+                     f"{fmt(g['mean_pass_fraction'])} | {fmt(g['max_mean_z_where_flow_missed'])} |")
+    limits = stored.get("limits", {})
+    rows = [(f"large lr = {r['lr']:g}, B = {r['batch_size']}", r) for r in limits.get("large_lr", [])]
+    if "plateau" in limits:
+        rows.append(("plateau v(0) = 0.01, lr = 0.05, B = 4", limits["plateau"]))
+    if rows:
+        lines += ["", f"Limits (shape counting, softplus; stability edge at the start {limits['stability_edge_at_start']:.3g}):", "",
+                  "| case | spread ratio min | spread ratio max | spread pass | mean pass |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {r['spread_ratio_range'][0]:.3f} | {r['spread_ratio_range'][1]:.3f} | {r['spread_pass_fraction']:.2f} | "
+                  f"{fmt(r['mean_pass_fraction'])} |" for name, r in rows]
+    if stored.get("training_sets"):
+        lines += ["", "Full-batch GD across training sets vs `training_set_spread`:", "",
+                  "| problem | n_train | sets | spread ratio min | spread ratio max | spread pass |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['problem']} | {r['num_train']} | {r['seeds']} | {r['spread_ratio_range'][0]:.3f} | {r['spread_ratio_range'][1]:.3f} | "
+                  f"{r['spread_pass_fraction']:.2f} |" for r in stored["training_sets"]]
+    return "\n".join(lines) + "\n"
 
 
 def figure(grid):
