@@ -72,7 +72,8 @@ softplus/sigmoid/tanh): for `lr <= 0.025` the predicted spread is within 10% of 
 one in 99% of components (ratios 0.89 to 1.15); at `lr = 0.1` in 91%, at `lr = 0.3` and `0.6`
 (stability edge 1.4) it is 7-60% too small. On the plateau (`v(0) = 0.01`, where the head's
 spread exceeds its mean) the spread of `m` is underestimated by up to 28% early on: the
-linear-noise approximation needs the state's spread small against its mean.
+linear-noise approximation needs the state's spread small against its mean. Across 256
+training sets of 128 images, `training_set_spread` is within 8% of full-batch GD's spread.
 
 **Sample paths** (`sample_paths`): the Itô SDE with the same first two moments,
 `dY = (F - (lr/2) J F) dt + sqrt(lr/B) Γ(Y) Cov(g)^{1/2}(Y) dW` (a `P`-dimensional
