@@ -38,6 +38,11 @@ def register(subparsers) -> None:
     p.add_argument("--method", default="tsit5", help="ODE solver (default tsit5; 'euler' = the GD map with dt = lr)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     p.add_argument("--float32", action="store_true", help="simulate in float32 (default float64)")
+    p.add_argument(
+        "--band", action="store_true",
+        help="online mode, smooth activation: draw the fluctuation theory's predicted seed mean and +-2 sigma band "
+        "(cnntheory.fluctuations.moments) over the seeds",
+    )
     p.add_argument("--out", default="cnntheory-output/simulate", help="output folder")
     p.set_defaults(func=run)
 
@@ -78,6 +83,16 @@ def run(args) -> int:
     steps -= steps % record_every  # a whole number of records
     if steps < 1:
         raise ValueError("the run is shorter than one record: increase --steps / --t1 or lower --record-every")
+    if args.band:
+        from .._activations import get_activation
+
+        if args.mode != "online":
+            raise ValueError(f"--band predicts the spread of online SGD: use it with --mode online, not --mode {args.mode}")
+        if not get_activation(args.activation).smooth:
+            raise ValueError(
+                f"--band needs a smooth --activation (e.g. softplus, sigmoid, tanh), got {args.activation!r}: the "
+                "fluctuation theory expands the flow to second order, which relu's kink does not allow"
+            )
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     problem = shape_counting(args.overlap, args.alpha, args.activation, args.patches_per_side, args.pooling, args.k)
@@ -113,11 +128,19 @@ def run(args) -> int:
         + (f", B = {args.batch}" if args.mode == "online" else "") + f", {args.seeds} seeds"
         + (" (theory: C_hat ODE per seed)" if args.mode == "fullbatch" else ""),
     )
+    band = None
+    if args.band:
+        from .. import fluctuations as fl
+
+        band = fl.moments(problem, m0, v0, float(s.t[-1]), lr=args.lr, batch_size=args.batch, ts=s.t)
+        fl.draw_band(fig.axes[:2], band)
     arrays = {"t": s.t, "m": s.m, "v": s.v, "loss": s.loss, "train_loss": s.train_loss, "theory_m": traj.m, "theory_v": traj.v, "theory_loss": traj.loss}
     if s.test_loss is not None:
         arrays.update(test_loss=s.test_loss, label_values=s.label_values, label_counts=s.label_counts, predictions=s.predictions)
     if s.train_moments is not None:
         arrays["train_moments"] = s.train_moments
+    if band is not None:
+        arrays.update(band_mean_m=band.mean_m, band_mean_v=band.mean_v, band_std_m=band.std_m, band_std_v=band.std_v)
     params = {
         "command": "simulate",
         **{k: v for k, v in vars(args).items() if k not in ("func", "command")},
