@@ -162,6 +162,8 @@ def _dedup(C, m):
     return C, factor, zero
 
 
+# jit: the graphs are a few hundred small ops, slow to run eagerly (`rhs` called outside jit).
+@jax.jit
 def relu_J3(C: Float[Array, "3 3"]) -> Float[Array, ""]:
     """`E[theta(a) theta(b) relu(c)]` for `(a, b, c) ~ N(0, C)` (module docstring)."""
     ext = C[jnp.ix_(jnp.array([0, 1, 2, 2]), jnp.array([0, 1, 2, 2]))]  # constraints a, b, c; linear c
@@ -175,6 +177,7 @@ def relu_J3(C: Float[Array, "3 3"]) -> Float[Array, ""]:
     return jnp.where(zero, 0.0, factor * val)
 
 
+@functools.partial(jax.jit, static_argnames="n")
 def relu_I4(C: Float[Array, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, ""]:
     """`E[theta(a) theta(b) relu(c) relu(d)]` for `(a, b, c, d) ~ N(0, C)` (module docstring)."""
     idx = jnp.array([0, 1, 2, 3, 2, 3])  # constraints a, b, c, d; linear c, d
