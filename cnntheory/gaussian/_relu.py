@@ -49,6 +49,14 @@ student equal to a teacher; zero-variance fields) and are handled exactly:
   (checked against Monte Carlo).
 
 Everything is `jit`/`vmap`-able and free of NaNs for every positive semi-definite `C`.
+
+**Derivatives.** At a correlation of exactly `+-1` orthant probabilities have a square-root
+cusp (`arcsin` near 1). For the same field twice (`l = k`) every perturbation keeps the
+fields equal and the derivative is finite; `jax` returns it (the `arcsin`/`sqrt` used have
+zero slope at the edge). Where two *different* fields coincide (a student exactly equal to
+a teacher, e.g. the perfect-learning fixed point) the true derivative in directions that
+separate them is infinite; `jax` then returns the derivative along directions that keep
+them equal, so a Jacobian there (`flow_jacobian`) is one-sided, not the linearisation.
 """
 
 from __future__ import annotations
