@@ -29,14 +29,18 @@ Closed forms (`C_xy` the covariance entries of the variables named):
   `mean = sqrt(C_aa / 2 pi)`, `I2 = sqrt(C_aa C_bb) (sqrt(1 - rho^2) + (pi - arccos rho) rho) / 2 pi`,
   `J2 = 1/4 + arcsin(rho) / 2 pi`, `M1 = C_ab / sqrt(2 pi C_aa)` (Stein), and by Stein's lemma on `b`,
   `I3 = C_ab p_a(0) E[relu(c) | a = 0] + C_bc J2(a, c)` with `p_a(0) = (2 pi C_aa)^{-1/2}` and
-  `E[relu(c) | a = 0] = sqrt((C_cc - C_ac^2 / C_aa) / 2 pi)`. `I4` and `J3` (orthant integrals
-  in four and three dimensions) have no closed form here: they use the quadrature.
+  `E[relu(c) | a = 0] = sqrt((C_cc - C_ac^2 / C_aa) / 2 pi)`. `J3` and `I4` are moments over
+  orthants, reduced by Stein's lemma to bivariate orthant probabilities (closed forms) plus,
+  for `I4`, one four-variate orthant probability written as a one-dimensional Plackett
+  integral (48-point Gauss–Legendre, accurate to round-off); degenerate covariances
+  (`a = b`, a student equal to a teacher) are handled exactly (`cnntheory.gaussian._relu`).
 
 **Quadrature.** `E f(u)` for `u ~ N(0, C)` is a tensor Gauss–Hermite rule in whitened
 coordinates, `u = V diag(sqrt(w)) z` with `C = V diag(w) V^T` (`eigh`, so singular
 covariances such as `a = b` work), `z` standard normal on an `n^k` grid. It is exact for
 polynomials of degree `< 2n` and converges fast for smooth activations; at relu's kink
-it converges only algebraically (its error is measured in the tests).
+it converges only algebraically (its error is measured in the tests), which is why relu
+has closed forms for every kind.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._activations import Activation, get_activation
+from ._relu import relu_I4, relu_J3
 
 _PI = jnp.pi
 
@@ -146,20 +151,35 @@ def _rho(C, i, j):
     return jnp.clip(C[i, j] / jnp.sqrt(C[i, i] * C[j, j]), -1.0, 1.0)
 
 
+# The relu forms meet `rho = +-1` and conditional variances 0 exactly (a field paired with
+# itself, `l = k`); there `arcsin`, `arccos` and `sqrt` have infinite slopes, and the flow's
+# Jacobian (`jax.jacfwd`) would turn them into NaN. The safe versions give the same values
+# and a zero slope at the edge: the edge is reached along directions that keep it (the
+# same field twice stays the same field), where the exact derivative has no such term.
+def _asin(r):
+    inside = jnp.abs(r) < 1
+    return jnp.where(inside, jnp.arcsin(jnp.where(inside, r, 0.0)), jnp.sign(r) * _PI / 2)
+
+
+def _sqrt0(x):
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
 def _relu_I2(C):
     rho = _rho(C, 0, 1)
-    return jnp.sqrt(C[0, 0] * C[1, 1]) * (jnp.sqrt(1 - rho**2) + (_PI - jnp.arccos(rho)) * rho) / (2 * _PI)
+    return jnp.sqrt(C[0, 0] * C[1, 1]) * (_sqrt0(1 - rho**2) + (_PI / 2 + _asin(rho)) * rho) / (2 * _PI)
 
 
 def _relu_J2(C):
-    return 0.25 + jnp.arcsin(_rho(C, 0, 1)) / (2 * _PI)
+    return 0.25 + _asin(_rho(C, 0, 1)) / (2 * _PI)
 
 
 def _relu_I3(C):
     density0 = 1 / jnp.sqrt(2 * _PI * C[0, 0])
-    cond_var = jnp.maximum(C[2, 2] - C[0, 2] ** 2 / C[0, 0], 0.0)
-    j2 = 0.25 + jnp.arcsin(_rho(C, 0, 2)) / (2 * _PI)
-    return C[0, 1] * density0 * jnp.sqrt(cond_var / (2 * _PI)) + C[1, 2] * j2
+    cond_var = C[2, 2] - C[0, 2] ** 2 / C[0, 0]
+    j2 = 0.25 + _asin(_rho(C, 0, 2)) / (2 * _PI)
+    return C[0, 1] * density0 * _sqrt0(cond_var / (2 * _PI)) + C[1, 2] * j2
 
 
 _CLOSED = {
@@ -171,6 +191,8 @@ _CLOSED = {
         "I3": _relu_I3,
         "J2": _relu_J2,
         "M1": lambda C: C[0, 1] / jnp.sqrt(2 * _PI * C[0, 0]),
+        "I4": relu_I4,
+        "J3": relu_J3,
     },
 }
 

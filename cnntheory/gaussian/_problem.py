@@ -93,8 +93,9 @@ class GaussianTeacherStudent(eqx.Module):
       Saad–Solla `erf(x / sqrt 2)`).
     - `lr`: `eta`; `noise_std`: `sigma` of the label noise; `train_head`: learn `v` too.
     - `quadrature_points`: Gauss–Hermite points per dimension where no closed form exists
-      (smooth activations converge exponentially; relu's I4 and J3 only like `1/n`, about
-      1e-2 at 16 points); `method`: `"auto"` (closed forms where they exist) or `"quadrature"`.
+      (smooth activations converge exponentially; at relu's kink only like `1/n`, about 1e-2
+      at 16 points, which is why relu has closed forms for every integral); `method`:
+      `"auto"` (closed forms where they exist: `scaled_erf`, `linear`, `relu`) or `"quadrature"`.
     """
 
     num_patches: int = eqx.field(static=True)

@@ -9,13 +9,30 @@ fresh image per step, `K <- K - eta grad_K`, `v <- v - (eta / D) grad_v` (if tra
 exactly at `alpha = 0`; the measured order parameters then converge to the ODE solution
 as `D -> infinity`, with fluctuations `O(D^{-1/2})`.
 
-Modes: `"online"` (above) and `"population"` (the ODE itself, `cnntheory.gaussian.solve`).
+Modes:
+
+- `"online"` (above);
+- `"fullbatch"`: a fixed training set of `n_train` images `X^mu` (drawn once per seed) with
+  teacher labels `y^mu` (plus `sigma xi^mu` if `noise_std > 0`), full-batch gradient descent
+  on the empirical loss `L = 1/(2 n_train) sum_mu (f(X^mu) - y^mu)^2`, with the online
+  conventions: `K <- K - eta grad_K L`, `v <- v - (eta / D) grad_v L`, time `alpha = step / D`.
+  Each step is an online step with the per-image gradient replaced by its training-set
+  average. As `n_train -> infinity` (at fixed `D`) the average becomes the population
+  gradient, which depends on `K` only through `(Q, R, v)`: the run then follows the
+  **gradient flow** of the population error, i.e. the first-order (`eta`) part of the ODE;
+  the `eta^2` terms of the online ODE come from the per-image gradient noise, whose
+  contribution is suppressed by `1 / n_train` here (to compare, solve the ODE with `lr`
+  scaled by `s -> 0` up to `alpha / s`, as the tests do). At finite `n_train` the
+  empirical gradient deviates from the population one by `O(n_train^{-1/2})`, and the
+  run over-fits the training set (`train_loss` below `error`).
+- `"population"`: the ODE itself (`cnntheory.gaussian.solve`) in the same format.
 """
 
 from __future__ import annotations
 
 import equinox as eqx
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -32,8 +49,10 @@ class GaussianSimulation(eqx.Module):
     - `Q`: `(S, T, K, K)`, `R`: `(S, T, K, M)`, `v`: `(S, T, K)` measured order parameters.
     - `error`: `(S, T)` the exact generalisation error `problem.error` at the measured state
       (comparable with `GaussianTrajectory.error`; `loss` is the same array).
-    - `train_loss`: `(S, T)` `1/2 (f - y)^2` on the next image (noisy, one sample).
-    - `status`: `(S,)` 0 finished, 1 diverged; `message`, `mode`, `dim`, `steps`, `record_every`.
+    - `train_loss`: `(S, T)` online: `1/2 (f - y)^2` on the next image (noisy, one sample);
+      fullbatch: the empirical loss `1/(2 n_train) sum_mu (f - y)^2` on the training set.
+    - `status`: `(S,)` 0 finished, 1 diverged; `message`, `mode`, `dim`, `steps`, `record_every`,
+      `n_train` (fullbatch; 0 otherwise).
     """
 
     t: Float[Array, " T"]
@@ -48,6 +67,7 @@ class GaussianSimulation(eqx.Module):
     dim: int = eqx.field(static=True)
     steps: int = eqx.field(static=True)
     record_every: int = eqx.field(static=True)
+    n_train: int = eqx.field(static=True, default=0)
 
     @property
     def loss(self):
@@ -117,6 +137,49 @@ def _run(problem, Kstar, K0, v0, key, num_records, record_every):
     return orders, losses
 
 
+def teacher_labels(problem: GaussianTeacherStudent, Kstar: Float[Array, "M D"], X: Float[Array, "P N D"], key) -> Float[Array, " P"]:
+    """Labels `c sum_m v*_m sum_i g*(nu_mi) + sigma xi` of the images `X` `(P, N, D)`."""
+    gs = get_activation(problem.teacher_activation)
+    nu = X @ Kstar.T / jnp.sqrt(X.shape[-1])  # (P, N, M)
+    clean = problem.pool_constant * jnp.sum(gs.fn(nu) @ problem.teacher_head, axis=-1)
+    return clean + problem.noise_std * jax.random.normal(key, clean.shape)
+
+
+def fullbatch_step(problem: GaussianTeacherStudent, K: Float[Array, "L D"], v: Float[Array, " L"], X: Float[Array, "P N D"], y: Float[Array, " P"]):
+    """One full-batch gradient step on `1/(2P) sum_mu (f - y)^2`; returns `(K, v, loss)` with
+    the loss of the state before the step. The gradient is written out (tested against `jax.grad`):
+    `grad_{K_l} = (c v_l / (P sqrt D)) sum_mu Delta^mu sum_i g'(lambda^mu_li) x^mu_i`,
+    `grad_{v_l} = (c / P) sum_mu Delta^mu sum_i g(lambda^mu_li)`."""
+    g = get_activation(problem.student_activation)
+    dim = X.shape[-1]
+    c, eta, P = problem.pool_constant, problem.lr, X.shape[0]
+    lam = X @ K.T / jnp.sqrt(dim)  # (P, N, L)
+    delta = c * jnp.sum(g.fn(lam) @ v, axis=-1) - y  # (P,)
+    weights = delta[:, None, None] * g.derivative(lam)  # (P, N, L)
+    grad_K = c * v[:, None] * jnp.einsum("pnl,pnd->ld", weights, X) / (P * jnp.sqrt(dim))
+    K_new = K - eta * grad_K
+    if problem.train_head:
+        v = v - (eta / dim) * c * jnp.sum(delta[:, None] * jnp.sum(g.fn(lam), axis=1), axis=0) / P
+    return K_new, v, 0.5 * jnp.mean(delta**2)
+
+
+@eqx.filter_jit
+def _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every):
+    dim = K0.shape[-1]
+
+    def step(carry, _):
+        K, v, _ = fullbatch_step(problem, *carry, X, y)
+        return (K, v), None
+
+    def record(carry, _):
+        carry, _ = jax.lax.scan(step, carry, None, length=record_every)
+        loss = fullbatch_step(problem, *carry, X, y)[2]
+        return carry, (_order(carry[0], Kstar, carry[1], dim), loss)
+
+    _, (orders, losses) = jax.lax.scan(record, (K0, v0), None, length=num_records)
+    return orders, losses, fullbatch_step(problem, K0, v0, X, y)[2]
+
+
 def simulate(
     problem: GaussianTeacherStudent,
     Q0: Float[Array, "K K"],
@@ -129,13 +192,23 @@ def simulate(
     seeds: int = 1,
     key=None,
     mode: str = "online",
+    n_train: int | None = None,
 ) -> GaussianSimulation:
-    """Train the network by online SGD at dimension `dim` up to `alpha = t1`, `seeds` runs.
+    """Train the network at dimension `dim` up to `alpha = t1`, `seeds` runs (module docstring).
 
     Records `num_records + 1` states at `alpha = 0, t1 / num_records, ...` (rounded to whole
-    steps). `mode="population"` returns the ODE solution in the same format (one "seed").
+    steps). `mode="online"`: online SGD; `mode="fullbatch"`: gradient descent on a fixed
+    training set of `n_train` images (required there); `mode="population"`: the ODE
+    solution in the same format (one "seed").
     """
-    require(mode in ("online", "population"), f"mode must be 'online' or 'population' (the fullbatch mode is not implemented for Gaussian patches), got {mode!r}")
+    require(mode in ("online", "fullbatch", "population"), f"mode must be 'online', 'fullbatch' or 'population', got {mode!r}")
+    if mode == "fullbatch":
+        require(
+            isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool) and n_train >= 1,
+            f"n_train must be a positive integer (the training-set size) for mode='fullbatch', got {n_train!r}",
+        )
+    else:
+        require(n_train is None, f"n_train is only used by mode='fullbatch'; got n_train={n_train!r} with mode={mode!r}")
     Q0, R0, v0 = (jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, v0))
     L, M = Q0.shape[0], problem.num_teachers
     require_shape("R0", R0, (L, M))
@@ -154,11 +227,18 @@ def simulate(
     def one(k):
         k_init, k_run = jax.random.split(k)
         Kstar, K0 = kernels_from_overlaps(problem.teacher_overlaps, Q0, R0, int(dim), k_init)
-        (Q, R, v), losses = _run(problem, Kstar, K0, v0, k_run, num_records, record_every)
+        if mode == "fullbatch":
+            k_data, k_noise = jax.random.split(k_run)
+            X = jax.random.normal(k_data, (int(n_train), problem.num_patches, int(dim)))
+            y = teacher_labels(problem, Kstar, X, k_noise)
+            (Q, R, v), losses, loss0 = _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every)
+        else:
+            (Q, R, v), losses = _run(problem, Kstar, K0, v0, k_run, num_records, record_every)
+            loss0 = jnp.nan  # online: the loss of a sample not yet drawn
         Q = jnp.concatenate([(K0 @ K0.T / dim)[None], Q])
         R = jnp.concatenate([(K0 @ Kstar.T / dim)[None], R])
         v = jnp.concatenate([v0[None], v])
-        return Q, R, v, jnp.concatenate([jnp.full((1,), jnp.nan), losses])
+        return Q, R, v, jnp.concatenate([jnp.full((1,), loss0), losses])
 
     outs = [one(k) for k in jax.random.split(key, seeds)]
     Q, R, v, train = (jnp.stack(x) for x in zip(*outs))
@@ -167,4 +247,4 @@ def simulate(
     status = bad.astype(int)
     n_bad = int(bad.sum())
     message = "all runs finished" if n_bad == 0 else f"{n_bad} of {seeds} runs diverged: reduce lr"
-    return GaussianSimulation(t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every)
+    return GaussianSimulation(t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every, int(n_train or 0))

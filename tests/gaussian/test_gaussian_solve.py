@@ -57,7 +57,7 @@ def test_online_simulation_follows_the_ode(problem):
     pop = simulate(problem, Q0, R0, V0, dim=D, t1=t1, num_records=4, mode="population")
     np.testing.assert_allclose(np.asarray(pop.error[0]), np.asarray(tr.error), rtol=1e-10)
     with pytest.raises(ValueError, match="mode"):
-        simulate(problem, Q0, R0, V0, dim=D, t1=t1, mode="fullbatch")
+        simulate(problem, Q0, R0, V0, dim=D, t1=t1, mode="minibatch")
 
 
 def test_committee_command(tmp_path, capsys):

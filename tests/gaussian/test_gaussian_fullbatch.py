@@ -1,0 +1,94 @@
+"""The fullbatch mode of `cnntheory.gaussian.simulate`: one step against `jax.grad`, the
+approach to the population gradient flow as `n_train` grows, and argument checks."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnntheory.gaussian import GaussianTeacherStudent, kernels_from_overlaps, network, simulate, solve
+from cnntheory.gaussian._simulate import fullbatch_step, teacher_labels
+
+Q0, R0, V0 = np.array([[0.5, 0.1], [0.1, 0.4]]), np.array([[0.2, 0.0], [0.1, 0.3]]), np.array([1.0, 1.0])
+
+
+@pytest.mark.parametrize("act,pooling", [("scaled_erf", "sum"), ("relu", "mean")])
+def test_one_step_is_a_jax_grad_step(act, pooling):
+    p = GaussianTeacherStudent(3, [1.0, 0.6], np.eye(2), act, act, lr=0.7, noise_std=0.3, train_head=True, pooling=pooling)
+    D, P = 20, 7
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    Kstar, K = kernels_from_overlaps(p.teacher_overlaps, jnp.asarray(Q0), jnp.asarray(R0), D, k1)
+    v = jnp.asarray([0.5, -0.4])
+    X = jax.random.normal(k2, (P, 3, D))
+    y = teacher_labels(p, Kstar, X, k3)
+
+    def loss(K, v):
+        f = jax.vmap(lambda x: network(K, v, x, act, p.pool_constant))(X)
+        return 0.5 * jnp.mean((f - y) ** 2)
+
+    gK, gv = jax.grad(loss, argnums=(0, 1))(K, v)
+    K1, v1, l0 = fullbatch_step(p, K, v, X, y)
+    # Same arithmetic up to summation order: round-off 1e-15 on O(1) entries.
+    np.testing.assert_allclose(np.asarray(K1), np.asarray(K - p.lr * gK), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(v1), np.asarray(v - p.lr / D * gv), rtol=0, atol=1e-13)
+    assert float(l0) == pytest.approx(float(loss(K, v)), rel=1e-13)
+    # The labels are the teacher's network plus the noise.
+    clean = jax.vmap(lambda x: network(Kstar, p.teacher_head, x, act, p.pool_constant))(X)
+    resid = np.asarray(y - clean)
+    assert 0 < np.std(resid) < 1.0
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Fullbatch runs at n_train = 200, 800, 3200 (D = 50, 4 seeds), and the population gradient flow."""
+    p = GaussianTeacherStudent(2, [1.0, 1.0], np.eye(2), lr=0.5)
+    t1, D = 2.0, 50
+    sims = {n: simulate(p, Q0, R0, V0, dim=D, t1=t1, num_records=4, seeds=4, key=jax.random.PRNGKey(n), mode="fullbatch", n_train=n) for n in (200, 800, 3200)}
+    # Gradient flow = the ODE's first-order part: scale lr by s and time by 1/s; the eta^2
+    # terms are then a relative 1e-6, far below the tolerances below.
+    s = 1e-6
+    flow = solve(eqx.tree_at(lambda q: q.lr, p, p.lr * s), Q0, R0, V0, t1 / s, ts=sims[200].t / s)
+    return p, sims, flow
+
+
+def test_fullbatch_conventions(runs):
+    p, sims, flow = runs
+    sim = sims[800]
+    assert sim.mode == "fullbatch" and sim.n_train == 800 and sim.status.tolist() == [0] * 4
+    assert sim.Q.shape == (4, 5, 2, 2) and sim.train_loss.shape == (4, 5)
+    np.testing.assert_allclose(np.asarray(sim.Q[:, 0]), np.broadcast_to(Q0, (4, 2, 2)), atol=1e-12)
+    assert np.all(np.isfinite(np.asarray(sim.train_loss)))
+    # Over-fitting: at the end the training loss is below the population error (every seed).
+    assert np.all(np.asarray(sim.train_loss[:, -1]) < np.asarray(sim.error[:, -1]))
+    # The error recorded is the exact population error of the measured state.
+    assert float(sim.error[0, -1]) == pytest.approx(float(p.error(sim.Q[0, -1], sim.R[0, -1], sim.v[0, -1])), rel=1e-12)
+
+
+def test_fullbatch_approaches_the_population_flow(runs):
+    p, sims, flow = runs
+    devs = {}
+    for n, sim in sims.items():
+        y_sim = np.concatenate([np.asarray(sim.Q).reshape(4, 5, -1), np.asarray(sim.R).reshape(4, 5, -1)], -1)[:, 1:]
+        y_ode = np.concatenate([np.asarray(flow.Q).reshape(5, -1), np.asarray(flow.R).reshape(5, -1)], -1)[1:]
+        devs[n] = float(np.sqrt(np.mean((y_sim - y_ode) ** 2)))
+    # The flow moves the overlaps by O(0.5); the deviation must shrink at least like
+    # n^{-1/2} (measured at D = 100 with 4 seeds: 0.023, 0.0068, 0.0045, 0.0019 at n = 250
+    # ... 16000, slope ~ -0.6). Each factor 4 in n must cut it by > 4^{0.5} / 1.25 = 1.6
+    # (the slack 1.25 covers the seed noise of an RMS over 4 seeds x 4 records x 8 entries).
+    # Here (D = 50): 0.033, 0.013, 0.0032, slope -0.83.
+    assert devs[200] / devs[800] > 1.6 and devs[800] / devs[3200] > 1.6, devs
+    slope = np.polyfit(np.log(list(devs)), np.log(list(devs.values())), 1)[0]
+    assert slope < -0.5, devs
+    assert devs[3200] < 0.02
+
+
+def test_fullbatch_bad_arguments():
+    p = GaussianTeacherStudent(1, [1.0], np.eye(1))
+    for bad in (None, 0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="n_train"):
+            simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="fullbatch", n_train=bad)
+    with pytest.raises(ValueError, match="n_train"):
+        simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="online", n_train=100)
+    with pytest.raises(ValueError, match="mode"):
+        simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="batch")
