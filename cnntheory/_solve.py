@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._filippov import integrate_filippov
+from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import SUCCESS, SolverError, Trajectory, status_message
+from ._trajectory import SUCCESS, Events, SolverError, Trajectory, status_message
 from ._validate import require, require_finite
 
 __all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
@@ -44,22 +44,22 @@ def _smooth_vector_field(t, y, problem):
     return problem.rhs(*y)
 
 
-def _integrate_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
-    del max_segments
+def _integrate_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None, **relu):
+    del max_segments, relu
     field = _smooth_vector_field if rhs is None else (lambda t, y, args: rhs(*y))
     (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps)
-    return m, v, status, nsteps, jnp.asarray(1), t_end
+    return m, v, status, nsteps, jnp.asarray(1), t_end, Events.empty(0)
 
 
-def _integrate_hybrid(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
+def _integrate_hybrid(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None, **relu):
     del rhs  # the hybrid scheme integrates the mode flows of `problem` itself
-    return integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments)
+    return integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, **relu)
 
 
 @eqx.filter_jit
-def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
+def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None, relu=()):
     core = _integrate_hybrid if hybrid else _integrate_smooth
-    kwargs = dict(solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs)
+    kwargs = dict(solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs, **dict(relu))
 
     def one(problem, m0, v0):
         return core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, **kwargs)
@@ -88,6 +88,13 @@ def _check_common(problem, t0, t1, ts, method, rtol, atol, dt0):
     return t0, t1, ts
 
 
+def _check_relu(repulsive, max_events):
+    """The relu (Filippov) options, checked, as a hashable static argument."""
+    require(repulsive in REPULSIVE_BRANCHES, f"repulsive must be one of {REPULSIVE_BRANCHES}, got {repulsive!r}")
+    require(isinstance(max_events, int) and max_events >= 1, f"max_events must be an int >= 1, got {max_events!r}")
+    return (("repulsive", repulsive), ("max_events", max_events))
+
+
 def _max_steps(method, t0, t1, dt0, max_steps):
     if method == "euler":
         return max(max_steps or 0, int(math.ceil((t1 - t0) / float(dt0))) + 16)
@@ -102,16 +109,16 @@ def _losses(problem, m, v, batched, batch_problem):
     return jax.vmap(along_time, in_axes=(0 if batch_problem else None, 0, 0))(problem, m, v)
 
 
-def _run_diffrax(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, method, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
+def _run_diffrax(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, method, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None, relu=()):
     return _diffrax_core(
         problem, m0, v0, *map(jnp.asarray, (t0, t1, ts)), None if dt0 is None else jnp.asarray(float(dt0)),
         jnp.asarray(rtol), jnp.asarray(atol),
         solver_name=method, max_steps=max_steps, max_segments=max_segments, hybrid=hybrid,
-        batch_problem=batch_problem, batched=batched, rhs=rhs,
+        batch_problem=batch_problem, batched=batched, rhs=rhs, relu=relu,
     )
 
 
-def _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched, batch_problem=False):
+def _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched, batch_problem=False, events=None):
     traj = Trajectory(
         t=jnp.asarray(ts),
         m=m,
@@ -123,6 +130,7 @@ def _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, thr
         t_end=jnp.asarray(t_end),
         method=method,
         message=message,
+        events=Events.empty(0, np.shape(status)) if events is None else events,
     )
     if throw and not traj.success:
         raise SolverError(message)
@@ -145,6 +153,8 @@ def solve(
     max_segments: int = 1000,
     throw: bool = True,
     rhs: Callable | None = None,
+    repulsive: str = "minus",
+    max_events: int = 256,
 ) -> Trajectory:
     """Integrate the population gradient flow of `problem` from `(m0, v0)` to `t1`.
 
@@ -161,6 +171,11 @@ def solve(
     - `rhs`: an alternative right-hand side `rhs(m, v) -> (dm/dt, dv/dt)` (e.g. generated
       by `cnntheory.symbolic.to_jax`) used instead of `problem.rhs`; smooth flows and
       `"euler"` only (relu's Filippov scheme integrates the problem's own mode flows).
+    - `repulsive`: relu only, the branch where a sliding surface turns repulsive (the
+      continuation is not unique): `"minus"` (default; leave to `m_lp < 0`, the
+      gradient-descent limit with `relu'(0) = 0`), `"plus"` (leave to `m_lp > 0`) or
+      `"stay"` (keep sliding). Each such moment is an event of kind `"repulsive"`.
+    - `max_events`: room in the `events` record of relu mode changes.
 
     Relu students are integrated as Filippov solutions (module docstring).
     """
@@ -173,17 +188,18 @@ def solve(
     hybrid = not problem.sigma.smooth and method != "euler"
     require(rhs is None or not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
     require(rhs is None or callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
+    relu = _check_relu(repulsive, max_events)
     steps = _max_steps(method, t0, t1, dt0, max_steps)
     detail = ""
     if method in SCIPY_METHODS:
-        m, v, status, nsteps, nseg, t_end, detail = scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs)
+        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs, **dict(relu))
     else:
-        m, v, status, nsteps, nseg, t_end = _run_diffrax(
+        m, v, status, nsteps, nseg, t_end, events = _run_diffrax(
             problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
-            method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
+            method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs, relu=relu,
         )
     message = status_message(status, t_end, method, t1, steps, max_segments, detail)
-    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=False)
+    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=False, events=events)
 
 
 def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
@@ -213,6 +229,8 @@ def solve_batch(
     max_segments: int = 1000,
     batch_problem: bool = False,
     throw: bool = True,
+    repulsive: str = "minus",
+    max_events: int = 256,
 ) -> Trajectory:
     """Solve many initial conditions (and problems) at once: one `jit(vmap)` diffrax solve.
 
@@ -237,10 +255,11 @@ def solve_batch(
     first_problem = jax.tree_util.tree_map(lambda x: x[0], problem) if batch_problem else problem
     first_problem.check_state(m0[0], v0[0])
     hybrid = not problem.sigma.smooth and method != "euler"
+    relu = _check_relu(repulsive, max_events)
     steps = _max_steps(method, t0, t1, dt0, max_steps)
-    m, v, status, nsteps, nseg, t_end = _run_diffrax(
+    m, v, status, nsteps, nseg, t_end, events = _run_diffrax(
         problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
-        method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=batch_problem, batched=True,
+        method=method, max_steps=steps, max_segments=max_segments, hybrid=hybrid, batch_problem=batch_problem, batched=True, relu=relu,
     )
     message = status_message(status, t_end, method, t1, steps, max_segments)
-    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=True, batch_problem=batch_problem)
+    return _finish(problem, ts, m, v, status, nsteps, nseg, t_end, method, message, throw, batched=True, batch_problem=batch_problem, events=events)
