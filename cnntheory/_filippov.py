@@ -71,10 +71,16 @@ _TINY = 1e-300
 #: Slack of the sliding-exit event (in units of the residual `r`): far below any physical
 #: residual, far above the rounding noise of a converged state.
 SLIDE_SLACK = 1e-14
-#: Locates relu events in time, within the step that brackets them. Where it cannot
-#: converge (a sliding distance that is ~0/0 at a minimum, r -> 0), the event is taken at
-#: its last iterate, which still lies inside that step.
-ROOT_FINDER = optx.Newton(rtol=1e-12, atol=1e-14)
+#: Slack of a free entry's event (in units of `m`): an entry leaving `m_lp = 0`
+#: tangentially (after a slide's exit, `dm_lp/dt = 0` there) may first round to the wrong
+#: side; far below any accuracy the solver is asked for.
+FREE_SLACK = 1e-12
+#: Locates relu events in time, within the step that brackets them. Bisection, not Newton:
+#: the event condition is a minimum over entries, flat where a sliding entry's slack is
+#: the minimum and kinked where two distances cross, which stalls Newton. `flip=True`: the
+#: condition decreases through the root (positive before, <= 0 after), and a fixed flip
+#: skips optimistix's bracket check (which would raise on vmapped lanes without an event).
+ROOT_FINDER = optx.Bisection(rtol=1e-13, atol=1e-13, flip=True)
 
 
 class Mode(NamedTuple):
@@ -118,7 +124,9 @@ def mode_flow(problem: TeacherStudent, m, v, mode: Mode):
 def _distance_parts(problem: TeacherStudent, m, v, mode: Mode):
     """The three ways out of a mode, each positive while the entry stays in it.
 
-    `free = (2 side - 1) m` (a free entry reaching `m_lp = 0`); `exit =
+    `free = (2 side - 1) m + FREE_SLACK` (a free entry reaching `m_lp = 0`; the slack
+    keeps an entry that was just put on the surface, and leaves it tangentially, from
+    reading as already past it, which would hide every later event); `exit =
     min(theta, 1 - theta) |r_p| + SLIDE_SLACK` (a sliding `theta` reaching 0 or 1: the
     weight `|r_p|` keeps it continuous where `theta = x / r_p` is 0/0 at a minimum, and
     the slack keeps rounding noise there from ending the slide); `repel = v_l r_p +
@@ -126,7 +134,7 @@ def _distance_parts(problem: TeacherStudent, m, v, mode: Mode):
     """
     _, r = _mode_residual(problem, m, v, mode)
     theta = _sliding_theta(problem, r, mode)
-    free = (2 * mode.side - 1) * m
+    free = (2 * mode.side - 1) * m + FREE_SLACK
     exit_ = jnp.minimum(theta, 1 - theta) * jnp.abs(r)[None, :] + SLIDE_SLACK
     repel = v[:, None] * r[None, :] + SLIDE_SLACK
     return free, exit_, repel, theta, r
@@ -203,8 +211,9 @@ def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch: int):
     free_kind = jnp.where(
         repulsive_point, REPULSIVE, jnp.where(attractive, SLIDE, jnp.where(free_side != old_side, CROSS, _NO_EVENT))
     )
-    # A sliding entry that reached a boundary: repulsion (v_l r_p -> 0) or theta -> 0, 1.
-    repelled = (not stay) & (v[l] * r[p] <= EVENT_TOL * jnp.abs(r[p]))
+    # A sliding entry that reached a boundary: theta -> 0, 1 (exit), else v_l r_p -> 0
+    # (through v_l -> 0, or r_p -> 0 with theta = x_p / r_p finite): the surface repels.
+    repelled = (not stay) & (jnp.minimum(theta, 1 - theta) > THETA_TOL)
     slide_side = jnp.where(repelled, branch_side, jnp.where(theta > 0.5, 1.0, 0.0))
     slide_kind = jnp.where(repelled, REPULSIVE, EXIT)
 
@@ -261,13 +270,14 @@ def pending_entries(problem: TeacherStudent, m, v, mode: Mode, fired, watch_repu
 
     Every entry on the wrong side of its mode (a free entry past `m_lp = 0`, a sliding
     `theta` outside `[0, 1]`), every entry within `EVENT_TOL` of its boundary and moving
-    towards it (several entries reaching it within one step), a sliding entry whose surface
-    turned repulsive, and, if the event `fired`, the entry with the smallest distance
-    (so that an event is never lost to a root find that stopped short).
+    towards it (several entries reaching it within one step), a sliding entry whose head
+    `v_l` reached 0, and, if the event `fired`, the entry with the smallest distance (so
+    that an event is never lost to a root find that stopped short; this is also how a
+    slide whose `r_p` and `x_p` reach 0 together, turning the surface repulsive, is seen).
     """
     free, exit_, repel, theta, r = _distance_parts(problem, m, v, mode)
     dm = mode_flow(problem, m, v, mode)[0]
-    approaching = (2 * mode.side - 1) * dm <= 0
+    approaching = (2 * mode.side - 1) * dm < 0
     free_hit = (free < 0) | ((free <= EVENT_TOL) & approaching)
     exit_hit = (jnp.minimum(theta, 1 - theta) <= THETA_TOL) & (exit_ <= EVENT_TOL)
     repel_hit = watch_repulsion & (v[:, None] * r[None, :] <= EVENT_TOL * jnp.abs(r)[None, :])
@@ -293,11 +303,13 @@ def _mode_vector_field(t, y, args):
 
 
 def _mode_event(watch_repulsion):
+    # One scalar condition (bisection needs one): the smallest distance, or -1 once the
+    # state diverges.
     def cond(t, y, args, **kwargs):
         problem, mode = args
-        return event_condition(problem, *y, mode, watch_repulsion)
+        return jnp.where(divergence_event_fn(t, y, args), -1.0, event_condition(problem, *y, mode, watch_repulsion))
 
-    return diffrax.Event([cond, divergence_event_fn], ROOT_FINDER, direction=[False, None])
+    return diffrax.Event(cond, ROOT_FINDER, direction=False)
 
 
 def integrate_filippov(
@@ -340,7 +352,7 @@ def integrate_filippov(
         new = ~saved & (ts <= t_end)
         out_m = jnp.where(new[:, None, None], ms, out_m)
         out_v = jnp.where(new[:, None], vs, out_v)
-        fired = sol.event_mask[0]
+        fired = sol.event_mask
         hit = pending_entries(problem, m_end, v_end, mode, fired, watch)
         m_next, mode_next, events = resolve_mode(problem, m_end, v_end, mode, hit, events, t_end, branch)
         # An event stops the step at the located time even if the root find gave up.
