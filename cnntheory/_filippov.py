@@ -36,15 +36,22 @@ next mode of each from the one-sided normal velocities `F^-` (`sigma' = 0`) and 
 `-(eta_K / D) v_l r_p G_pp`, so `F^- - F^+ = (eta_K / D) v_l r_p G_pp`: the surface
 attracts while `v_l r_p > 0`. When the head `v_l` (or `r_p`) changes sign, `F^-` and `F^+`
 change sign together and the surface repels; `theta_lp` stays in `(0, 1)`, so the `theta`
-events never see it. A separate distance, `v_l r_p`, watches it. There the Filippov
-continuation is not unique (staying, or leaving to either side, are all solutions). The
-default branch, `"minus"`, leaves to `m_lp < 0`: it is the small-step limit of gradient
-descent with `relu'(0) = 0` (what `jax.grad` computes), because an iterate sitting on the
-surface moves by `F^-`, which is now negative, and from `m_lp < 0` on it keeps moving with
-`F^- < 0` away from the surface; on random problems Euler with small steps leaves that
-way. `"plus"` leaves to `m_lp > 0` (the limit with `relu'(0) = 1`), and `"stay"` keeps
-sliding on the repelling surface (then repulsion is not watched and not recorded). A free
-entry that reaches `m_lp = 0` where `F^- < 0 < F^+` (or starts there) takes the same branch.
+events never see it. A separate distance, `v_l r_p`, watches it; a slide whose `r_p` and
+`x_p = theta_lp r_p` reach 0 together (`theta` finite) turns repulsive the same way and is
+caught as the entry whose distance fired. There the Filippov continuation is not unique
+(staying, or leaving to either side, are all solutions), and gradient descent has no
+unique limit either: while it chatters across the surface its iterate sits on either side,
+and when the surface turns it leaves from the side it happens to be on, which depends on
+the step (on the issue example steps 2e-3, 1e-3 and 1e-4 leave to `m < 0`, step 5e-4 to
+`m > 0`). The default branch, `"minus"`, leaves to `m_lp < 0`: it is what gradient
+descent with `relu'(0) = 0` (what `jax.grad` computes) does from an iterate exactly on the
+surface, since it moves by `F^-`, now negative, and from `m_lp < 0` it keeps moving with
+`F^- < 0` away from the surface; it is also the exact answer for a solve that starts on a
+repulsive surface. `"plus"` leaves to `m_lp > 0` (the same argument with `relu'(0) = 1`),
+and `"stay"` keeps sliding on the repelling surface (then repulsion is not watched and not
+recorded). A free entry that reaches `m_lp = 0` where `F^- < 0 < F^+` (or starts there)
+takes the same branch. Every such moment is an event of kind `"repulsive"`, so a user
+sees where the solution stopped being unique.
 For several sliding entries of one unit the attraction test is applied entry by entry
 (the diagonal of the sliding system).
 

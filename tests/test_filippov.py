@@ -34,7 +34,7 @@ TOL = dict(rtol=1e-10, atol=1e-12)
 # Euler references of the example: steps 2e-3 and 1e-3 (the issue's own check), one
 # compilation (same max_steps). Where the surface repels, gradient descent's branch depends
 # on the phase of its chattering, i.e. on the step: these steps (and dt = 1e-4) leave to
-# m < 0, steps 1e-3 and 5e-4 leave to m > 0. The limit is not unique there.
+# m < 0, step 5e-4 leaves to m > 0. The limit is not unique there.
 EULER_STEPS = (2e-3, 1e-3)
 EULER_MAX = int(T1 / 1e-3) + 16
 
