@@ -147,14 +147,14 @@ def _distance_parts(problem: TeacherStudent, m, v, mode: Mode):
     return free, exit_, repel, theta, r
 
 
-def event_distances(problem: TeacherStudent, m, v, mode: Mode, watch_repulsion: bool = True) -> Float[Array, "L P"]:
+def event_distances(problem: TeacherStudent, m, v, mode: Mode, watch_repulsion=True) -> Float[Array, "L P"]:
     """Positive while every entry stays in its mode; the first zero is an event."""
     free, exit_, repel, _, _ = _distance_parts(problem, m, v, mode)
-    sliding = jnp.minimum(exit_, repel) if watch_repulsion else exit_
+    sliding = jnp.where(watch_repulsion, jnp.minimum(exit_, repel), exit_)
     return jnp.where(mode.slide, sliding, free)
 
 
-def event_condition(problem: TeacherStudent, m, v, mode: Mode, watch_repulsion: bool = True) -> Float[Array, ""]:
+def event_condition(problem: TeacherStudent, m, v, mode: Mode, watch_repulsion=True) -> Float[Array, ""]:
     """The single event condition of a segment: the smallest distance over all entries.
 
     It is continuous, and smooth except where two distances tie; its first zero is the
@@ -200,15 +200,18 @@ EVENT_TOL = 1e-9
 THETA_TOL = 1e-8
 
 
-def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch: int):
-    """Put entry `(l, p)` on the surface and choose its next mode (module table)."""
+def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch):
+    """Put entry `(l, p)` on the surface and choose its next mode (module table).
+
+    `branch` indexes `REPULSIVE_BRANCHES` (traced: switching it does not recompile).
+    """
     m = m.at[l, p].set(0.0)
     was_sliding, old_side = mode.slide[l, p], mode.side[l, p]
     _, r = _mode_residual(problem, m, v, mode)
     theta = _sliding_theta(problem, r, mode)[l, p]
     f_minus, f_plus = _normal_velocities(problem, m, v, mode, l, p)
-    branch_side = jnp.asarray(1.0 if branch == 1 else 0.0)
-    stay = branch == 2
+    branch_side = jnp.where(branch == 1, 1.0, 0.0)
+    stay = jnp.asarray(branch) == 2
     # A free entry at the surface.
     attractive = (f_minus >= 0) & (f_plus <= 0)
     repulsive_point = (f_minus < 0) & (f_plus > 0)
@@ -220,7 +223,7 @@ def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch: int):
     )
     # A sliding entry that reached a boundary: theta -> 0, 1 (exit), else v_l r_p -> 0
     # (through v_l -> 0, or r_p -> 0 with theta = x_p / r_p finite): the surface repels.
-    repelled = (not stay) & (jnp.minimum(theta, 1 - theta) > THETA_TOL)
+    repelled = ~stay & (jnp.minimum(theta, 1 - theta) > THETA_TOL)
     slide_side = jnp.where(repelled, branch_side, jnp.where(theta > 0.5, 1.0, 0.0))
     slide_kind = jnp.where(repelled, REPULSIVE, EXIT)
 
@@ -247,7 +250,7 @@ def _settle_all(problem, m, v, mode, events, t, pending, branch):
     return m, mode, events
 
 
-def resolve_mode(problem: TeacherStudent, m, v, mode: Mode, at_surface: Bool[Array, "L P"], events: Events | None = None, t=0.0, branch: int = 0):
+def resolve_mode(problem: TeacherStudent, m, v, mode: Mode, at_surface: Bool[Array, "L P"], events: Events | None = None, t=0.0, branch=0):
     """Choose the next mode for the entries `at_surface` (processed one at a time).
 
     Returns the state with those entries set exactly to 0, the new mode and the event
@@ -272,7 +275,7 @@ def resolve_mode(problem: TeacherStudent, m, v, mode: Mode, at_surface: Bool[Arr
     return m, mode, events
 
 
-def pending_entries(problem: TeacherStudent, m, v, mode: Mode, fired, watch_repulsion: bool = True) -> Bool[Array, "L P"]:
+def pending_entries(problem: TeacherStudent, m, v, mode: Mode, fired, watch_repulsion=True) -> Bool[Array, "L P"]:
     """The entries to resolve after a segment that ended at `(m, v)`.
 
     Every entry on the wrong side of its mode (a free entry past `m_lp = 0`, a sliding
@@ -294,7 +297,7 @@ def pending_entries(problem: TeacherStudent, m, v, mode: Mode, fired, watch_repu
     return hit | first
 
 
-def initial_mode(problem: TeacherStudent, m, v, events: Events | None = None, t=0.0, branch: int = 0):
+def initial_mode(problem: TeacherStudent, m, v, events: Events | None = None, t=0.0, branch=0):
     """The mode at the initial state: the sign of `m`, and `resolve_mode` where `m == 0`."""
     mode = Mode(side=(m > 0).astype(m.dtype), slide=jnp.zeros(m.shape, dtype=bool))
     return resolve_mode(problem, m, v, mode, m == 0, events, t, branch)
@@ -309,14 +312,18 @@ def _mode_vector_field(t, y, args):
     return dm, dv
 
 
-def _mode_event(watch_repulsion):
+def _mode_vector_field_watched(t, y, args):
+    return _mode_vector_field(t, y, args[:2])
+
+
+def _mode_event_condition(t, y, args, **kwargs):
     # One scalar condition (bisection needs one): the smallest distance, or -1 once the
     # state diverges.
-    def cond(t, y, args, **kwargs):
-        problem, mode = args
-        return jnp.where(divergence_event_fn(t, y, args), -1.0, event_condition(problem, *y, mode, watch_repulsion))
+    problem, mode, watch = args
+    return jnp.where(divergence_event_fn(t, y, args), -1.0, event_condition(problem, *y, mode, watch))
 
-    return diffrax.Event(cond, ROOT_FINDER, direction=False)
+
+MODE_EVENT = diffrax.Event(_mode_event_condition, ROOT_FINDER, direction=False)
 
 
 def integrate_filippov(
@@ -326,32 +333,32 @@ def integrate_filippov(
 
     Returns `(m, v, status, num_steps, num_segments, t_end, events)` with `m`, `v` at
     `ts` and `events` the `Events` record (room for `max_events`). `repulsive` names the
-    branch taken where a surface repels (module docstring). Traceable (a
+    branch taken where a surface repels (module docstring): a name, or its index in
+    `REPULSIVE_BRANCHES` (may be traced). Traceable (a
     `lax.while_loop` over segments, one compiled segment whatever `L P`).
     """
     L, P = m0.shape
     T = ts.shape[0]
-    branch = REPULSIVE_BRANCHES.index(repulsive)
-    watch = repulsive != "stay"
+    branch = jnp.asarray(REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else repulsive)
+    watch = branch != 2
     solver = DIFFRAX_SOLVERS[solver_name]()
     step_control = controller(solver_name, rtol, atol)
-    event = _mode_event(watch)
     m0, mode0, events0 = initial_mode(problem, m0, v0, Events.empty(max_events), t0, branch)
 
     def segment(carry):
         t, m, v, mode, events, out_m, out_v, saved, status, nsteps, nseg = carry
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_mode_vector_field),
+            diffrax.ODETerm(_mode_vector_field_watched),
             solver,
             t,
             t1,
             dt0,
             (m, v),
-            args=(problem, mode),
+            args=(problem, mode, watch),
             saveat=saveat(jnp.clip(ts, t, t1)),
             stepsize_controller=step_control,
             max_steps=max_steps,
-            event=event,
+            event=MODE_EVENT,
             throw=False,
         )
         (ms, vs), (m_end, v_end) = sol.ys

@@ -37,7 +37,7 @@ def _flat_mode(problem, y, side, slide):
 
 def _after_event(problem, y, mode, events, t, fired, branch):
     m, v = _unflat(problem, y)
-    hit = pending_entries(problem, m, v, mode, fired, branch != 2)
+    hit = pending_entries(problem, m, v, mode, fired, jnp.asarray(branch) != 2)
     return resolve_mode(problem, m, v, mode, hit, events, t, branch)
 
 
@@ -46,14 +46,9 @@ _SCIPY_FNS = {
     "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
     "mode": jax.jit(_flat_mode),
     "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
-    "condition": jax.jit(
-        lambda problem, y, side, slide, watch: event_condition(problem, *_unflat(problem, y), Mode(side, slide), watch),
-        static_argnums=4,
-    ),
-    "after_event": jax.jit(_after_event, static_argnums=(5, 6)),
-    "initial": jax.jit(
-        lambda problem, y, events, t, branch: initial_mode(problem, *_unflat(problem, y), events, t, branch), static_argnums=4
-    ),
+    "condition": jax.jit(lambda problem, y, side, slide, watch: event_condition(problem, *_unflat(problem, y), Mode(side, slide), watch)),
+    "after_event": jax.jit(_after_event),
+    "initial": jax.jit(lambda problem, y, events, t, branch: initial_mode(problem, *_unflat(problem, y), events, t, branch)),
 }
 
 
@@ -105,7 +100,7 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
     saved = np.zeros(len(ts), dtype=bool)
     status, nsteps, nseg, t, msg = SUCCESS, 0, 0, float(t0), ""
     mode = None
-    branch = REPULSIVE_BRANCHES.index(repulsive)
+    branch = REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else int(repulsive)
     events = Events.empty(max_events if hybrid else 0)
     if hybrid:
         m_init, mode, events = flow.initial(y, events, float(t0), branch)

@@ -89,10 +89,10 @@ def _check_common(problem, t0, t1, ts, method, rtol, atol, dt0):
 
 
 def _check_relu(repulsive, max_events):
-    """The relu (Filippov) options, checked, as a hashable static argument."""
+    """The relu (Filippov) options, checked: the branch as a traced index (no recompile)."""
     require(repulsive in REPULSIVE_BRANCHES, f"repulsive must be one of {REPULSIVE_BRANCHES}, got {repulsive!r}")
     require(isinstance(max_events, int) and max_events >= 1, f"max_events must be an int >= 1, got {max_events!r}")
-    return (("repulsive", repulsive), ("max_events", max_events))
+    return (("repulsive", jnp.asarray(REPULSIVE_BRANCHES.index(repulsive))), ("max_events", max_events))
 
 
 def _max_steps(method, t0, t1, dt0, max_steps):
