@@ -28,6 +28,7 @@ from ._solve import (  # noqa: E402
     solve_batch,
     stack_problems,
 )
+from ._trajectory import EVENT_KINDS, Events  # noqa: E402
 
 from . import gaussian  # noqa: E402  (Gaussian patches; the committee machine is N = 1)
 from . import fluctuations  # noqa: E402  (fluctuations of online SGD; cheap: nothing beyond jax and diffrax)

@@ -16,16 +16,47 @@ $$\sum_{q\in S} G_{pq}\,x_q = -\sum_{q\notin S} \sigma'_{lq}\, r_q\, G_{qp}\qqua
 
 The integration is hybrid: within a *mode* (for every entry a fixed side,
 `sigma' = side in {0, 1}` and `sigma(m) = side * m`, or sliding) the flow is smooth and
-an adaptive solver integrates it; events stop it when a free entry reaches `m_lp = 0`
-or a sliding `theta_lp` reaches 0 or 1, and `resolve_mode` chooses the next mode from the
-one-sided normal velocities `F^-` (`sigma' = 0`) and `F^+` (`sigma' = 1`):
+an adaptive solver integrates it. **One** event condition, the minimum over all entries of
+their distance to leaving their mode, stops it (so the compiled program does not grow with
+`L P`); the entries that reached their boundary are then read off the distances at the
+event time, and *every* entry's side is checked against its mode, so that entries
+reaching `m_lp = 0` within the same step are all resolved. `resolve_mode` chooses the
+next mode of each from the one-sided normal velocities `F^-` (`sigma' = 0`) and `F^+`
+(`sigma' = 1`) of `dm_lp/dt`:
 
-| at `m_lp = 0`          | next mode                                   |
-|------------------------|---------------------------------------------|
-| `F^- >= 0 >= F^+`      | slide (attractive surface)                  |
-| `F^-, F^+ > 0`         | cross to (stay on) `m_lp > 0`               |
-| `F^-, F^+ < 0`         | cross to (stay on) `m_lp < 0`               |
-| sliding, `theta -> 0`  | leave to `m_lp < 0`; `theta -> 1`: to `m_lp > 0` |
+| at `m_lp = 0`                         | next mode                                | event kind    |
+|---------------------------------------|------------------------------------------|---------------|
+| free, `F^- >= 0 >= F^+`               | slide (attractive surface)               | `"slide"`     |
+| free, `F^-, F^+ > 0` (`< 0`)          | `m_lp > 0` (`m_lp < 0`)                  | `"cross"`     |
+| free, `F^- < 0 < F^+`                 | not unique: the `repulsive` branch       | `"repulsive"` |
+| sliding, `theta -> 0` (`-> 1`)        | `m_lp < 0` (`m_lp > 0`)                  | `"exit"`      |
+| sliding, `v_l r_p -> 0` (repulsive)   | not unique: the `repulsive` branch       | `"repulsive"` |
+
+**Repulsive surfaces.** In a sliding entry, `dm_lp/dt` is affine in `theta_lp` with slope
+`-(eta_K / D) v_l r_p G_pp`, so `F^- - F^+ = (eta_K / D) v_l r_p G_pp`: the surface
+attracts while `v_l r_p > 0`. When the head `v_l` (or `r_p`) changes sign, `F^-` and `F^+`
+change sign together and the surface repels; `theta_lp` stays in `(0, 1)`, so the `theta`
+events never see it. A separate distance, `v_l r_p`, watches it; a slide whose `r_p` and
+`x_p = theta_lp r_p` reach 0 together (`theta` finite) turns repulsive the same way and is
+caught as the entry whose distance fired. There the Filippov continuation is not unique
+(staying, or leaving to either side, are all solutions), and gradient descent has no
+unique limit either: while it chatters across the surface its iterate sits on either side,
+and when the surface turns it leaves from the side it happens to be on, which depends on
+the step (on the issue example steps 2e-3, 1e-3 and 1e-4 leave to `m < 0`, step 5e-4 to
+`m > 0`). The default branch, `"minus"`, leaves to `m_lp < 0`: it is what gradient
+descent with `relu'(0) = 0` (what `jax.grad` computes) does from an iterate exactly on the
+surface, since it moves by `F^-`, now negative, and from `m_lp < 0` it keeps moving with
+`F^- < 0` away from the surface; it is also the exact answer for a solve that starts on a
+repulsive surface. `"plus"` leaves to `m_lp > 0` (the same argument with `relu'(0) = 1`),
+and `"stay"` keeps sliding on the repelling surface (then repulsion is not watched and not
+recorded). A free entry that reaches `m_lp = 0` where `F^- < 0 < F^+` (or starts there)
+takes the same branch. Every such moment is an event of kind `"repulsive"`, so a user
+sees where the solution stopped being unique.
+For several sliding entries of one unit the attraction test is applied entry by entry
+(the diagonal of the sliding system).
+
+The mode changes are recorded in a fixed-size `Events` record (time, unit, atom, kind,
+new mode) that lives inside the jitted driver and batches under `vmap`.
 """
 
 from __future__ import annotations
@@ -40,17 +71,23 @@ from jaxtyping import Array, Bool, Float
 
 from ._integrate import DIFFRAX_SOLVERS, controller, divergence_event_fn, saveat
 from ._problem import TeacherStudent
-from ._trajectory import MAX_SEGMENTS, SUCCESS, diverged, status_from_result
+from ._trajectory import EVENT_KINDS, MAX_SEGMENTS, SUCCESS, Events, diverged, status_from_result
 
 #: Denominators below this are treated as zero when solving for `theta`.
 _TINY = 1e-300
 #: Slack of the sliding-exit event (in units of the residual `r`): far below any physical
 #: residual, far above the rounding noise of a converged state.
 SLIDE_SLACK = 1e-14
-#: Locates relu events in time, within the step that brackets them. Where it cannot
-#: converge (a sliding distance that is ~0/0 at a minimum, r -> 0), the event is taken at
-#: its last iterate, which still lies inside that step.
-ROOT_FINDER = optx.Newton(rtol=1e-12, atol=1e-14)
+#: Slack of a free entry's event (in units of `m`): an entry leaving `m_lp = 0`
+#: tangentially (after a slide's exit, `dm_lp/dt = 0` there) may first round to the wrong
+#: side; far below any accuracy the solver is asked for.
+FREE_SLACK = 1e-12
+#: Locates relu events in time, within the step that brackets them. Bisection, not Newton:
+#: the event condition is a minimum over entries, flat where a sliding entry's slack is
+#: the minimum and kinked where two distances cross, which stalls Newton. `flip=True`: the
+#: condition decreases through the root (positive before, <= 0 after), and a fixed flip
+#: skips optimistix's bracket check (which would raise on vmapped lanes without an event).
+ROOT_FINDER = optx.Bisection(rtol=1e-13, atol=1e-13, flip=True)
 
 
 class Mode(NamedTuple):
@@ -91,18 +128,39 @@ def mode_flow(problem: TeacherStudent, m, v, mode: Mode):
     return dm, dv, dsig
 
 
-def event_distances(problem: TeacherStudent, m, v, mode: Mode) -> Float[Array, "L P"]:
-    """Positive while every entry stays in its mode; an entry's zero crossing is an event.
+def _distance_parts(problem: TeacherStudent, m, v, mode: Mode):
+    """The three ways out of a mode, each positive while the entry stays in it.
 
-    A free entry's distance is `|m_lp|` on its side. A sliding entry's is
-    `min(theta, 1 - theta) |r_p| + SLIDE_SLACK`: weighting by `|r_p|` keeps it continuous
-    where `theta = x / r_p` is 0/0 (at a minimum, `r -> 0`), and the slack keeps rounding
-    noise there from ending the slide (it moves the exit by `SLIDE_SLACK / |r_p|` in theta).
+    `free = (2 side - 1) m + FREE_SLACK` (a free entry reaching `m_lp = 0`; the slack
+    keeps an entry that was just put on the surface, and leaves it tangentially, from
+    reading as already past it, which would hide every later event); `exit =
+    min(theta, 1 - theta) |r_p| + SLIDE_SLACK` (a sliding `theta` reaching 0 or 1: the
+    weight `|r_p|` keeps it continuous where `theta = x / r_p` is 0/0 at a minimum, and
+    the slack keeps rounding noise there from ending the slide); `repel = v_l r_p +
+    SLIDE_SLACK` (a sliding surface turning repulsive). Also returns `theta` and `r`.
     """
     _, r = _mode_residual(problem, m, v, mode)
     theta = _sliding_theta(problem, r, mode)
-    sliding = jnp.minimum(theta, 1 - theta) * jnp.abs(r)[None, :] + SLIDE_SLACK
-    return jnp.where(mode.slide, sliding, (2 * mode.side - 1) * m)
+    free = (2 * mode.side - 1) * m + FREE_SLACK
+    exit_ = jnp.minimum(theta, 1 - theta) * jnp.abs(r)[None, :] + SLIDE_SLACK
+    repel = v[:, None] * r[None, :] + SLIDE_SLACK
+    return free, exit_, repel, theta, r
+
+
+def event_distances(problem: TeacherStudent, m, v, mode: Mode, watch_repulsion=True) -> Float[Array, "L P"]:
+    """Positive while every entry stays in its mode; the first zero is an event."""
+    free, exit_, repel, _, _ = _distance_parts(problem, m, v, mode)
+    sliding = jnp.where(watch_repulsion, jnp.minimum(exit_, repel), exit_)
+    return jnp.where(mode.slide, sliding, free)
+
+
+def event_condition(problem: TeacherStudent, m, v, mode: Mode, watch_repulsion=True) -> Float[Array, ""]:
+    """The single event condition of a segment: the smallest distance over all entries.
+
+    It is continuous, and smooth except where two distances tie; its first zero is the
+    first entry to leave its mode (the root finder works within the step that brackets it).
+    """
+    return jnp.min(event_distances(problem, m, v, mode, watch_repulsion))
 
 
 def _normal_velocities(problem, m, v, mode, l, p):
@@ -113,48 +171,136 @@ def _normal_velocities(problem, m, v, mode, l, p):
     return f_minus, f_plus
 
 
-def resolve_mode(problem: TeacherStudent, m, v, mode: Mode, at_surface: Bool[Array, "L P"]):
+# --- the record of mode changes -------------------------------------------------------------
+
+CROSS, SLIDE, EXIT, REPULSIVE = range(len(EVENT_KINDS))
+_NO_EVENT = -1
+#: The `repulsive=` branches of `solve`, by code.
+REPULSIVE_BRANCHES = ("minus", "plus", "stay")
+
+
+def _record(events: Events, t, l, p, kind, to) -> Events:
+    """Append one row (dropped past the record's size; `count` still counts it)."""
+    i = jnp.where(kind == _NO_EVENT, events.t.shape[0], events.count)
+
+    def put(a, x):
+        return a.at[i].set(jnp.asarray(x, a.dtype), mode="drop")
+
+    return Events(
+        put(events.t, t), put(events.unit, l), put(events.atom, p), put(events.kind, kind), put(events.to, to),
+        events.count + (kind != _NO_EVENT),
+    )
+
+
+# --- choosing the next mode -------------------------------------------------------------------
+
+#: An entry within this distance of its boundary at an event is resolved with it.
+EVENT_TOL = 1e-9
+#: A sliding entry exits when `theta` is within this of 0 or 1 (and its distance is ~0).
+THETA_TOL = 1e-8
+
+
+def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch):
+    """Put entry `(l, p)` on the surface and choose its next mode (module table).
+
+    `branch` indexes `REPULSIVE_BRANCHES` (traced: switching it does not recompile).
+    """
+    m = m.at[l, p].set(0.0)
+    was_sliding, old_side = mode.slide[l, p], mode.side[l, p]
+    _, r = _mode_residual(problem, m, v, mode)
+    theta = _sliding_theta(problem, r, mode)[l, p]
+    f_minus, f_plus = _normal_velocities(problem, m, v, mode, l, p)
+    branch_side = jnp.where(branch == 1, 1.0, 0.0)
+    stay = jnp.asarray(branch) == 2
+    # A free entry at the surface.
+    attractive = (f_minus >= 0) & (f_plus <= 0)
+    repulsive_point = (f_minus < 0) & (f_plus > 0)
+    cross_side = jnp.where((f_minus > 0) & (f_plus > 0), 1.0, jnp.where((f_minus < 0) & (f_plus < 0), 0.0, old_side))
+    free_side = jnp.where(repulsive_point, branch_side, cross_side)
+    free_slide = attractive | (repulsive_point & stay)
+    free_kind = jnp.where(
+        repulsive_point, REPULSIVE, jnp.where(attractive, SLIDE, jnp.where(free_side != old_side, CROSS, _NO_EVENT))
+    )
+    # A sliding entry that reached a boundary: theta -> 0, 1 (exit), else v_l r_p -> 0
+    # (through v_l -> 0, or r_p -> 0 with theta = x_p / r_p finite): the surface repels.
+    repelled = ~stay & (jnp.minimum(theta, 1 - theta) > THETA_TOL)
+    slide_side = jnp.where(repelled, branch_side, jnp.where(theta > 0.5, 1.0, 0.0))
+    slide_kind = jnp.where(repelled, REPULSIVE, EXIT)
+
+    new_slide = jnp.where(was_sliding, False, free_slide)
+    new_side = jnp.where(was_sliding, slide_side, free_side)
+    kind = jnp.where(was_sliding, slide_kind, free_kind)
+    to = jnp.where(new_slide, 2, new_side.astype(int))
+    events = _record(events, t, l, p, kind, to)
+    return m, Mode(mode.side.at[l, p].set(new_side), mode.slide.at[l, p].set(new_slide)), events
+
+
+def _settle_all(problem, m, v, mode, events, t, pending, branch):
+    """`_settle` the `pending` entries one at a time (a loop as long as their number)."""
+    P = m.shape[1]
+
+    def body(carry):
+        m, mode, events, pending = carry
+        i = jnp.argmax(pending.reshape(-1))
+        l, p = i // P, i % P
+        m, mode, events = _settle(problem, m, v, mode, events, t, l, p, branch)
+        return m, mode, events, pending.at[l, p].set(False)
+
+    m, mode, events, _ = jax.lax.while_loop(lambda c: jnp.any(c[3]), body, (m, mode, events, pending))
+    return m, mode, events
+
+
+def resolve_mode(problem: TeacherStudent, m, v, mode: Mode, at_surface: Bool[Array, "L P"], events: Events | None = None, t=0.0, branch=0):
     """Choose the next mode for the entries `at_surface` (processed one at a time).
 
-    Returns the state with those entries set exactly to 0 and the new mode (table above).
+    Returns the state with those entries set exactly to 0, the new mode and the event
+    record. A new mode can push a neighbouring sliding entry's `theta` out of `[0, 1]`;
+    such entries are re-decided until none is left (at most `L P` rounds).
     """
-    L, P = m.shape
+    events = Events.empty(0) if events is None else events
+    m, mode, events = _settle_all(problem, m, v, mode, events, t, at_surface, branch)
 
-    def visit(i, carry, at_surface):
-        m, mode = carry
-        l, p = i // P, i % P
-
-        def choose(carry):
-            m, mode = carry
-            m = m.at[l, p].set(0.0)
-            was_sliding = mode.slide[l, p]
-            theta = mode_flow(problem, m, v, mode)[2][l, p]
-            f_minus, f_plus = _normal_velocities(problem, m, v, mode, l, p)
-            attractive = (f_minus >= 0) & (f_plus <= 0)
-            side_if_free = jnp.where(
-                (f_minus > 0) & (f_plus > 0), 1.0, jnp.where((f_minus < 0) & (f_plus < 0), 0.0, mode.side[l, p])
-            )
-            new_side = jnp.where(was_sliding, jnp.where(theta > 0.5, 1.0, 0.0), side_if_free)
-            new_slide = ~was_sliding & attractive
-            return m, Mode(mode.side.at[l, p].set(new_side), mode.slide.at[l, p].set(new_slide))
-
-        return jax.lax.cond(at_surface[l, p], choose, lambda c: c, (m, mode))
-
-    def one_pass(carry, mask):
-        return jax.lax.fori_loop(0, L * P, lambda i, c: visit(i, c, mask), carry)
-
-    m, mode = one_pass((m, mode), at_surface)
-    # A new mode can push a neighbouring sliding entry's theta out of [0, 1]: re-decide it.
-    for _ in range(2):
+    def outside(mode):
         theta = mode_flow(problem, m, v, mode)[2]
-        m, mode = one_pass((m, mode), mode.slide & ((theta < 0) | (theta > 1)))
-    return m, mode
+        return mode.slide & ((theta < 0) | (theta > 1))
+
+    def rescan(carry):
+        m, mode, events, k = carry
+        m, mode, events = _settle_all(problem, m, v, mode, events, t, outside(mode), branch)
+        return m, mode, events, k + 1
+
+    m, mode, events, _ = jax.lax.while_loop(
+        lambda c: jnp.any(outside(c[1])) & (c[3] < m.size), rescan, (m, mode, events, jnp.asarray(0))
+    )
+    return m, mode, events
 
 
-def initial_mode(problem: TeacherStudent, m, v) -> tuple[Float[Array, "L P"], Mode]:
+def pending_entries(problem: TeacherStudent, m, v, mode: Mode, fired, watch_repulsion=True) -> Bool[Array, "L P"]:
+    """The entries to resolve after a segment that ended at `(m, v)`.
+
+    Every entry on the wrong side of its mode (a free entry past `m_lp = 0`, a sliding
+    `theta` outside `[0, 1]`), every entry within `EVENT_TOL` of its boundary and moving
+    towards it (several entries reaching it within one step), a sliding entry whose head
+    `v_l` reached 0, and, if the event `fired`, the entry with the smallest distance (so
+    that an event is never lost to a root find that stopped short; this is also how a
+    slide whose `r_p` and `x_p` reach 0 together, turning the surface repulsive, is seen).
+    """
+    free, exit_, repel, theta, r = _distance_parts(problem, m, v, mode)
+    dm = mode_flow(problem, m, v, mode)[0]
+    approaching = (2 * mode.side - 1) * dm < 0
+    free_hit = (free < 0) | ((free <= EVENT_TOL) & approaching)
+    exit_hit = (jnp.minimum(theta, 1 - theta) <= THETA_TOL) & (exit_ <= EVENT_TOL)
+    repel_hit = watch_repulsion & (v[:, None] * r[None, :] <= EVENT_TOL * jnp.abs(r)[None, :])
+    hit = jnp.where(mode.slide, exit_hit | repel_hit, free_hit)
+    dist = event_distances(problem, m, v, mode, watch_repulsion).reshape(-1)
+    first = (jnp.arange(dist.size) == jnp.argmin(dist)).reshape(m.shape) & fired
+    return hit | first
+
+
+def initial_mode(problem: TeacherStudent, m, v, events: Events | None = None, t=0.0, branch=0):
     """The mode at the initial state: the sign of `m`, and `resolve_mode` where `m == 0`."""
     mode = Mode(side=(m > 0).astype(m.dtype), slide=jnp.zeros(m.shape, dtype=bool))
-    return resolve_mode(problem, m, v, mode, m == 0)
+    return resolve_mode(problem, m, v, mode, m == 0, events, t, branch)
 
 
 # --- the hybrid driver: one diffrax solve per mode, events between them ------------------
@@ -166,46 +312,53 @@ def _mode_vector_field(t, y, args):
     return dm, dv
 
 
-def _mode_events(L, P):
-    def entry_fn(i):
-        def cond(t, y, args, **kwargs):
-            problem, mode = args
-            return event_distances(problem, *y, mode).reshape(-1)[i]
-
-        return cond
-
-    cond_fns = [entry_fn(i) for i in range(L * P)] + [divergence_event_fn]
-    directions = [False] * (L * P) + [None]
-    return diffrax.Event(cond_fns, ROOT_FINDER, direction=directions)
+def _mode_vector_field_watched(t, y, args):
+    return _mode_vector_field(t, y, args[:2])
 
 
-def integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments):
+def _mode_event_condition(t, y, args, **kwargs):
+    # One scalar condition (bisection needs one): the smallest distance, or -1 once the
+    # state diverges.
+    problem, mode, watch = args
+    return jnp.where(divergence_event_fn(t, y, args), -1.0, event_condition(problem, *y, mode, watch))
+
+
+MODE_EVENT = diffrax.Event(_mode_event_condition, ROOT_FINDER, direction=False)
+
+
+def integrate_filippov(
+    problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, max_events=256, repulsive="minus"
+):
     """The Filippov solution from `(m0, v0)`: smooth segments per mode, `resolve_mode` between.
 
-    Returns `(m, v, status, num_steps, num_segments, t_end)` with `m`, `v` at `ts`.
-    Traceable (a `lax.while_loop` over segments).
+    Returns `(m, v, status, num_steps, num_segments, t_end, events)` with `m`, `v` at
+    `ts` and `events` the `Events` record (room for `max_events`). `repulsive` names the
+    branch taken where a surface repels (module docstring): a name, or its index in
+    `REPULSIVE_BRANCHES` (may be traced). Traceable (a
+    `lax.while_loop` over segments, one compiled segment whatever `L P`).
     """
     L, P = m0.shape
     T = ts.shape[0]
+    branch = jnp.asarray(REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else repulsive)
+    watch = branch != 2
     solver = DIFFRAX_SOLVERS[solver_name]()
     step_control = controller(solver_name, rtol, atol)
-    event = _mode_events(L, P)
-    m0, mode0 = initial_mode(problem, m0, v0)
+    m0, mode0, events0 = initial_mode(problem, m0, v0, Events.empty(max_events), t0, branch)
 
     def segment(carry):
-        t, m, v, mode, out_m, out_v, saved, status, nsteps, nseg = carry
+        t, m, v, mode, events, out_m, out_v, saved, status, nsteps, nseg = carry
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_mode_vector_field),
+            diffrax.ODETerm(_mode_vector_field_watched),
             solver,
             t,
             t1,
             dt0,
             (m, v),
-            args=(problem, mode),
+            args=(problem, mode, watch),
             saveat=saveat(jnp.clip(ts, t, t1)),
             stepsize_controller=step_control,
             max_steps=max_steps,
-            event=event,
+            event=MODE_EVENT,
             throw=False,
         )
         (ms, vs), (m_end, v_end) = sol.ys
@@ -213,12 +366,13 @@ def integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_n
         new = ~saved & (ts <= t_end)
         out_m = jnp.where(new[:, None, None], ms, out_m)
         out_v = jnp.where(new[:, None], vs, out_v)
-        hit = jnp.stack(sol.event_mask[: L * P]).reshape(L, P)
-        m_next, mode_next = resolve_mode(problem, m_end, v_end, mode, hit)
+        fired = sol.event_mask
+        hit = pending_entries(problem, m_end, v_end, mode, fired, watch)
+        m_next, mode_next, events = resolve_mode(problem, m_end, v_end, mode, hit, events, t_end, branch)
         # An event stops the step at the located time even if the root find gave up.
-        result = diffrax.RESULTS.where(jnp.any(hit), diffrax.RESULTS.event_occurred, sol.result)
+        result = diffrax.RESULTS.where(fired, diffrax.RESULTS.event_occurred, sol.result)
         status = status_from_result(result, diverged(m_end, v_end))
-        return (t_end, m_next, v_end, mode_next, out_m, out_v, saved | new, status, nsteps + sol.stats["num_steps"], nseg + 1)
+        return (t_end, m_next, v_end, mode_next, events, out_m, out_v, saved | new, status, nsteps + sol.stats["num_steps"], nseg + 1)
 
     def unfinished(carry):
         t, *_, status, _, nseg = carry
@@ -229,6 +383,7 @@ def integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_n
         m0,
         v0,
         mode0,
+        events0,
         jnp.full((T, L, P), jnp.nan, m0.dtype),
         jnp.full((T, L), jnp.nan, v0.dtype),
         jnp.zeros(T, dtype=bool),
@@ -236,6 +391,6 @@ def integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_n
         jnp.asarray(0),
         jnp.asarray(0),
     )
-    t, _, _, _, out_m, out_v, _, status, nsteps, nseg = jax.lax.while_loop(unfinished, segment, init)
+    t, _, _, _, events, out_m, out_v, _, status, nsteps, nseg = jax.lax.while_loop(unfinished, segment, init)
     status = jnp.where((status == SUCCESS) & (t < t1), MAX_SEGMENTS, status)
-    return out_m, out_v, status, nsteps, nseg, t
+    return out_m, out_v, status, nsteps, nseg, t, events

@@ -2,7 +2,8 @@ r"""The scipy backend of `solve`: `scipy.integrate.solve_ivp` on the flattened s
 
 Smooth flows are one `solve_ivp` call; relu students are integrated as Filippov solutions
 by the same hybrid scheme as the diffrax path (`cnntheory._filippov`): one `solve_ivp`
-call per mode, terminal events at the entries' distances, `resolve_mode` between.
+call per mode, one terminal event at the smallest distance of any entry to leaving its
+mode, then `pending_entries` + `resolve_mode` (every entry's side is checked).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.integrate
 
-from ._filippov import Mode, event_distances, initial_mode, mode_flow, resolve_mode
+from ._filippov import REPULSIVE_BRANCHES, Mode, event_condition, initial_mode, mode_flow, pending_entries, resolve_mode
 from ._problem import TeacherStudent, flatten_state, unflatten_state
-from ._trajectory import DIVERGED, DIVERGENCE_BOUND, FAILED, MAX_SEGMENTS, SUCCESS
+from ._trajectory import DIVERGED, DIVERGENCE_BOUND, FAILED, MAX_SEGMENTS, SUCCESS, Events
 
 SCIPY_METHODS = ("RK23", "RK45", "DOP853", "LSODA", "Radau", "BDF")
 
@@ -34,14 +35,20 @@ def _flat_mode(problem, y, side, slide):
     return flatten_state(dm, dv)
 
 
+def _after_event(problem, y, mode, events, t, fired, branch):
+    m, v = _unflat(problem, y)
+    hit = pending_entries(problem, m, v, mode, fired, jnp.asarray(branch) != 2)
+    return resolve_mode(problem, m, v, mode, hit, events, t, branch)
+
+
 _SCIPY_FNS = {
     "smooth": jax.jit(_flat_smooth),
     "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
     "mode": jax.jit(_flat_mode),
     "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
-    "distances": jax.jit(lambda problem, y, side, slide: event_distances(problem, *_unflat(problem, y), Mode(side, slide)).ravel()),
-    "resolve": jax.jit(lambda problem, y, mode, hit: resolve_mode(problem, *_unflat(problem, y), mode, hit)),
-    "initial": jax.jit(lambda problem, y: initial_mode(problem, *_unflat(problem, y))),
+    "condition": jax.jit(lambda problem, y, side, slide, watch: event_condition(problem, *_unflat(problem, y), Mode(side, slide), watch)),
+    "after_event": jax.jit(_after_event),
+    "initial": jax.jit(lambda problem, y, events, t, branch: initial_mode(problem, *_unflat(problem, y), events, t, branch)),
 }
 
 
@@ -61,33 +68,28 @@ def _divergence_event(t, y):
 _divergence_event.terminal = True
 
 
-def _entry_events(flow: _ScipyFlow, mode: Mode):
-    cache = {}
+def _mode_event(flow: _ScipyFlow, mode: Mode, watch: bool):
+    """One terminal event: the smallest distance of any entry to leaving its mode."""
 
-    def distances(y):
-        key = y.tobytes()
-        if key not in cache:
-            cache.clear()
-            cache[key] = np.asarray(flow.distances(y, *mode))
-        return cache[key]
+    def g(t, y):
+        return float(flow.condition(y, *mode, watch))
 
-    def make(i):
-        def g(t, y):
-            return distances(y)[i]
-
-        g.terminal, g.direction = True, -1
-        return g
-
-    return [make(i) for i in range(flow.L * flow.P)]
+    g.terminal, g.direction = True, -1
+    return g
 
 
 def _segment(fun, jac, t, t1, y, ts, method, rtol, atol, events):
     implicit = {"jac": jac} if method in ("Radau", "BDF", "LSODA") else {}
-    return scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=ts, rtol=rtol, atol=atol, events=events, **implicit)
+    # A segment with no save time in it still needs a (non-empty) t_eval: scipy returns
+    # a list, not an array, for an empty one. Save its end instead and drop it.
+    t_eval = ts if len(ts) else np.array([t1])
+    sol = scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=events, **implicit)
+    sol.y = np.asarray(sol.y).reshape(len(y), -1)[:, : len(ts)]
+    return sol
 
 
-def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs=None):
-    """Returns `(m, v, status, num_steps, num_segments, t_end, detail)` at `ts`."""
+def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs=None, repulsive="minus", max_events=256):
+    """Returns `(m, v, status, num_steps, num_segments, t_end, detail, events)` at `ts`."""
     L, P = m0.shape
     flow = _ScipyFlow(problem, L)
     if rhs is not None:
@@ -98,8 +100,10 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
     saved = np.zeros(len(ts), dtype=bool)
     status, nsteps, nseg, t, msg = SUCCESS, 0, 0, float(t0), ""
     mode = None
+    branch = REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else int(repulsive)
+    events = Events.empty(max_events if hybrid else 0)
     if hybrid:
-        m_init, mode = flow.initial(y)
+        m_init, mode, events = flow.initial(y, events, float(t0), branch)
         y = np.concatenate([np.ravel(m_init), y[L * P :]])
     while t < t1 and nseg < max_segments:
         todo = ~saved & (ts >= t)
@@ -107,12 +111,12 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
             side, slide = mode
             fun = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode(yy, s, sl))  # noqa: E731
             jac = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode_jac(yy, s, sl))  # noqa: E731
-            events = _entry_events(flow, mode) + [_divergence_event]
+            events_fns = [_mode_event(flow, mode, branch != 2), _divergence_event]
         else:
             fun = lambda _t, yy: np.asarray(flow.smooth(yy))  # noqa: E731
             jac = lambda _t, yy: np.asarray(flow.smooth_jac(yy))  # noqa: E731
-            events = [_divergence_event]
-        sol = _segment(fun, jac, t, float(t1), y, ts[todo], method, rtol, atol, events)
+            events_fns = [_divergence_event]
+        sol = _segment(fun, jac, t, float(t1), y, ts[todo], method, rtol, atol, events_fns)
         nseg += 1
         nsteps += int(sol.nfev)
         idx = np.flatnonzero(todo)[: sol.y.shape[1]]
@@ -127,14 +131,12 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
         fired = [i for i, te in enumerate(sol.t_events) if len(te)]
         t = float(sol.t_events[fired[0]][0])
         y = sol.y_events[fired[0]][0]
-        if fired[0] == len(events) - 1:
+        if fired[0] == len(events_fns) - 1:
             status = DIVERGED
             break
-        hit = np.zeros((L, P), dtype=bool)
-        hit.ravel()[[i for i in fired if i < L * P]] = True
-        m_next, mode = flow.resolve(y, mode, hit)
+        m_next, mode, events = flow.after_event(y, mode, events, t, True, branch)
         y = np.concatenate([np.ravel(m_next), y[L * P :]])
     if status == SUCCESS and t < t1:
         status = MAX_SEGMENTS
     m = out[:, : L * P].reshape(len(ts), L, P)
-    return jnp.asarray(m), jnp.asarray(out[:, L * P :]), status, nsteps, nseg, t, msg
+    return jnp.asarray(m), jnp.asarray(out[:, L * P :]), status, nsteps, nseg, t, msg, events

@@ -31,72 +31,69 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._filippov import integrate_filippov
+from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import SUCCESS, SolverError, Trajectory
+from ._trajectory import SUCCESS, Events, SolverError, Trajectory
 from ._validate import is_concrete, require, require_finite
 
-__all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
+__all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "Events", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
 
 
 def _smooth_vector_field(t, y, problem):
     return problem.rhs(*y)
 
 
-def _integrate_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
-    del max_segments
+def _integrate_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None, **relu):
+    del max_segments, relu
     field = _smooth_vector_field if rhs is None else (lambda t, y, args: rhs(*y))
     (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps)
-    return m, v, status, nsteps, jnp.asarray(1), t_end
+    return m, v, status, nsteps, jnp.asarray(1), t_end, Events.empty(0)
 
 
-def _integrate_hybrid(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None):
+def _integrate_hybrid(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None, **relu):
     del rhs  # the hybrid scheme integrates the mode flows of `problem` itself
-    return integrate_filippov(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments)
+    return integrate_filippov(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, **relu
+    )
 
 
-_STATIC = ("solver_name", "max_steps", "max_segments", "hybrid", "batch_problem", "batched", "rhs")
+_STATIC = ("solver_name", "max_steps", "max_segments", "max_events", "hybrid", "batch_problem", "batched", "rhs")
 
 
-def _solve_one(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, rhs):
+def _solve_one(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, repulsive, *, solver_name, max_steps, max_segments, max_events, hybrid, rhs):
     """One solve and the population loss along it, all inside the compiled function."""
     core = _integrate_hybrid if hybrid else _integrate_smooth
-    m, v, status, nsteps, nseg, t_end = core(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs
+    m, v, status, nsteps, nseg, t_end, events = core(
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs,
+        repulsive=repulsive, max_events=max_events,
     )
-    return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end
+    return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _compiled(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs):
+def _compiled(
+    problem, m0, v0, t0, t1, ts, dt0, rtol, atol, repulsive, *, solver_name, max_steps, max_segments, max_events, hybrid, batch_problem, batched, rhs
+):
     """The whole solve, loss included, as one XLA program.
 
-    Every number (times, save times, tolerances, the problem's arrays, the initial state)
-    is a traced argument: new values reuse the compiled program.
+    Every number (times, save times, tolerances, the problem's arrays, the initial state,
+    the relu branch index `repulsive`) is a traced argument: new values reuse the compiled
+    program.
     """
 
     def one(problem, m0, v0):
         return _solve_one(
-            problem, m0, v0, t0, t1, ts, dt0, rtol, atol,
-            solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, hybrid=hybrid, rhs=rhs,
+            problem, m0, v0, t0, t1, ts, dt0, rtol, atol, repulsive,
+            solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, max_events=max_events, hybrid=hybrid, rhs=rhs,
         )
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
-    m, v, loss, status, nsteps, nseg, t_end = one(problem, m0, v0)
+    m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
     # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
-    return Trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, solver_name, None, max_steps, max_segments)
-
-
-def _diffrax_core(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, hybrid, batch_problem, batched, rhs=None):
-    """`(m, v, status, num_steps, num_segments, t_end)` of the compiled solve (no checks)."""
-    traj = _compiled(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments,
-        hybrid=hybrid, batch_problem=batch_problem, batched=batched, rhs=rhs,
-    )
-    return traj.m, traj.v, traj.status, traj.num_steps, traj.num_segments, traj.t_end
+    return Trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, solver_name, None, max_steps, max_segments, "", events)
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -149,6 +146,15 @@ def _check_state(name, x):
         require_finite(name, x)
 
 
+def _check_relu(repulsive, max_events):
+    """The relu (Filippov) options, checked: the branch as a traced index (no recompile)."""
+    if repulsive not in REPULSIVE_BRANCHES:
+        require(False, f"repulsive must be one of {REPULSIVE_BRANCHES}, got {repulsive!r}")
+    if not (isinstance(max_events, int) and max_events >= 1):
+        require(False, f"max_events must be an int >= 1, got {max_events!r}")
+    return np.int32(REPULSIVE_BRANCHES.index(repulsive))
+
+
 def _max_steps(method, t0, t1, dt0, max_steps):
     """Euler needs `(t1 - t0) / dt0` steps: raise `max_steps` to that when it is known."""
     if method == "euler" and is_concrete(t0, t1, dt0):
@@ -198,6 +204,8 @@ def solve(
     max_segments: int = 1000,
     throw: bool = True,
     rhs: Callable | None = None,
+    repulsive: str = "minus",
+    max_events: int = 256,
 ) -> Trajectory:
     """Integrate the population gradient flow of `problem` from `(m0, v0)` to `t1`.
 
@@ -214,6 +222,11 @@ def solve(
     - `rhs`: an alternative right-hand side `rhs(m, v) -> (dm/dt, dv/dt)` (e.g. generated
       by `cnntheory.symbolic.to_jax`) used instead of `problem.rhs`; smooth flows and
       `"euler"` only (relu's Filippov scheme integrates the problem's own mode flows).
+    - `repulsive`: relu only, the branch where a sliding surface turns repulsive (the
+      continuation is not unique): `"minus"` (default; leave to `m_lp < 0`, the
+      gradient-descent limit with `relu'(0) = 0`), `"plus"` (leave to `m_lp > 0`) or
+      `"stay"` (keep sliding). Each such moment is an event of kind `"repulsive"`.
+    - `max_events`: room in the `events` record of relu mode changes.
 
     Relu students are integrated as Filippov solutions (module docstring).
     """
@@ -227,16 +240,21 @@ def solve(
     if rhs is not None:
         require(not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
         require(callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
+    branch = _check_relu(repulsive, max_events)
     steps = _max_steps(method, t0, t1, dt0, max_steps)
     if method in SCIPY_METHODS:
         require(is_concrete(problem, m0, v0, t0, t1, ts, rtol, atol), f"method={method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad")
-        m, v, status, nsteps, nseg, t_end, detail = scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs)
+        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(
+            problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs, repulsive=repulsive, max_events=max_events
+        )
         loss = jax.vmap(problem.loss)(m, v)
-        traj = Trajectory(jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), method, None, steps, max_segments, detail)
+        traj = Trajectory(
+            jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), method, None, steps, max_segments, detail, events
+        )
         return _checked(traj, throw)
     traj = _compiled(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=method, max_steps=steps, max_segments=max_segments,
-        hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, branch, solver_name=method, max_steps=steps, max_segments=max_segments,
+        max_events=max_events, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
     )
     return _checked(traj, throw)
 
@@ -268,12 +286,15 @@ def solve_batch(
     max_segments: int = 1000,
     batch_problem: bool = False,
     throw: bool = True,
+    repulsive: str = "minus",
+    max_events: int = 256,
 ) -> Trajectory:
     """Solve many initial conditions (and problems) at once: one `jit(vmap)` diffrax solve.
 
     `m0` is `(B, L, P)`, `v0` is `(B, L)`. With `batch_problem=True`, `problem` carries a
     leading batch axis `B` on its arrays (build it with `stack_problems`). Diffrax methods
-    only. The result has a leading batch axis on every field but `t`.
+    only. The result has a leading batch axis on every field but `t`. `repulsive` and
+    `max_events` are the relu options of `solve`.
     """
     if method not in DIFFRAX_SOLVERS:
         require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
@@ -292,9 +313,10 @@ def solve_batch(
     first_problem = jax.tree_util.tree_map(lambda x: x[0], problem) if batch_problem else problem
     first_problem.check_state(m0[0], v0[0])
     hybrid = not problem.sigma.smooth and method != "euler"
+    branch = _check_relu(repulsive, max_events)
     steps = _max_steps(method, t0, t1, dt0, max_steps)
     traj = _compiled(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=method, max_steps=steps, max_segments=max_segments,
-        hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None,
+        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, branch, solver_name=method, max_steps=steps, max_segments=max_segments,
+        max_events=max_events, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None,
     )
     return _checked(traj, throw)

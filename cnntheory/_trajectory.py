@@ -18,6 +18,68 @@ SUCCESS, MAX_STEPS, MAX_SEGMENTS, DIVERGED, FAILED = 0, 1, 2, 3, 4
 DIVERGENCE_BOUND = 1e100
 
 
+#: Names of the relu mode-change kinds recorded in `Events.kind` (index = code).
+EVENT_KINDS = ("cross", "slide", "exit", "repulsive")
+#: Names of an entry's mode after an event, `Events.to` (index = code).
+EVENT_TARGETS = ("m<0", "m>0", "slide")
+
+
+class Events(eqx.Module):
+    """The relu (Filippov) mode changes of a solve, as a fixed-size record.
+
+    Row `i < count` is one change of entry `(unit[i], atom[i])` at time `t[i]`:
+    `kind[i]` indexes `EVENT_KINDS` (`"cross"`: a free entry crossed `m_lp = 0`;
+    `"slide"`: it started sliding on the surface; `"exit"`: a slide ended through
+    `theta_lp = 0` or `1`; `"repulsive"`: the surface repels on both sides, the
+    continuation is not unique and the `repulsive` branch of `solve` was taken) and
+    `to[i]` indexes `EVENT_TARGETS` (the entry's new mode). Rows past `count` are
+    padding (`kind = -1`); a `count` above the row number means the record overflowed
+    (raise `max_events`). Smooth solves carry an empty record. A batched solve adds a
+    leading batch axis to every field.
+    """
+
+    t: Float[Array, "*B E"]
+    unit: Int[Array, "*B E"]
+    atom: Int[Array, "*B E"]
+    kind: Int[Array, "*B E"]
+    to: Int[Array, "*B E"]
+    count: Int[Array, "*B"]
+
+    @classmethod
+    def empty(cls, size: int = 0, batch: tuple[int, ...] = ()) -> "Events":
+        """A record with no events and room for `size` (batch shape `batch`)."""
+        ints = jnp.full((*batch, size), -1, dtype=int)
+        return cls(jnp.full((*batch, size), jnp.nan), ints, ints, ints, ints, jnp.zeros(batch, dtype=int))
+
+    @classmethod
+    def concatenate(cls, records: list["Events"]) -> "Events":
+        """One record of the events of consecutive unbatched solves, in order."""
+        rows = [e for r in records for e in r.to_list()]
+        out = cls.empty(max(len(rows), 1))
+        codes = [(t, u, a, EVENT_KINDS.index(k), EVENT_TARGETS.index(to)) for t, u, a, k, to in rows]
+        if codes:
+            t, unit, atom, kind, to = (np.array(c) for c in zip(*codes))
+            out = cls(jnp.asarray(t, float), *(jnp.asarray(x, int) for x in (unit, atom, kind, to)), jnp.asarray(len(rows)))
+        return out
+
+    def to_list(self, index: int | None = None) -> list[tuple[float, int, int, str, str]]:
+        """The record as `(t, unit, atom, kind, to)` tuples; `index` picks a batch element."""
+        fields = [np.asarray(x) for x in (self.t, self.unit, self.atom, self.kind, self.to, self.count)]
+        if index is not None:
+            fields = [x[index] for x in fields]
+        t, unit, atom, kind, to, count = fields
+        if t.ndim != 1:
+            raise ValueError(f"this Events record is batched (shape {t.shape}): pass index= to pick one solve")
+        n = min(int(count), t.shape[0])
+        return [(float(t[i]), int(unit[i]), int(atom[i]), EVENT_KINDS[kind[i]], EVENT_TARGETS[to[i]]) for i in range(n)]
+
+    def of_kind(self, name: str, index: int | None = None) -> list[tuple[float, int, int, str, str]]:
+        """The events of one kind (`"cross"`, `"slide"`, `"exit"` or `"repulsive"`)."""
+        if name not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {name!r}; choose one of {EVENT_KINDS}")
+        return [e for e in self.to_list(index) if e[3] == name]
+
+
 class SolverError(RuntimeError):
     """A solve that did not reach `t1`; the message says why and where."""
 
@@ -41,6 +103,9 @@ class Trajectory(eqx.Module):
     `status` and `t_end` are arrays, so a `Trajectory` can be returned from a function
     under `jax.jit` / `jax.vmap`; `message` and `success` read their values and therefore
     need concrete (not traced) arrays.
+
+    - `events`: the relu mode changes (`Events`; `events.to_list()` reads them), empty
+      for smooth solves.
     """
 
     t: Float[Array, " T"]
@@ -56,6 +121,7 @@ class Trajectory(eqx.Module):
     max_steps: int | None = eqx.field(static=True, default=None)
     max_segments: int | None = eqx.field(static=True, default=None)
     detail: str = eqx.field(static=True, default="")
+    events: Events | None = None
 
     @property
     def message(self) -> str:

@@ -17,6 +17,7 @@ All per component (e.g. `(L, P)` for `m`), with scalar summaries for tables and 
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -221,6 +222,7 @@ def matching_solve(
         return Trajectory(
             trajs[0].t, stack("m"), stack("v"), stack("loss"), stack("status"), stack("num_steps"),
             stack("num_segments"), stack("t_end"), trajs[0].method, "; ".join(dict.fromkeys(tr.message for tr in trajs)),
+            events=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tr.events for tr in trajs]),
         )
     return solve(problem, m0, v0, t1, ts=ts, **solve_kwargs)
 

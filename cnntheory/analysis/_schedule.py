@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 from .._data import PatchMixture
 from .._problem import TeacherStudent
 from .._solve import Trajectory, solve
-from .._trajectory import SUCCESS
+from .._trajectory import SUCCESS, Events
 from .._validate import require
 
 
@@ -85,7 +85,9 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
             break
         m, v = traj.m[-1], traj.v[-1]
     cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts)])  # noqa: E731
-    return Trajectory(cat("t"), cat("m"), cat("v"), cat("loss"), jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end), parts[-1].method, message)
+    return Trajectory(cat("t"), cat("m"), cat("v"), cat("loss"), jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end), parts[-1].method, message,
+        events=Events.concatenate([p.events for p in parts]),
+    )
 
 
 def simulate_schedule(schedule: Schedule, m0, v0, *, lr: float, key, t1: float, **simulate_kwargs):
