@@ -207,6 +207,18 @@ def test_fullbatch_equals_empirical_euler_map(fullbatch_run, relu_problem):
     assert float(jnp.abs(s.train_moments[0] - s.train_moments[1]).max()) > 1e-4
 
 
+
+@pytest.mark.parametrize("mode,kwargs", [("fullbatch", dict(num_train=32)), ("online", dict(batch_size=8))])
+def test_no_test_set(relu_problem, mode, kwargs):
+    # num_test=0: no test loss and no predictions, and the training itself is unchanged.
+    common = dict(mode=mode, lr=LR, steps=50, record_every=10, key=jax.random.key(2), num_seeds=2, **kwargs)
+    without = sim.simulate(relu_problem, M0, V0, num_test=0, **common)
+    assert without.test_loss is None and without.predictions is None
+    with_test = sim.simulate(relu_problem, M0, V0, num_test=16, **common)
+    if mode == "online":  # the test images come from the data key; online batches do not
+        np.testing.assert_array_equal(without.m, with_test.m)
+    assert without.m.shape == with_test.m.shape and bool(jnp.isfinite(without.loss).all())
+
 def test_predictions_per_label(fullbatch_run, relu_problem):
     s = fullbatch_run
     # Shape counting, mean pooling, N = 16: labels (n_X - n_O) / 16.
