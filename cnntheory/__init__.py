@@ -33,4 +33,4 @@ from ._trajectory import EVENT_KINDS, Events  # noqa: E402
 from . import gaussian  # noqa: E402  (Gaussian patches; the committee machine is N = 1)
 from . import fluctuations  # noqa: E402  (fluctuations of online SGD; cheap: nothing beyond jax and diffrax)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
