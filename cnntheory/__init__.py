@@ -17,6 +17,7 @@ from ._data import (  # noqa: E402
     extract_patches,
     shape_atoms,
 )
+from ._config import SolverConfig  # noqa: E402
 from ._problem import TeacherStudent, shape_counting  # noqa: E402
 from ._plots import plot_loss, plot_order_parameters, trajectory_figure  # noqa: E402
 from ._solve import (  # noqa: E402
@@ -28,7 +29,7 @@ from ._solve import (  # noqa: E402
     solve_batch,
     stack_problems,
 )
-from ._trajectory import EVENT_KINDS, Events  # noqa: E402
+from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, Status  # noqa: E402
 
 from . import gaussian  # noqa: E402  (Gaussian patches; the committee machine is N = 1)
 from . import fluctuations  # noqa: E402  (fluctuations of online SGD; cheap: nothing beyond jax and diffrax)

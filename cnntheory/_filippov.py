@@ -71,7 +71,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._integrate import DIFFRAX_SOLVERS, controller, divergence_event_fn, saveat
 from ._problem import TeacherStudent
-from ._trajectory import EVENT_KINDS, MAX_SEGMENTS, SUCCESS, Events, diverged, status_from_result
+from ._trajectory import EVENT_KINDS, Events, Status, diverged, status_from_result
 
 #: Denominators below this are treated as zero when solving for `theta`.
 _TINY = 1e-300
@@ -376,7 +376,7 @@ def integrate_filippov(
 
     def unfinished(carry):
         t, *_, status, _, nseg = carry
-        return (t < t1) & (status == SUCCESS) & (nseg < max_segments)
+        return (t < t1) & (status == Status.SUCCESS) & (nseg < max_segments)
 
     init = (
         t0,
@@ -387,10 +387,10 @@ def integrate_filippov(
         jnp.full((T, L, P), jnp.nan, m0.dtype),
         jnp.full((T, L), jnp.nan, v0.dtype),
         jnp.zeros(T, dtype=bool),
-        jnp.asarray(SUCCESS),
+        jnp.asarray(Status.SUCCESS),
         jnp.asarray(0),
         jnp.asarray(0),
     )
     t, _, _, _, events, out_m, out_v, _, status, nsteps, nseg = jax.lax.while_loop(unfinished, segment, init)
-    status = jnp.where((status == SUCCESS) & (t < t1), MAX_SEGMENTS, status)
+    status = jnp.where((status == Status.SUCCESS) & (t < t1), Status.MAX_SEGMENTS, status)
     return out_m, out_v, status, nsteps, nseg, t, events

@@ -15,7 +15,7 @@ import scipy.integrate
 
 from ._filippov import REPULSIVE_BRANCHES, Mode, event_condition, initial_mode, mode_flow, pending_entries, resolve_mode
 from ._problem import TeacherStudent, flatten_state, unflatten_state
-from ._trajectory import DIVERGED, DIVERGENCE_BOUND, FAILED, MAX_SEGMENTS, SUCCESS, Events
+from ._trajectory import DIVERGENCE_BOUND, Events, Status
 
 SCIPY_METHODS = ("RK23", "RK45", "DOP853", "LSODA", "Radau", "BDF")
 
@@ -88,8 +88,12 @@ def _segment(fun, jac, t, t1, y, ts, method, rtol, atol, events):
     return sol
 
 
-def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs=None, repulsive="minus", max_events=256):
-    """Returns `(m, v, status, num_steps, num_segments, t_end, detail, events)` at `ts`."""
+def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive="minus"):
+    """Returns `(m, v, status, num_steps, num_segments, t_end, detail, events)` at `ts`.
+
+    `config` is the `SolverConfig` of the solve (a scipy `method`).
+    """
+    method, rtol, atol, max_segments, max_events = config.method, config.rtol, config.atol, config.max_segments, config.max_events
     L, P = m0.shape
     flow = _ScipyFlow(problem, L)
     if rhs is not None:
@@ -98,7 +102,7 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
     y = np.concatenate([np.ravel(m0), np.asarray(v0)])
     out = np.full((len(ts), y.size), np.nan)
     saved = np.zeros(len(ts), dtype=bool)
-    status, nsteps, nseg, t, msg = SUCCESS, 0, 0, float(t0), ""
+    status, nsteps, nseg, t, msg = Status.SUCCESS, 0, 0, float(t0), ""
     mode = None
     branch = REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else int(repulsive)
     events = Events.empty(max_events if hybrid else 0)
@@ -123,7 +127,7 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
         out[idx] = sol.y.T
         saved[idx] = True
         if sol.status == -1:
-            status, msg, t = FAILED, sol.message, float(sol.t[-1])
+            status, msg, t = Status.FAILED, sol.message, float(sol.t[-1])
             break
         if sol.status == 0:
             t = float(t1)
@@ -132,11 +136,11 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, h
         t = float(sol.t_events[fired[0]][0])
         y = sol.y_events[fired[0]][0]
         if fired[0] == len(events_fns) - 1:
-            status = DIVERGED
+            status = Status.DIVERGED
             break
         m_next, mode, events = flow.after_event(y, mode, events, t, True, branch)
         y = np.concatenate([np.ravel(m_next), y[L * P :]])
-    if status == SUCCESS and t < t1:
-        status = MAX_SEGMENTS
+    if status == Status.SUCCESS and t < t1:
+        status = Status.MAX_SEGMENTS
     m = out[:, : L * P].reshape(len(ts), L, P)
     return jnp.asarray(m), jnp.asarray(out[:, L * P :]), status, nsteps, nseg, t, msg, events

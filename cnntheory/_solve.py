@@ -14,113 +14,146 @@ plain gradient-descent map (with `relu'(0) = 0`, as `jax.grad` computes it).
 Results are saved at the times `ts` only (never dense output: diffrax allocates dense
 output for `max_steps` steps up front).
 
-This module holds the entry points and their checks; the result type is in
-`cnntheory._trajectory`, the shared diffrax pieces in `cnntheory._integrate`, the relu
-hybrid driver in `cnntheory._filippov` and the scipy backend in `cnntheory._scipy`.
+The options of a solve are one `SolverConfig` (`cnntheory._config`), built from the
+keywords of `solve` or passed as `config=`. This module holds the entry points and their
+checks; the result type is in `cnntheory._trajectory`, the shared diffrax pieces in
+`cnntheory._integrate`, the relu hybrid driver in `cnntheory._filippov` and the scipy
+backend in `cnntheory._scipy`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._config import SolverConfig, _number, _traced
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import SUCCESS, Events, SolverError, Trajectory
+from ._trajectory import Events, SolverError, Trajectory
 from ._validate import is_concrete, require, require_finite
 
-__all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "Events", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
+__all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "Events", "SolverConfig", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
 
 
 def _smooth_vector_field(t, y, problem):
     return problem.rhs(*y)
 
 
-def _integrate_smooth(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None, **relu):
-    del max_segments, relu
+def _integrate_smooth(problem, m0, v0, t0, t1, ts, config, repulsive, *, rhs=None):
+    del repulsive
+    c = config
     field = _smooth_vector_field if rhs is None else (lambda t, y, args: rhs(*y))
-    (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps)
+    (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, c.dt0, c.rtol, c.atol, solver_name=c.method, max_steps=c.max_steps)
     return m, v, status, nsteps, jnp.asarray(1), t_end, Events.empty(0)
 
 
-def _integrate_hybrid(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, rhs=None, **relu):
+def _integrate_hybrid(problem, m0, v0, t0, t1, ts, config, repulsive, *, rhs=None):
     del rhs  # the hybrid scheme integrates the mode flows of `problem` itself
+    c = config
     return integrate_filippov(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, **relu
+        problem, m0, v0, t0, t1, ts, c.dt0, c.rtol, c.atol, solver_name=c.method, max_steps=c.max_steps, max_segments=c.max_segments,
+        max_events=c.max_events, repulsive=repulsive,
     )
 
 
-_STATIC = ("solver_name", "max_steps", "max_segments", "max_events", "hybrid", "batch_problem", "batched", "rhs")
+_STATIC = ("hybrid", "batch_problem", "batched", "rhs")
 
 
-def _solve_one(problem, m0, v0, t0, t1, ts, dt0, rtol, atol, repulsive, *, solver_name, max_steps, max_segments, max_events, hybrid, rhs):
+def _solve_one(problem, m0, v0, t0, t1, ts, config, repulsive, *, hybrid, rhs):
     """One solve and the population loss along it, all inside the compiled function."""
     core = _integrate_hybrid if hybrid else _integrate_smooth
-    m, v, status, nsteps, nseg, t_end, events = core(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, rhs=rhs,
-        repulsive=repulsive, max_events=max_events,
-    )
+    m, v, status, nsteps, nseg, t_end, events = core(problem, m0, v0, t0, t1, ts, config, repulsive, rhs=rhs)
     return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _compiled(
-    problem, m0, v0, t0, t1, ts, dt0, rtol, atol, repulsive, *, solver_name, max_steps, max_segments, max_events, hybrid, batch_problem, batched, rhs
-):
+def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, repulsive, *, hybrid, batch_problem, batched, rhs):
     """The whole solve, loss included, as one XLA program.
 
-    Every number (times, save times, tolerances, the problem's arrays, the initial state,
-    the relu branch index `repulsive`) is a traced argument: new values reuse the compiled
-    program.
+    Every number (times, save times, the tolerances and `dt0` of `config`, the problem's
+    arrays, the initial state, the relu branch index `repulsive`) is a traced argument:
+    new values reuse the compiled program. The static fields of `config` (method, limits)
+    fix the program.
     """
 
     def one(problem, m0, v0):
-        return _solve_one(
-            problem, m0, v0, t0, t1, ts, dt0, rtol, atol, repulsive,
-            solver_name=solver_name, max_steps=max_steps, max_segments=max_segments, max_events=max_events, hybrid=hybrid, rhs=rhs,
-        )
+        return _solve_one(problem, m0, v0, t0, t1, ts, config, repulsive, hybrid=hybrid, rhs=rhs)
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
     m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
     # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
-    return Trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, solver_name, None, max_steps, max_segments, "", events)
+    c = config
+    return Trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, c.method, None, c.max_steps, c.max_segments, "", events)
 
 
 # --- public API ---------------------------------------------------------------------------
 
 
-def _traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
+_DEFAULT = SolverConfig()
+_OPTIONS = tuple(f.name for f in dataclasses.fields(SolverConfig))
 
 
-def _number(x):
-    """A traced number stays traced; a concrete one becomes a numpy float64 (one jit signature)."""
-    return jnp.asarray(x, dtype=float) if _traced(x) else np.float64(x)
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    if a is None or b is None or _traced(a) or _traced(b):
+        return False
+    return a == b
 
 
-def _check_common(problem, t0, t1, ts, method, rtol, atol, dt0):
-    """Check what can be checked and return `(t0, t1, ts, rtol, atol, dt0)`.
+@functools.lru_cache(maxsize=64)
+def _cached(key) -> SolverConfig:
+    return SolverConfig(**{name: value for name, _, value in key})
+
+
+def _built(items) -> SolverConfig:
+    """`SolverConfig(**dict(items))`, reused for repeated hashable options (it is immutable)."""
+    try:
+        return _cached(tuple((name, type(value), value) for name, value in items))
+    except TypeError:  # an array or a tracer among the options
+        return SolverConfig(**dict(items))
+
+
+def _config(config: SolverConfig | None, options: dict) -> SolverConfig:
+    """The `SolverConfig` of a call: `config`, or one built from the keywords `options`.
+
+    With `config`, a keyword left at its default defers to it; one set to another value
+    than the config's is a conflict.
+    """
+    if config is None:
+        return _built(tuple(options.items()))
+    if not isinstance(config, SolverConfig):
+        require(False, f"config must be a cnntheory.SolverConfig, got {type(config).__name__}")
+    conflicts = [k for k, x in options.items() if not (_same(x, getattr(_DEFAULT, k)) or _same(x, getattr(config, k)))]
+    if conflicts:
+        require(
+            False,
+            f"config= and the keyword(s) {', '.join(conflicts)} disagree: pass the solver options either as a SolverConfig "
+            f"or as keywords, not both (change a config with dataclasses.replace(config, {conflicts[0]}=...))",
+        )
+    return config
+
+
+def _check_common(problem, t0, t1, ts):
+    """Check what can be checked and return `(t0, t1, ts)`.
 
     Values are checked only when they are concrete; under `jit` / `vmap` / `grad` the
     traced ones pass through unchecked (shapes are still checked). Messages are built only
-    on failure: this runs on every call.
+    on failure: this runs on every call. The solver options are checked by `SolverConfig`.
     """
     if not isinstance(problem, TeacherStudent):
         require(False, f"problem must be a TeacherStudent, got {type(problem).__name__}")
-    if method not in DIFFRAX_SOLVERS and method not in SCIPY_METHODS:
-        require(False, f"unknown method {method!r}; choose one of: {', '.join(sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS))}")
-    t0, t1, rtol, atol = _number(t0), _number(t1), _number(rtol), _number(atol)
-    dt0 = None if dt0 is None else _number(dt0)
+    t0, t1 = _number(t0), _number(t1)
     times_concrete = not (_traced(t0) or _traced(t1))
     if ts is None:
         ts = (np if times_concrete else jnp).linspace(t0, t1, 101)
@@ -133,11 +166,7 @@ def _check_common(problem, t0, t1, ts, method, rtol, atol, dt0):
         require(bool((ts[1:] >= ts[:-1]).all()), "ts must be sorted in increasing order")
         if times_concrete and not (ts[0] >= t0 and ts[-1] <= t1):
             require(False, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
-    if not (_traced(rtol) or _traced(atol) or (rtol > 0 and atol > 0)):
-        require(False, f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-    if method == "euler" and not (dt0 is not None and (_traced(dt0) or dt0 > 0)):
-        require(False, f"method='euler' needs a fixed step dt0 > 0, got dt0={dt0}")
-    return t0, t1, ts, rtol, atol, dt0
+    return t0, t1, ts
 
 
 def _check_state(name, x):
@@ -146,46 +175,25 @@ def _check_state(name, x):
         require_finite(name, x)
 
 
-def _check_relu(repulsive, max_events):
-    """The relu (Filippov) options, checked: the branch as a traced index (no recompile)."""
+def _check_branch(repulsive):
+    """The relu branch where a surface repels, checked, as a traced index (no recompile)."""
     if repulsive not in REPULSIVE_BRANCHES:
         require(False, f"repulsive must be one of {REPULSIVE_BRANCHES}, got {repulsive!r}")
-    if not (isinstance(max_events, int) and max_events >= 1):
-        require(False, f"max_events must be an int >= 1, got {max_events!r}")
     return np.int32(REPULSIVE_BRANCHES.index(repulsive))
 
 
-def _max_steps(method, t0, t1, dt0, max_steps):
+def _with_euler_steps(config, t0, t1):
     """Euler needs `(t1 - t0) / dt0` steps: raise `max_steps` to that when it is known."""
-    if method == "euler" and is_concrete(t0, t1, dt0):
-        return max(max_steps or 0, math.ceil((t1 - t0) / float(dt0)) + 16)
-    return max_steps
+    if config.method == "euler" and is_concrete(t0, t1, config.dt0):
+        steps = max(config.max_steps, math.ceil((t1 - t0) / float(config.dt0)) + 16)
+        if steps != config.max_steps:
+            return dataclasses.replace(config, max_steps=steps)
+    return config
 
 
 def _float_array(x):
     """`x` as a float64 array (without a copy or a dispatch when it already is one)."""
     return x if isinstance(x, jax.Array) and x.dtype == jnp.float64 else jnp.asarray(x, dtype=float)
-
-
-def _checked(traj, throw):
-    """`throw`: raise `SolverError` for a failed solve.
-
-    Traced (inside the caller's `jit` / `vmap` / `grad`), the status is not known yet: then
-    the check goes into the caller's program (`eqx.error_if`, as `diffrax.diffeqsolve` does)
-    and fires when the result is computed, with a fixed message.
-    """
-    if not throw:
-        return traj
-    if not _traced(traj.status):
-        if not traj.success:
-            raise SolverError(traj.message)
-        return traj
-    message = (
-        f"cnntheory.solve ({traj.method}) did not reach t1: status 1 max_steps={traj.max_steps} reached, "
-        f"2 more than max_segments={traj.max_segments} relu mode switches, 3 diverged, 4 solver failure; "
-        "pass throw=False to get the Trajectory and read its status"
-    )
-    return eqx.error_if(traj, traj.status != SUCCESS, message)
 
 
 def solve(
@@ -206,6 +214,7 @@ def solve(
     rhs: Callable | None = None,
     repulsive: str = "minus",
     max_events: int = 256,
+    config: SolverConfig | None = None,
 ) -> Trajectory:
     """Integrate the population gradient flow of `problem` from `(m0, v0)` to `t1`.
 
@@ -227,36 +236,41 @@ def solve(
       gradient-descent limit with `relu'(0) = 0`), `"plus"` (leave to `m_lp > 0`) or
       `"stay"` (keep sliding). Each such moment is an event of kind `"repulsive"`.
     - `max_events`: room in the `events` record of relu mode changes.
+    - `config`: the solver options (`method`, `rtol`, `atol`, `dt0`, `max_steps`,
+      `max_segments`, `max_events`) as one `SolverConfig`, instead of those keywords;
+      a keyword set to another value than the config's is a `ValueError`.
 
     Relu students are integrated as Filippov solutions (module docstring).
+    `throw=True` is `Trajectory.raise_for_status()`.
     """
-    t0, t1, ts, rtol, atol, dt0 = _check_common(problem, t0, t1, ts, method, rtol, atol, dt0)
+    t0, t1, ts = _check_common(problem, t0, t1, ts)
+    options = {"method": method, "rtol": rtol, "atol": atol, "dt0": dt0, "max_steps": max_steps, "max_segments": max_segments, "max_events": max_events}
+    config = _config(config, options)
     m0, v0 = _float_array(m0), _float_array(v0)
     if not (m0.ndim == 2 and v0.shape == (m0.shape[0],) and m0.shape[1] == problem.mixture.atoms.shape[0]):
         problem.check_state(m0, v0)  # raises, naming the shapes
     _check_state("m0", m0)
     _check_state("v0", v0)
-    hybrid = not problem.sigma.smooth and method != "euler"
+    hybrid = not problem.sigma.smooth and config.method != "euler"
     if rhs is not None:
         require(not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
         require(callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
-    branch = _check_relu(repulsive, max_events)
-    steps = _max_steps(method, t0, t1, dt0, max_steps)
-    if method in SCIPY_METHODS:
-        require(is_concrete(problem, m0, v0, t0, t1, ts, rtol, atol), f"method={method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad")
-        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(
-            problem, m0, v0, t0, t1, ts, method, rtol, atol, max_segments, hybrid, rhs, repulsive=repulsive, max_events=max_events
+    branch = _check_branch(repulsive)
+    config = _with_euler_steps(config, t0, t1)
+    if config.is_scipy:
+        require(
+            is_concrete(problem, m0, v0, t0, t1, ts, config),
+            f"method={config.method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad",
         )
+        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive=repulsive)
         loss = jax.vmap(problem.loss)(m, v)
         traj = Trajectory(
-            jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), method, None, steps, max_segments, detail, events
+            jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), config.method, None, config.max_steps,
+            config.max_segments, detail, events,
         )
-        return _checked(traj, throw)
-    traj = _compiled(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, branch, solver_name=method, max_steps=steps, max_segments=max_segments,
-        max_events=max_events, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs,
-    )
-    return _checked(traj, throw)
+    else:
+        traj = _compiled(problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs)
+    return traj.raise_for_status() if throw else traj
 
 
 def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
@@ -288,17 +302,22 @@ def solve_batch(
     throw: bool = True,
     repulsive: str = "minus",
     max_events: int = 256,
+    config: SolverConfig | None = None,
 ) -> Trajectory:
     """Solve many initial conditions (and problems) at once: one `jit(vmap)` diffrax solve.
 
     `m0` is `(B, L, P)`, `v0` is `(B, L)`. With `batch_problem=True`, `problem` carries a
     leading batch axis `B` on its arrays (build it with `stack_problems`). Diffrax methods
-    only. The result has a leading batch axis on every field but `t`. `repulsive` and
-    `max_events` are the relu options of `solve`.
+    only. The result has a leading batch axis on every field but `t`. `repulsive`,
+    `max_events` and `config` are as in `solve`.
     """
-    if method not in DIFFRAX_SOLVERS:
+    t0, t1, ts = _check_common(problem, t0, t1, ts)
+    options = {"method": method, "rtol": rtol, "atol": atol, "dt0": dt0, "max_steps": max_steps, "max_segments": max_segments, "max_events": max_events}
+    if config is None and method not in DIFFRAX_SOLVERS:
         require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
-    t0, t1, ts, rtol, atol, dt0 = _check_common(problem, t0, t1, ts, method, rtol, atol, dt0)
+    config = _config(config, options)
+    if config.is_scipy:
+        require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {config.method!r}")
     m0, v0 = _float_array(m0), _float_array(v0)
     require(m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0], f"m0 must be (B, L, P) and v0 (B, L) with the same B, got {m0.shape} and {v0.shape}")
     _check_state("m0", m0)
@@ -312,11 +331,8 @@ def solve_batch(
         )
     first_problem = jax.tree_util.tree_map(lambda x: x[0], problem) if batch_problem else problem
     first_problem.check_state(m0[0], v0[0])
-    hybrid = not problem.sigma.smooth and method != "euler"
-    branch = _check_relu(repulsive, max_events)
-    steps = _max_steps(method, t0, t1, dt0, max_steps)
-    traj = _compiled(
-        problem, m0, v0, t0, t1, ts, dt0, rtol, atol, branch, solver_name=method, max_steps=steps, max_segments=max_segments,
-        max_events=max_events, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None,
-    )
-    return _checked(traj, throw)
+    hybrid = not problem.sigma.smooth and config.method != "euler"
+    branch = _check_branch(repulsive)
+    config = _with_euler_steps(config, t0, t1)
+    traj = _compiled(problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None)
+    return traj.raise_for_status() if throw else traj

@@ -1,21 +1,128 @@
-r"""The result of a solve: `Trajectory`, its status codes and the error a failed solve raises.
+r"""The result of a solve: `Trajectory`, the `Status` codes and the errors a failure raises.
 
 Conventions follow `scipy.integrate.solve_ivp`: `t`, the state at the saved times,
-`status` (0 is success) and a `message` saying what happened and where.
+`status` (0 is success) and a `message` saying what happened and where. `Status` is
+shared with `cnntheory.simulate.Simulation`; every error the package raises for a failed
+run derives from `CnnTheoryError`, and `raise_for_status` is the one place that turns a
+failed status into one.
 """
 
 from __future__ import annotations
 
+import enum
+from typing import ClassVar
+
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-#: Status codes of a `Trajectory`.
-SUCCESS, MAX_STEPS, MAX_SEGMENTS, DIVERGED, FAILED = 0, 1, 2, 3, 4
 #: A state component beyond this magnitude counts as divergence.
 DIVERGENCE_BOUND = 1e100
+
+
+class Status(enum.IntEnum):
+    """The outcome of a solve or a simulation (cf. diffrax's `RESULTS`).
+
+    Results store these codes as integer arrays (`Trajectory.status`,
+    `Simulation.status`), so they work under `jax.jit` / `jax.vmap`; compare them with
+    the members (`traj.status == Status.MAX_STEPS`). `describe` words a failure.
+
+    - `SUCCESS` (0): the run reached its end.
+    - `MAX_STEPS` (1): `max_steps` solver steps were taken first.
+    - `MAX_SEGMENTS` (2): more than `max_segments` relu mode switches.
+    - `DIVERGED` (3): the state or the loss became non-finite or huge.
+    - `FAILED` (4): any other solver failure.
+    """
+
+    SUCCESS = 0
+    MAX_STEPS = 1
+    MAX_SEGMENTS = 2
+    DIVERGED = 3
+    FAILED = 4
+
+    def describe(
+        self,
+        t_end: float = float("nan"),
+        *,
+        method: str = "",
+        t1: float | None = None,
+        max_steps: int | None = None,
+        max_segments: int | None = None,
+        detail: str = "",
+    ) -> str:
+        """What this outcome means for a solve that stopped at `t_end`, and the fix.
+
+        `t1` (the end of the interval) may be `None` when it is not known; `method`,
+        `max_steps`, `max_segments` and `detail` (the solver's own words) fill in the
+        message where it names them.
+        """
+        te = float(t_end)
+        before = "the end of the interval" if t1 is None else f"t1={float(t1):.6g}"
+        if self is Status.SUCCESS:
+            return "The solver successfully reached the end of the integration interval."
+        if self is Status.MAX_STEPS:
+            return f"max_steps={max_steps} reached at t={te:.6g} before {before}: raise max_steps or loosen rtol/atol"
+        if self is Status.MAX_SEGMENTS:
+            return (
+                f"more than max_segments={max_segments} relu mode switches before t={te:.6g}: "
+                "the flow chatters on a surface m_lp = 0; raise max_segments"
+            )
+        if self is Status.DIVERGED:
+            return f"the solution diverged (non-finite or |state| > {DIVERGENCE_BOUND:g}) near t={te:.6g}" + (
+                "; the Euler step dt0 is too large for this problem: reduce dt0" if method == "euler" else ""
+            )
+        return f"the solver '{method}' failed at t={te:.6g}{': ' + detail if detail else ''}"
+
+
+
+class CnnTheoryError(RuntimeError):
+    """The base of the errors raised for a failed run (a solve or a simulation).
+
+    Bad arguments raise `ValueError` instead, before anything runs.
+    """
+
+    @classmethod
+    def from_result(cls, result) -> CnnTheoryError:
+        """The error for a failed `result` (its `message` says why and where)."""
+        return cls(result.message)
+
+
+class SolverError(CnnTheoryError):
+    """A solve that did not reach `t1`; the message says why and where."""
+
+
+class _Result(eqx.Module):
+    """A result with integer `status` codes (`Status`) and a `message`.
+
+    Subclasses name the error a failure raises (`error`).
+    """
+
+    error: ClassVar[type[CnnTheoryError]] = CnnTheoryError
+
+    @property
+    def success(self) -> bool:
+        """True when every run (every batch element or seed) succeeded."""
+        return bool((np.asarray(self.status) == Status.SUCCESS).all())
+
+    def traced_message(self) -> str:
+        """The message of a failure found only when a traced result is computed."""
+        return f"{type(self).__name__} status is not SUCCESS; read its status to see why"
+
+    def raise_for_status(self):
+        """Raise `error` (a `CnnTheoryError`) when the run failed; else return `self`.
+
+        Under `jax.jit` / `jax.vmap` the status is not known yet: the check then goes into
+        the caller's program (`eqx.error_if`, as `diffrax.diffeqsolve` does), fires when
+        the result is computed and says `traced_message()`; the returned result carries it.
+        """
+        if isinstance(self.status, jax.core.Tracer):
+            return eqx.error_if(self, self.status != Status.SUCCESS, self.traced_message())
+        if not self.success:
+            raise self.error.from_result(self)
+        return self
 
 
 #: Names of the relu mode-change kinds recorded in `Events.kind` (index = code).
@@ -80,19 +187,16 @@ class Events(eqx.Module):
         return [e for e in self.to_list(index) if e[3] == name]
 
 
-class SolverError(RuntimeError):
-    """A solve that did not reach `t1`; the message says why and where."""
-
-
-class Trajectory(eqx.Module):
+class Trajectory(_Result):
     """The solution of the flow at the saved times (cf. `scipy.integrate.solve_ivp`).
 
     Fields (a batched solve adds a leading batch axis `B` to all but `t`):
 
     - `t`: `(T,)` save times; `m`: `(T, L, P)` order parameters; `v`: `(T, L)` head;
       `loss`: `(T,)` population loss.
-    - `status`: 0 success, 1 `max_steps` reached, 2 too many relu mode switches,
-      3 diverged, 4 other solver failure; the `message` property says which, and where.
+    - `status`: a `Status` code: 0 success, 1 `max_steps` reached, 2 too many relu mode
+      switches, 3 diverged, 4 other solver failure; the `message` property says which,
+      and where; `raise_for_status()` raises `SolverError` with that message.
     - `num_steps`: accepted + rejected steps; `num_segments`: smooth pieces of a relu
       (Filippov) solve, 1 otherwise; `t_end`: the time the solver reached.
     - `method`: the solver's name; `fixed_message`: a message set by whoever assembled
@@ -123,6 +227,8 @@ class Trajectory(eqx.Module):
     detail: str = eqx.field(static=True, default="")
     events: Events | None = None
 
+    error: ClassVar[type[CnnTheoryError]] = SolverError
+
     @property
     def message(self) -> str:
         """What happened and where (scipy's `message`), derived from `status` and `t_end`."""
@@ -130,10 +236,13 @@ class Trajectory(eqx.Module):
             return self.fixed_message
         return status_message(self.status, self.t_end, self.method, None, self.max_steps, self.max_segments, self.detail)
 
-    @property
-    def success(self) -> bool:
-        """True when every solve reached `t1`."""
-        return bool((np.asarray(self.status) == SUCCESS).all())
+    def traced_message(self) -> str:
+        """The message of `raise_for_status` under `jax.jit` / `jax.vmap` (status unknown)."""
+        return (
+            f"cnntheory.solve ({self.method}) did not reach t1: status 1 max_steps={self.max_steps} reached, "
+            f"2 more than max_segments={self.max_segments} relu mode switches, 3 diverged, 4 solver failure; "
+            "pass throw=False to get the Trajectory and read its status"
+        )
 
     @property
     def y(self):
@@ -148,34 +257,27 @@ def diverged(*state) -> Array:
 
 
 def status_from_result(result, is_diverged) -> Array:
-    """Map a diffrax `RESULTS` value (and a divergence flag) to a `Trajectory` status code."""
+    """Map a diffrax `RESULTS` value (and a divergence flag) to a `Status` code."""
     R = diffrax.RESULTS
     ok = (result == R.successful) | (result == R.event_occurred)
     return jnp.where(
         is_diverged,
-        DIVERGED,
-        jnp.where(ok, SUCCESS, jnp.where(result == R.max_steps_reached, MAX_STEPS, FAILED)),
+        Status.DIVERGED,
+        jnp.where(ok, Status.SUCCESS, jnp.where(result == R.max_steps_reached, Status.MAX_STEPS, Status.FAILED)),
     )
 
 
 def status_message(status, t_end, method, t1, max_steps, max_segments, detail="") -> str:
-    """The human-readable message for (possibly batched) status codes: what failed, and where.
+    """The message for (possibly batched) status codes: the first failure, and where.
 
     `t1` (the end of the interval) may be `None` when it is not known.
     """
     status = np.atleast_1d(np.asarray(status))
-    bad = np.flatnonzero(status != SUCCESS)
+    bad = np.flatnonzero(status != Status.SUCCESS)
     if bad.size == 0:
-        return "The solver successfully reached the end of the integration interval."
+        return Status.SUCCESS.describe()
     i = bad[0]
     where = f" (first failing batch element {i}, {bad.size} of {status.size} failed)" if status.size > 1 else ""
-    te = float(np.atleast_1d(np.asarray(t_end))[i])
-    before = "the end of the interval" if t1 is None else f"t1={float(t1):.6g}"
-    reasons = {
-        MAX_STEPS: f"max_steps={max_steps} reached at t={te:.6g} before {before}: raise max_steps or loosen rtol/atol",
-        MAX_SEGMENTS: f"more than max_segments={max_segments} relu mode switches before t={te:.6g}: the flow chatters on a surface m_lp = 0; raise max_segments",
-        DIVERGED: f"the solution diverged (non-finite or |state| > {DIVERGENCE_BOUND:g}) near t={te:.6g}"
-        + ("; the Euler step dt0 is too large for this problem: reduce dt0" if method == "euler" else ""),
-        FAILED: f"the solver '{method}' failed at t={te:.6g}{': ' + detail if detail else ''}",
-    }
-    return reasons[int(status[i])] + where
+    te = np.atleast_1d(np.asarray(t_end))[i]
+    reason = Status(int(status[i])).describe(te, method=method, t1=t1, max_steps=max_steps, max_segments=max_segments, detail=detail)
+    return reason + where

@@ -24,6 +24,7 @@ from jaxtyping import Array, Float
 
 from ._problem import TeacherStudent
 from ._solve import Trajectory, solve
+from ._trajectory import Status
 from ._validate import require
 from .simulate import Simulation
 
@@ -174,7 +175,7 @@ def compare(
         not per_seed or traj.m.shape[0] == sim.num_seeds,
         f"a per-seed trajectory needs one solve per seed ({sim.num_seeds}), got {traj.m.shape[0]}",
     )
-    ok = np.flatnonzero(np.asarray(sim.status) == 0)
+    ok = np.flatnonzero(np.asarray(sim.status) == Status.SUCCESS)
     require(ok.size >= 1, f"every seed of the simulation diverged ({sim.message}); nothing to compare")
     if fields is None:
         fields = _DEFAULT_FIELDS[sim.mode]

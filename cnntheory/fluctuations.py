@@ -104,7 +104,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent, flatten_state, unflatten_state
-from ._trajectory import SUCCESS, SolverError, status_message
+from ._trajectory import SolverError, Status, status_message
 from ._validate import require, require_finite
 
 __all__ = [
@@ -343,7 +343,7 @@ def _check(problem, m0, v0, t0, t1, ts, method):
 
 def _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw, **params):
     message = status_message(status, t_end, method, t1, max_steps, 0)
-    if throw and int(status) != SUCCESS:
+    if throw and int(status) != Status.SUCCESS:
         raise SolverError(message)
     y_flow, mu, cov = out
     P = problem.num_atoms
@@ -544,7 +544,7 @@ def response(
     (y, S), status, _, t_end = _sensitivity_core(
         problem, flatten_state(m0, v0), *map(jnp.asarray, (t0, t1, ts, rtol, atol)), solver_name=method, max_steps=max_steps
     )
-    if int(status) != SUCCESS:
+    if int(status) != Status.SUCCESS:
         raise SolverError(status_message(status, t_end, method, t1, max_steps, 0))
     return y, S
 
@@ -576,7 +576,7 @@ def training_set_spread(
     cov = jnp.einsum("tia,ab,tjb->tij", S, K, S) / num_train
     ts = np.linspace(float(t0), float(t1), 101) if ts is None else np.asarray(ts, dtype=float)
     m0 = jnp.asarray(m0, dtype=float)
-    return _result(problem, ts, m0, (y, y, cov), jnp.asarray(SUCCESS), t1, method, t1, max_steps, True,
+    return _result(problem, ts, m0, (y, y, cov), jnp.asarray(Status.SUCCESS), t1, method, t1, max_steps, True,
                    kind="training_set", lr=None, batch_size=None, num_train=int(num_train))
 
 

@@ -43,6 +43,7 @@ same point. Steps run in `lax.scan`, seeds in `vmap`.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -53,6 +54,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._activations import Activation
 from ._data import gram_pseudo_inverse
 from ._problem import TeacherStudent
+from ._trajectory import CnnTheoryError, Status, _Result
 from ._validate import require, require_finite
 
 __all__ = [
@@ -71,7 +73,7 @@ __all__ = [
 MODES = ("population", "fullbatch", "online")
 
 
-class SimulationDiverged(RuntimeError):
+class SimulationDiverged(CnnTheoryError):
     """A simulated run blew up (non-finite or huge loss or parameters).
 
     Attributes: `step` (first diverged step), `seed` (its seed index), `lr`.
@@ -83,8 +85,21 @@ class SimulationDiverged(RuntimeError):
         self.seed = seed
         self.lr = lr
 
+    @classmethod
+    def from_result(cls, result: Simulation) -> SimulationDiverged:
+        """The error for a `Simulation` with a diverged seed: the first to diverge."""
+        seed, step, _ = _first_divergence(result.status, result.diverged_at)
+        return cls(result.message, step=step, seed=seed, lr=result.lr)
 
-class Simulation(eqx.Module):
+
+def _first_divergence(status, diverged_at) -> tuple[int, int, int]:
+    """`(seed, step, count)`: the seed that diverged first, at which step, and how many did."""
+    bad = np.flatnonzero(np.asarray(status) != Status.SUCCESS)
+    seed = int(bad[np.argmin(np.asarray(diverged_at)[bad])])
+    return seed, int(np.asarray(diverged_at)[seed]), bad.size
+
+
+class Simulation(_Result):
     """Recorded simulated training: `Trajectory`-like fields with a leading seed axis `S`.
 
     - `t`: `(T,)` ODE times `lr * step` of the records (steps `0, r, 2r, ...`).
@@ -104,8 +119,10 @@ class Simulation(eqx.Module):
       `cnntheory.compare.theory_predictions`. `None` without a test set.
     - `train_moments`: `(S, P, P)` the empirical `C_hat` of each seed's training set
       (`fullbatch` only, else `None`).
-    - `status`: `(S,)` 0 finished, 1 diverged; `diverged_at`: `(S,)` first diverged step
-      (-1 if none). Records at and after it are NaN. `message`: a summary line.
+    - `status`: `(S,)` `Status` codes: `Status.SUCCESS` (0) finished,
+      `Status.DIVERGED` (3) diverged; `diverged_at`: `(S,)` first diverged step (-1 if
+      none). Records at and after it are NaN. `message`: a summary line; `success`:
+      no seed diverged; `raise_for_status()` raises `SimulationDiverged` otherwise.
     - `mode`, `lr`, `batch_size`, `num_train`, `num_test`, `record_every`, `steps`: the
       parameters of the run.
     """
@@ -131,6 +148,8 @@ class Simulation(eqx.Module):
     num_test: int = eqx.field(static=True)
     record_every: int = eqx.field(static=True)
     steps: int = eqx.field(static=True)
+
+    error: ClassVar[type[CnnTheoryError]] = SimulationDiverged
 
     @property
     def num_seeds(self) -> int:
@@ -508,8 +527,9 @@ def simulate(
       parameters (labels included: the indicator teacher's tolerance absorbs float32
       round-off). `loss` is always evaluated in float64.
     - `max_loss`: a step whose loss exceeds it, or that makes anything non-finite, is a
-      divergence. `throw=True` raises `SimulationDiverged` naming the step and `lr`;
-      `throw=False` returns with `status`, `diverged_at`, `message` set.
+      divergence. `throw=True` raises `SimulationDiverged` naming the step and `lr`
+      (`Simulation.raise_for_status()`); `throw=False` returns with `status`,
+      `diverged_at`, `message` set.
     - `progress`: show a tqdm bar over `num_chunks` chunks of the run.
     - `seeds_by`: `"vmap"` (seeds batched), `"map"` (`lax.map`, seeds one after the other
       in one compiled loop) or `"auto"`: `"vmap"` on accelerators and for float32,
@@ -589,21 +609,17 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, b
         return jnp.where(dead.reshape(shape), jnp.nan, x)
 
     rec = {name: mask(x) for name, x in rec.items()}
-    status = (diverged_at >= 0).astype(int)
-    bad = np.flatnonzero(np.asarray(status))
-    if bad.size:
-        seed = int(bad[np.argmin(np.asarray(diverged_at)[bad])])
-        step = int(diverged_at[seed])
+    status = jnp.where(diverged_at >= 0, Status.DIVERGED, Status.SUCCESS)
+    if bool(jnp.any(diverged_at >= 0)):
+        seed, step, count = _first_divergence(status, diverged_at)
         message = (
-            f"{mode} simulation diverged in {bad.size} of {status.shape[0]} seeds: first seed {seed} at step {step} "
+            f"{mode} simulation diverged in {count} of {status.shape[0]} seeds: first seed {seed} at step {step} "
             f"(t = {step * lr:g}) with lr={lr:g}; gradient descent is unstable at this step size, reduce lr"
         )
-        if throw:
-            raise SimulationDiverged(message, step=step, seed=seed, lr=float(lr))
     else:
         message = f"{mode} simulation finished: {steps} steps of lr={lr:g} (t1 = {steps * lr:g})"
     has_test = "test_loss" in rec
-    return Simulation(
+    result = Simulation(
         t=jnp.asarray(record_steps * lr, dtype=float),
         m=rec["m"],
         v=rec["v"],
@@ -626,3 +642,4 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, b
         record_every=int(record_every),
         steps=int(steps),
     )
+    return result.raise_for_status() if throw else result

@@ -306,7 +306,7 @@ def test_divergence_is_reported_with_its_step():
         sim.simulate(problem, M0, V0, **kw)
     assert 0 < info.value.step < 40 and info.value.lr == LR_DIVERGE
     s = sim.simulate(problem, M0, V0, throw=False, **kw)
-    assert np.all(np.asarray(s.status) == 1) and np.all(np.asarray(s.diverged_at) == info.value.step)
+    assert np.all(np.asarray(s.status) == cnntheory.Status.DIVERGED) and np.all(np.asarray(s.diverged_at) == info.value.step)
     assert "diverged" in s.message
     recorded = np.arange(s.t.shape[0]) * 2
     after = recorded > info.value.step

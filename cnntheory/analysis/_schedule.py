@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 from .._data import PatchMixture
 from .._problem import TeacherStudent
 from .._solve import Trajectory, solve
-from .._trajectory import SUCCESS, Events
+from .._trajectory import Events, Status
 from .._validate import require
 
 
@@ -71,7 +71,7 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
     ts = np.linspace(t0, t1, 101) if ts is None else np.asarray(ts, float)
     bounds = [t for t in schedule.times if t < t1] + [float(t1)]
     m, v = jnp.asarray(m0, float), jnp.asarray(v0, float)
-    parts, counts, status, nsteps, nseg, t_end, message = [], [], SUCCESS, 0, 0, t0, ""
+    parts, counts, status, nsteps, nseg, t_end, message = [], [], Status.SUCCESS, 0, 0, t0, ""
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         last = i == len(bounds) - 2
         mine = ts[(ts >= a) & ((ts < b) | (last & (ts <= b)))]
@@ -80,7 +80,7 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
         parts.append(traj)
         counts.append(mine.size)
         nsteps, nseg, t_end, message = nsteps + int(traj.num_steps), nseg + int(traj.num_segments), float(traj.t_end), traj.message
-        if int(traj.status) != SUCCESS:
+        if int(traj.status) != Status.SUCCESS:
             status = int(traj.status)
             break
         m, v = traj.m[-1], traj.v[-1]

@@ -1,0 +1,91 @@
+r"""`SolverConfig`: the options of a solve as one checked, immutable object.
+
+The numbers (`rtol`, `atol`, `dt0`) are pytree leaves, so a `SolverConfig` can be passed
+into a compiled function and new tolerances reuse the compiled program; the rest
+(`method`, `max_steps`, `max_segments`, `max_events`) are static: they fix the program.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._integrate import DIFFRAX_SOLVERS
+from ._scipy import SCIPY_METHODS
+from ._validate import require
+
+__all__ = ["SolverConfig"]
+
+
+def _traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _number(x):
+    """A traced number stays traced; a concrete one becomes a numpy float64 (one jit signature)."""
+    return jnp.asarray(x, dtype=float) if _traced(x) else np.float64(x)
+
+
+def _optional_number(x):
+    return None if x is None else _number(x)
+
+
+def _count(name: str, value, hint: str) -> None:
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
+        require(False, f"{name} must be an int >= 1 ({hint}), got {value!r}")
+
+
+class SolverConfig(eqx.Module):
+    """How `cnntheory.solve` integrates: the method, its tolerances and its limits.
+
+    Checked when built (a `ValueError` names the field and the fix); immutable (change a
+    field with `dataclasses.replace`). `solve(..., config=SolverConfig(...))` uses it; the
+    same names as keywords of `solve` build one.
+
+    **Fields:**
+
+    - `method`: a diffrax solver name (`DIFFRAX_SOLVERS`: `"tsit5"`, `"dopri5"`,
+      `"dopri8"`, ...; adaptive, PID step control), `"euler"` (fixed step `dt0`: the
+      gradient-descent map) or a scipy `solve_ivp` method (`SCIPY_METHODS`).
+    - `rtol`, `atol`: adaptive step control (both `> 0`).
+    - `dt0`: the first step (`None`: the solver picks it); the fixed step of `"euler"`,
+      which needs one.
+    - `max_steps`: the most solver steps per smooth segment.
+    - `max_segments`: the most relu mode switches (Filippov events).
+    - `max_events`: room in the `Trajectory.events` record of relu mode changes.
+
+    `rtol`, `atol` and `dt0` may be traced (inside `jax.jit` / `jax.vmap` / `jax.grad`):
+    they are then checked only when concrete.
+    """
+
+    method: str = eqx.field(static=True, default="tsit5")
+    rtol: float = eqx.field(converter=_number, default=1e-8)
+    atol: float = eqx.field(converter=_number, default=1e-10)
+    dt0: float | None = eqx.field(converter=_optional_number, default=None)
+    max_steps: int = eqx.field(static=True, default=100_000)
+    max_segments: int = eqx.field(static=True, default=1000)
+    max_events: int = eqx.field(static=True, default=256)
+
+    def __check_init__(self):
+        method, rtol, atol, dt0 = self.method, self.rtol, self.atol, self.dt0
+        if method not in DIFFRAX_SOLVERS and method not in SCIPY_METHODS:
+            require(False, f"unknown method {method!r}; choose one of: {', '.join(sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS))}")
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if not (_traced(tol) or tol > 0):
+                require(False, f"{name} must be > 0 (adaptive step control), got {name}={tol}")
+        if method == "euler" and not (dt0 is not None and (_traced(dt0) or dt0 > 0)):
+            require(False, f"method='euler' needs a fixed step dt0 > 0, got dt0={dt0}")
+        if dt0 is not None and not (_traced(dt0) or (math.isfinite(dt0) and dt0 > 0)):
+            require(False, f"dt0 must be a finite number > 0 or None (the solver picks the first step), got dt0={dt0}")
+        _count("max_steps", self.max_steps, "solver steps per smooth segment; raise it for long or stiff solves")
+        _count("max_segments", self.max_segments, "relu mode switches allowed")
+        _count("max_events", self.max_events, "rows of the relu events record")
+
+    @property
+    def is_scipy(self) -> bool:
+        """True when `method` is a scipy `solve_ivp` method."""
+        return self.method in SCIPY_METHODS
