@@ -84,8 +84,9 @@ def bench_methods(activation, repeats):
 
 def naive_relu(problem, reference):
     """Tsit5 on the plain (discontinuous) relu field, capped at 10^5 steps: it grinds at the kink."""
-    kwargs = dict(solver_name="tsit5", max_steps=100_000, max_segments=1, max_events=1, hybrid=False, batch_problem=False, batched=False, rhs=None)
-    args = (problem, M0, V0, jnp.asarray(0.0), jnp.asarray(T1), TS, None, jnp.asarray(1e-8), jnp.asarray(1e-10), 0)
+    kwargs = dict(hybrid=False, batch_problem=False, batched=False, rhs=None)
+    config = ct.SolverConfig(method="tsit5", rtol=1e-8, atol=1e-10, max_steps=100_000, max_segments=1, max_events=1)
+    args = (problem, M0, V0, jnp.asarray(0.0), jnp.asarray(T1), TS, config, 0)
     start = time.perf_counter()
     traj = jax.block_until_ready(_solve._compiled(*args, **kwargs))
     status, steps, t_end = traj.status, traj.num_steps, traj.t_end
