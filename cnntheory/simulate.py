@@ -20,7 +20,8 @@ v \leftarrow v - \mathrm{lr}\,\eta_v\,\nabla_v \mathcal{L},$$
 so one step is one explicit Euler step of the order-parameter flow with `dt = lr`, and the
 ODE time after `s` steps is `t = lr * s` (the learning rates `eta_K`, `eta_v` of the flow
 multiply the gradients, `lr` is the time step). Three modes, three levels of
-exactness:
+exactness; each is an object that owns its objective (`Population()`,
+`FullBatch(num_train)`, `Online(batch_size)`), or its name as a string:
 
 - `"population"`: descent on the exact population loss
   `1/2 (a - b)^T C (a - b)`, where the per-atom outputs `a_p`, `b_p` are the real student
@@ -59,6 +60,10 @@ from ._validate import require, require_finite
 
 __all__ = [
     "MODES",
+    "FullBatch",
+    "Mode",
+    "Online",
+    "Population",
     "Simulation",
     "SimulationDiverged",
     "empirical_moments",
@@ -71,6 +76,97 @@ __all__ = [
 ]
 
 MODES = ("population", "fullbatch", "online")
+
+
+class Mode(eqx.Module):
+    """What gradient descent descends: `Population()`, `FullBatch(num_train)` or `Online(batch_size)`.
+
+    A mode owns its objective, the loss of one step (`objective`); `name` is its entry in
+    `MODES`, the string `simulate(mode=...)` also accepts; `samples` says whether it
+    draws images (and so needs a finite `patches_per_side`).
+    """
+
+    name: ClassVar[str]
+    samples: ClassVar[bool] = True
+
+    def training_images(self) -> int:
+        """Images per seed drawn once before training (a training set): 0 but for `FullBatch`."""
+        return 0
+
+    def objective(self, setup, params, key, train):
+        """The loss gradient descent follows at this step (`key`: this step's randomness;
+        `train`: the seed's training set, or `None`)."""
+        raise NotImplementedError
+
+
+class Population(Mode):
+    """Descent on the exact population loss `1/2 (a - b)^T C (a - b)` (no images)."""
+
+    name: ClassVar[str] = "population"
+    samples: ClassVar[bool] = False
+
+    def objective(self, setup, params, key, train):
+        return setup.population_loss(params)
+
+
+class FullBatch(Mode):
+    """Descent on a training set of `num_train` images per seed, drawn once."""
+
+    num_train: int = eqx.field(static=True)
+    name: ClassVar[str] = "fullbatch"
+
+    def __check_init__(self):
+        require(
+            isinstance(self.num_train, (int, np.integer)) and not isinstance(self.num_train, bool) and self.num_train >= 1,
+            f"fullbatch mode needs num_train >= 1 (training images), got {self.num_train!r}",
+        )
+
+    def training_images(self) -> int:
+        return int(self.num_train)
+
+    def objective(self, setup, params, key, train):
+        return setup.image_loss(params, *train)
+
+
+class Online(Mode):
+    """SGD with a fresh batch of `batch_size` images every step."""
+
+    batch_size: int = eqx.field(static=True)
+    name: ClassVar[str] = "online"
+
+    def __check_init__(self):
+        require(
+            isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
+            f"online mode needs batch_size >= 1 (images per SGD step), got {self.batch_size!r}",
+        )
+
+    def objective(self, setup, params, key, train):
+        patches, _ = setup.problem.mixture.sample_counts(key, int(self.batch_size))
+        return setup.image_loss(params, patches, setup.labels(patches))
+
+
+def _as_mode(mode, batch_size, num_train) -> Mode:
+    """The `Mode` of `simulate(mode=..., batch_size=..., num_train=...)`.
+
+    A name takes its number from the keywords (the other one is ignored, as it always
+    was); a `Mode` object carries its own, and a keyword that contradicts it is an error.
+    """
+    if isinstance(mode, Mode):
+        for name, value in (("batch_size", batch_size), ("num_train", num_train)):
+            if value is not None and getattr(mode, name, None) != value:
+                require(
+                    False,
+                    f"{name}={value!r} contradicts mode={mode!r}: a Mode object carries its own numbers "
+                    f"(Online(batch_size), FullBatch(num_train)); drop the {name} keyword",
+                )
+        return mode
+    if not (isinstance(mode, str) and mode in MODES):
+        require(False, f"mode must be one of {MODES} or a Mode (Population(), FullBatch(num_train), Online(batch_size)), got {mode!r}")
+    if mode == "online":
+        return Online(batch_size)
+    if mode == "fullbatch":
+        return FullBatch(num_train)
+    return Population()
 
 
 class SimulationDiverged(CnnTheoryError):
@@ -297,8 +393,9 @@ def empirical_problem(problem: TeacherStudent, counts: Int[Array, "n P"]) -> Tea
 
 
 def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds):
+    """Returns the number of steps and the `Mode`."""
     require(isinstance(problem, TeacherStudent), f"problem must be a TeacherStudent, got {type(problem).__name__}")
-    require(mode in MODES, f"mode must be one of {MODES}, got {mode!r}")
+    mode = _as_mode(mode, batch_size, num_train)
     problem.check_state(m0, v0)
     require_finite("m0", m0)
     require_finite("v0", v0)
@@ -318,24 +415,14 @@ def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num
     )
     require(steps % record_every == 0, f"steps={steps} must be a multiple of record_every={record_every}")
     require(isinstance(num_seeds, (int, np.integer)) and num_seeds >= 1, f"num_seeds must be >= 1, got {num_seeds!r}")
-    if mode == "online":
-        require(
-            isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
-            f"online mode needs batch_size >= 1 (images per SGD step), got {batch_size!r}",
-        )
-    if mode == "fullbatch":
-        require(
-            isinstance(num_train, (int, np.integer)) and num_train >= 1,
-            f"fullbatch mode needs num_train >= 1 (training images), got {num_train!r}",
-        )
     require(isinstance(num_test, (int, np.integer)) and num_test >= 0, f"num_test must be >= 0, got {num_test!r}")
-    if mode != "population" or num_test > 0:
+    if mode.samples or num_test > 0:
         require(
             problem.mixture.patches_per_side is not None,
-            f"mode={mode!r} with num_test={num_test} samples images, which needs a finite patches_per_side "
+            f"mode={mode.name!r} with num_test={num_test} samples images, which needs a finite patches_per_side "
             "(the continuum mixture has none); use mode='population' with num_test=0",
         )
-    return int(steps)
+    return int(steps), mode
 
 
 def _label_groups(labels: np.ndarray, pooled: np.ndarray):
@@ -359,8 +446,7 @@ class _Setup(eqx.Module):
     test_labels: Float[Array, " nt"] | None
     group_ids: Int[Array, " nt"] | None
     group_sizes: Float[Array, " V"] | None
-    mode: str = eqx.field(static=True)
-    batch_size: int | None = eqx.field(static=True)
+    mode: Mode
     dtype: object = eqx.field(static=True)
     seeds_by: str = eqx.field(static=True)
 
@@ -387,17 +473,9 @@ class _Setup(eqx.Module):
         e = self.student(params, single) - self.labels(single)
         return 0.5 * e @ self.problem.moments.astype(self.dtype) @ e
 
-    def batch(self, key):
-        patches, _ = self.problem.mixture.sample_counts(key, self.batch_size)
-        return patches, self.labels(patches)
-
     def objective(self, params, key, train):
-        """The loss gradient descent follows at this step."""
-        if self.mode == "population":
-            return self.population_loss(params)
-        if self.mode == "fullbatch":
-            return self.image_loss(params, *train)
-        return self.image_loss(params, *self.batch(key))
+        """The loss gradient descent follows at this step (the mode's)."""
+        return self.mode.objective(self, params, key, train)
 
     def step(self, state, train):
         """One gradient step; returns the new state and the loss before it."""
@@ -443,7 +521,6 @@ def _prepare(setup: _Setup, m0, v0, key, num_seeds: int, num_test: int, num_trai
         jnp.zeros(num_seeds, dtype=int),
         jnp.full(num_seeds, -1),
     )
-    num_train = num_train if setup.mode == "fullbatch" else 0
     total = num_test + num_seeds * num_train
     if total == 0:
         return states, None, None
@@ -489,7 +566,7 @@ def simulate(
     m0: Float[Array, "L P"],
     v0: Float[Array, " L"],
     *,
-    mode: str,
+    mode: str | Mode,
     lr: float,
     key: PRNGKeyArray,
     steps: int | None = None,
@@ -515,12 +592,15 @@ def simulate(
       `patches_per_side` unless `mode="population"` and `num_test=0`).
     - `m0`, `v0`: initial order parameters `(L, P)` and head `(L,)`; every seed starts
       there exactly (`init_kernels`, random out-of-span part of size `init_scale`).
-    - `mode`: `"population"`, `"fullbatch"` or `"online"` (module docstring).
+    - `mode`: `Population()`, `FullBatch(num_train)` or `Online(batch_size)`, or the
+      name `"population"`, `"fullbatch"` or `"online"` with `num_train` / `batch_size`
+      as keywords (module docstring).
     - `lr`: the step, in ODE time (`K -= lr eta_K grad_K`, `v -= lr eta_v grad_v`).
     - `key`: a JAX PRNG key; `num_seeds` independent runs (own out-of-span init, training
       set, SGD batches), `vmap`ped. The test set is shared by the seeds.
     - `steps` or `t1`: how long (`t1 = lr * steps`).
-    - `batch_size`: `B` for `online`; `num_train`: training images for `fullbatch`;
+    - `batch_size`: `B` for `"online"`; `num_train`: training images for `"fullbatch"`
+      (with a `Mode` object, leave them out: it carries them);
       `num_test`: held-out images for `test_loss` and `predictions` (0: none).
     - `record_every`: `r`, steps between records (records at steps `0, r, ..., steps`).
     - `dtype`: `jnp.float64` (default) or `jnp.float32` for the network and its
@@ -540,7 +620,7 @@ def simulate(
     """
     m0 = jnp.asarray(m0, dtype=float)
     v0 = jnp.asarray(v0, dtype=float)
-    steps = _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds)
+    steps, mode = _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds)
     dtype = jnp.dtype(dtype)
     require(dtype in (jnp.float32, jnp.float64), f"dtype must be float32 or float64, got {dtype}")
     require(seeds_by in ("auto", "vmap", "map"), f"seeds_by must be 'auto', 'vmap' or 'map', got {seeds_by!r}")
@@ -557,11 +637,10 @@ def simulate(
         group_ids=None,
         group_sizes=None,
         mode=mode,
-        batch_size=int(batch_size) if mode == "online" else None,
         dtype=dtype,
         seeds_by=seeds_by,
     )
-    states, train, test = _prepare(setup, m0, v0, key, int(num_seeds), int(num_test), int(num_train or 0), init_scale)
+    states, train, test = _prepare(setup, m0, v0, key, int(num_seeds), int(num_test), mode.training_images(), init_scale)
     train_moments = None
     if train is not None:
         train_moments = jax.vmap(lambda c: empirical_moments(problem, c))(train[2])
@@ -583,7 +662,7 @@ def simulate(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"simulate ({mode})", unit="step")
+        bar = tqdm(total=steps, desc=f"simulate ({mode.name})", unit="step")
     records = []
     # Numbers go in as arrays: a new steps / record_every does not recompile.
     n_rec, r = jnp.asarray(num_records), jnp.asarray(record_every)
@@ -595,10 +674,10 @@ def simulate(
     if bar is not None:
         bar.close()
     rec = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *records)
-    return _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, batch_size, num_train, num_test, throw)
+    return _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, num_test, throw)
 
 
-def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, batch_size, num_train, num_test, throw):
+def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, num_test, throw):
     diverged_at = states[3]
     record_steps = jnp.arange(rec["m"].shape[1]) * record_every
     # A record at step s holds the state after s updates: NaN from the first bad update on.
@@ -613,11 +692,11 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, b
     if bool(jnp.any(diverged_at >= 0)):
         seed, step, count = _first_divergence(status, diverged_at)
         message = (
-            f"{mode} simulation diverged in {count} of {status.shape[0]} seeds: first seed {seed} at step {step} "
+            f"{mode.name} simulation diverged in {count} of {status.shape[0]} seeds: first seed {seed} at step {step} "
             f"(t = {step * lr:g}) with lr={lr:g}; gradient descent is unstable at this step size, reduce lr"
         )
     else:
-        message = f"{mode} simulation finished: {steps} steps of lr={lr:g} (t1 = {steps * lr:g})"
+        message = f"{mode.name} simulation finished: {steps} steps of lr={lr:g} (t1 = {steps * lr:g})"
     has_test = "test_loss" in rec
     result = Simulation(
         t=jnp.asarray(record_steps * lr, dtype=float),
@@ -634,10 +713,10 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, b
         status=status,
         diverged_at=diverged_at,
         message=message,
-        mode=mode,
+        mode=mode.name,
         lr=float(lr),
-        batch_size=int(batch_size) if mode == "online" else None,
-        num_train=int(num_train) if mode == "fullbatch" else None,
+        batch_size=int(mode.batch_size) if isinstance(mode, Online) else None,
+        num_train=int(mode.num_train) if isinstance(mode, FullBatch) else None,
         num_test=int(num_test),
         record_every=int(record_every),
         steps=int(steps),

@@ -331,3 +331,59 @@ def test_seeds_by_vmap_and_map_agree(relu_problem):
     b = sim.simulate(relu_problem, M0, V0, seeds_by="map", **kw)
     np.testing.assert_allclose(a.m, b.m, atol=1e-14)
     np.testing.assert_allclose(a.predictions, b.predictions, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "name, keywords, mode",
+    [
+        ("population", {}, sim.Population()),
+        ("fullbatch", {"num_train": 16}, sim.FullBatch(num_train=16)),
+        ("online", {"batch_size": 4}, sim.Online(batch_size=4)),
+    ],
+)
+def test_mode_objects_match_mode_names(relu_problem, name, keywords, mode):
+    common = dict(lr=LR, steps=20, record_every=10, key=jax.random.key(3), num_seeds=2, num_test=16)
+    by_name = sim.simulate(relu_problem, M0, V0, mode=name, **keywords, **common)
+    by_object = sim.simulate(relu_problem, M0, V0, mode=mode, **common)
+    assert by_object.mode == by_name.mode == mode.name == name
+    assert (by_object.batch_size, by_object.num_train) == (by_name.batch_size, by_name.num_train)
+    for field in ("m", "v", "loss", "train_loss", "test_loss", "predictions"):
+        np.testing.assert_array_equal(getattr(by_object, field), getattr(by_name, field))
+    # A keyword that repeats the object's number is no conflict.
+    if keywords:
+        same = sim.simulate(relu_problem, M0, V0, mode=mode, **keywords, **common)
+        np.testing.assert_array_equal(same.m, by_object.m)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: sim.Online(batch_size=0), "online mode needs batch_size >= 1"),
+        (lambda: sim.Online(batch_size=2.5), "online mode needs batch_size >= 1"),
+        (lambda: sim.FullBatch(num_train=None), "fullbatch mode needs num_train >= 1"),
+        (lambda: sim.FullBatch(num_train=True), "fullbatch mode needs num_train >= 1"),
+    ],
+)
+def test_mode_objects_are_checked_when_built(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize(
+    "mode, keywords, match",
+    [
+        (sim.Online(batch_size=8), {"batch_size": 4}, "batch_size=4 contradicts mode=Online"),
+        (sim.FullBatch(num_train=8), {"num_train": 4}, "num_train=4 contradicts mode=FullBatch"),
+        (sim.Population(), {"batch_size": 4}, "batch_size=4 contradicts mode=Population"),
+        (3, {}, "mode must be one of"),
+    ],
+)
+def test_mode_object_and_conflicting_keyword(relu_problem, mode, keywords, match):
+    with pytest.raises(ValueError, match=match):
+        sim.simulate(relu_problem, M0, V0, mode=mode, lr=LR, steps=1, key=jax.random.key(0), **keywords)
+
+
+def test_mode_objects_own_their_objective(relu_problem):
+    assert [m.name for m in (sim.Population(), sim.FullBatch(2), sim.Online(2))] == list(sim.MODES)
+    assert not sim.Population().samples and sim.FullBatch(2).samples and sim.Online(2).samples
+    assert (sim.Population().training_images(), sim.FullBatch(5).training_images(), sim.Online(5).training_images()) == (0, 5, 0)

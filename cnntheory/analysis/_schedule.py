@@ -103,7 +103,8 @@ def simulate_schedule(schedule: Schedule, m0, v0, *, lr: float, key, t1: float, 
 
     from ..simulate import simulate
 
-    if simulate_kwargs.get("mode", "population") != "population":
+    mode = simulate_kwargs.get("mode", "population")
+    if getattr(mode, "name", mode) != "population":
         require(
             all(bool(jnp.allclose(p.moments, p.mixture.moments)) for p in schedule.problems),
             "a sampling mode (fullbatch/online) draws images from each problem's mixture, so every problem's moments "
