@@ -100,7 +100,6 @@ def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, repulsive, *, h
 
 
 _DEFAULT = SolverConfig()
-_OPTIONS = tuple(f.name for f in dataclasses.fields(SolverConfig))
 
 
 def _same(a, b) -> bool:

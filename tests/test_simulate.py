@@ -342,7 +342,7 @@ def test_seeds_by_vmap_and_map_agree(relu_problem):
     ],
 )
 def test_mode_objects_match_mode_names(relu_problem, name, keywords, mode):
-    common = dict(lr=LR, steps=20, record_every=10, key=jax.random.key(3), num_seeds=2, num_test=16)
+    common = {"lr": LR, "steps": 20, "record_every": 10, "key": jax.random.key(3), "num_seeds": 2, "num_test": 16}
     by_name = sim.simulate(relu_problem, M0, V0, mode=name, **keywords, **common)
     by_object = sim.simulate(relu_problem, M0, V0, mode=mode, **common)
     assert by_object.mode == by_name.mode == mode.name == name

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 import cnntheory as ct
-from cnntheory import CnnTheoryError, SolverConfig, SolverError, Status, shape_counting, solve, solve_batch
+from cnntheory import (
+    CnnTheoryError,
+    SolverConfig,
+    SolverError,
+    Status,
+    shape_counting,
+    solve,
+    solve_batch,
+)
 from cnntheory import simulate as sim
 from cnntheory._trajectory import status_message
 
