@@ -148,17 +148,15 @@ def _sliding_theta(problem: TeacherStudent, r: Float[Array, " P"], mode: Mode) -
 def _mode_residual(problem: TeacherStudent, m, v, mode: Mode):
     """Activations of the mode (relu on its fixed side, 0 on the surface) and `r = C (a - b)`."""
     activ = jnp.where(mode.slide, 0.0, mode.side * m)
-    return activ, problem.moments @ (v @ activ - problem.teacher_outputs())
+    return activ, problem.residual(m, v, activ)
 
 
 def mode_flow(problem: TeacherStudent, m, v, mode: Mode):
     """The smooth flow of one mode: `(dm/dt, dv/dt)` and the effective `sigma'` (`theta` where sliding)."""
     activ, r = _mode_residual(problem, m, v, mode)
     dsig = _sliding_theta(problem, r, mode)
-    dm = -(problem.lr_kernel / problem.patch_dim) * (v[:, None] * dsig * r[None, :]) @ problem.gram
-    dm = jnp.where(mode.slide, 0.0, dm)
-    dv = -problem.lr_head * activ @ r
-    return dm, dv, dsig
+    dm, dv = problem.velocities(v, activ, dsig, r)
+    return jnp.where(mode.slide, 0.0, dm), dv, dsig
 
 
 def _distance_parts(problem: TeacherStudent, m, v, mode: Mode):
