@@ -19,7 +19,7 @@ from ._data import (  # noqa: E402
 )
 from ._config import SolverConfig  # noqa: E402
 from ._problem import TeacherStudent, shape_counting  # noqa: E402
-from ._plots import plot_loss, plot_order_parameters, trajectory_figure  # noqa: E402
+from ._plots import mark_events, plot_loss, plot_order_parameters, trajectory_figure  # noqa: E402
 from ._solve import (  # noqa: E402
     DIFFRAX_SOLVERS,
     SCIPY_METHODS,

@@ -97,16 +97,49 @@ class Mode(NamedTuple):
     slide: Bool[Array, "L P"]
 
 
+def _sliding_solve(G: Float[Array, "P P"], S: Bool[Array, "L P"], b: Float[Array, "L P"]) -> Float[Array, "L P"]:
+    """`x` with `G_SS x_S = b_S` on each unit's sliding set `S`, and `x = b` elsewhere.
+
+    Gauss-Jordan elimination without pivoting on the masked system (the Gram matrix on the
+    sliding entries, the identity elsewhere), positive definite whenever the atoms are linearly
+    independent, where elimination without pivoting is as stable as Cholesky. Only the sliding
+    entries are pivots (a pivot off `S` is a no-op on that system), so a step of the flow costs
+    as many elimination rounds as the largest sliding set, usually none.
+
+    Written in jax.numpy, not with `jnp.linalg.solve`: jaxlib's batched LAPACK LU (`getrf`) on
+    the CPU splits its batch over the XLA thread pool and waits for it, and two such calls that
+    XLA runs at the same time (the one-sided flows `F^-`, `F^+` are independent) can take every
+    pool thread and wait for each other for ever (it did at `L P >= 800` on two cores).
+    """
+    L, P = S.shape
+    Sf = S.astype(G.dtype)
+    A = G[None] * Sf[:, :, None] * Sf[:, None, :] + jnp.eye(P, dtype=G.dtype)[None] * (1 - Sf)[:, :, None]
+    order = jnp.argsort(~S, axis=1, stable=True)  # each unit's sliding entries first
+    counts = S.sum(axis=1)
+    units = jnp.arange(L)
+
+    def eliminate(j, carry):
+        A, b = carry
+        k = order[:, j]
+        active = (j < counts)[:, None]
+        pivot = A[units, k, k]
+        row, bk = A[units, k, :] / pivot[:, None], b[units, k] / pivot
+        factor = jnp.where(active & (jnp.arange(P)[None, :] != k[:, None]), A[units, :, k], 0.0)
+        A = A - factor[:, :, None] * row[:, None, :]
+        A = A.at[units, k, :].set(jnp.where(active, row, A[units, k, :]))
+        b = b - factor * bk[:, None]
+        b = b.at[units, k].set(jnp.where(active[:, 0], bk, b[units, k]))
+        return A, b
+
+    return jax.lax.fori_loop(0, jnp.max(counts, initial=0), eliminate, (A, b))[1]
+
+
 def _sliding_theta(problem: TeacherStudent, r: Float[Array, " P"], mode: Mode) -> Float[Array, "L P"]:
     """`theta_lp` of the sliding entries (the other entries are returned as their side)."""
     G = problem.gram
     S = mode.slide.astype(G.dtype)
-    P = G.shape[0]
-    eye = jnp.eye(P, dtype=G.dtype)
-    # Masked system: the sub-Gram on sliding entries, identity rows elsewhere.
-    A = G[None] * S[:, :, None] * S[:, None, :] + eye[None] * (1 - S)[:, :, None]
     rhs = -S * ((mode.side * (1 - S) * r[None, :]) @ G)
-    x = jnp.linalg.solve(A, rhs[..., None])[..., 0]
+    x = _sliding_solve(G, mode.slide, rhs)
     safe_r = jnp.where(jnp.abs(r) > _TINY, r, 1.0)
     theta = jnp.where(jnp.abs(r) > _TINY, x / safe_r, 0.5)
     return jnp.where(mode.slide, theta, mode.side)
@@ -115,17 +148,15 @@ def _sliding_theta(problem: TeacherStudent, r: Float[Array, " P"], mode: Mode) -
 def _mode_residual(problem: TeacherStudent, m, v, mode: Mode):
     """Activations of the mode (relu on its fixed side, 0 on the surface) and `r = C (a - b)`."""
     activ = jnp.where(mode.slide, 0.0, mode.side * m)
-    return activ, problem.moments @ (v @ activ - problem.teacher_outputs())
+    return activ, problem.residual(m, v, activ)
 
 
 def mode_flow(problem: TeacherStudent, m, v, mode: Mode):
     """The smooth flow of one mode: `(dm/dt, dv/dt)` and the effective `sigma'` (`theta` where sliding)."""
     activ, r = _mode_residual(problem, m, v, mode)
     dsig = _sliding_theta(problem, r, mode)
-    dm = -(problem.lr_kernel / problem.patch_dim) * (v[:, None] * dsig * r[None, :]) @ problem.gram
-    dm = jnp.where(mode.slide, 0.0, dm)
-    dv = -problem.lr_head * activ @ r
-    return dm, dv, dsig
+    dm, dv = problem.velocities(v, activ, dsig, r)
+    return jnp.where(mode.slide, 0.0, dm), dv, dsig
 
 
 def _distance_parts(problem: TeacherStudent, m, v, mode: Mode):

@@ -10,8 +10,11 @@ import numpy as np
 from ._solve import Trajectory
 
 
-def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True):
-    """`m_lp(t)` (solid) and `v_l(t)` (dashed) of one solve on `ax`."""
+def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True, events: bool = True):
+    """`m_lp(t)` (solid) and `v_l(t)` (dashed) of one solve on `ax`.
+
+    `events`: mark the relu mode changes of `traj.events` on the axis `m = 0` (`mark_events`).
+    """
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
@@ -25,12 +28,41 @@ def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None
     for l in range(L):
         ax.plot(t, v[:, l], color="0.25", ls=("--", ":", "-.")[l % 3], lw=1.4, label=f"$v_{{{l + 1}}}$")
     ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+    if events:
+        mark_events(traj, ax, colors)
     ax.set_xlabel("time $t$")
     ax.set_ylabel("order parameters")
     if title:
         ax.set_title(title)
     if legend:
         ax.legend(ncol=2, fontsize=8, frameon=False)
+    return ax
+
+
+#: Marker of each event kind (`Events.kind`) in `mark_events`.
+EVENT_MARKERS = {"cross": "x", "slide": "v", "exit": "^", "repulsive": "*"}
+
+
+def mark_events(traj: Trajectory, ax, colors=None):
+    """Mark each relu mode change of an unbatched solve at `(t, 0)`, where its entry `m_lp` meets 0.
+
+    The marker says the kind (`EVENT_MARKERS`: crossing, start of a slide, exit from a slide,
+    repulsive surface), the colour is the entry's line colour in `plot_order_parameters`.
+    Each kind that occurs gets one legend entry.
+    """
+    import matplotlib.pyplot as plt
+
+    if traj.events is None or np.ndim(traj.events.count) != 0:
+        return ax
+    colors = colors or plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    P = np.shape(traj.m)[-1]
+    labelled = set()
+    for t, l, p, kind, _ in traj.events.to_list():
+        ax.plot(t, 0.0, ls="none", marker=EVENT_MARKERS[kind], ms=8 if kind == "repulsive" else 6,
+                mfc="none" if kind in ("slide", "exit") else colors[(l * P + p) % len(colors)],
+                mec=colors[(l * P + p) % len(colors)], mew=1.3, zorder=3,
+                label=None if kind in labelled else f"{kind} event")
+        labelled.add(kind)
     return ax
 
 

@@ -154,9 +154,14 @@ class TeacherStudent(eqx.Module):
         """`a_p = sum_l v_l sigma(m_lp)`."""
         return v @ self.sigma(m)
 
-    def residual(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " P"]:
-        """`r = C (a - b)`, the moment-weighted per-atom error."""
-        return self.moments @ (self.student_outputs(m, v) - self.teacher_outputs())
+    def residual(self, m: Float[Array, "L P"], v: Float[Array, " L"], activations: Float[Array, "L P"] | None = None) -> Float[Array, " P"]:
+        """`r = C (a - b)`, the moment-weighted per-atom error.
+
+        `activations` replaces `sigma(m)` in `a = v @ sigma(m)` (the relu solver passes those
+        of a fixed mode).
+        """
+        a = self.student_outputs(m, v) if activations is None else v @ activations
+        return self.moments @ (a - self.teacher_outputs())
 
     def loss(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, ""]:
         """Exact population loss `1/2 (a - b)^T C (a - b)`."""
@@ -167,10 +172,30 @@ class TeacherStudent(eqx.Module):
     def rhs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
         """Gradient-flow velocities `(dm/dt, dv/dt)` (closed form, module docstring)."""
         self.check_state(m, v)
-        r = self.residual(m, v)
-        dm = -(self.lr_kernel / self.patch_dim) * (v[:, None] * self.sigma.derivative(m) * r[None, :]) @ self.gram
-        dv = -self.lr_head * self.sigma(m) @ r
-        return dm, dv
+        return self.velocities(v, self.sigma(m), self.sigma.derivative(m), self.residual(m, v))
+
+    def velocities(
+        self, v: Float[Array, " L"], activations: Float[Array, "L P"], derivatives: Float[Array, "L P"], r: Float[Array, " P"]
+    ) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+        r"""The flow formula, the one place it is written:
+
+        $$\dot m_{lp} = -\frac{\eta_K}{D} \sum_q v_l\, \sigma'_{lq}\, r_q\, G_{qp},\qquad
+        \dot v_l = -\eta_v \sum_p \sigma_{lp}\, r_p,$$
+
+        with `activations` `sigma_lp`, `derivatives` `sigma'_lp` and `r = C (a - b)`. `rhs`
+        passes `sigma(m)`, `sigma'(m)`; the relu solver passes a mode's (`sigma'` replaced by
+        the sliding `theta` on a surface).
+        """
+        dm = -(self.lr_kernel / self.patch_dim) * (v[:, None] * derivatives * r[None, :]) @ self.gram
+        return dm, -self.lr_head * activations @ r
+
+    def unflatten(self, y: Float[Array, " n"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+        """`(m, v)` from the flat state `y = (vec m, v)` (`flatten_state`)."""
+        return unflatten_state(y, self.num_atoms)
+
+    def flat_rhs(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
+        """`rhs` on the flat state `y = (vec m, v)`: the field the analysis tools differentiate."""
+        return flatten_state(*self.rhs(*self.unflatten(y)))
 
 
 def shape_counting(

@@ -14,29 +14,25 @@ import numpy as np
 import scipy.integrate
 
 from ._filippov import REPULSIVE_BRANCHES, Mode, event_condition, initial_mode, mode_flow, pending_entries, resolve_mode
-from ._problem import TeacherStudent, flatten_state, unflatten_state
+from ._problem import TeacherStudent, flatten_state
 from ._trajectory import DIVERGENCE_BOUND, Events, Status
 
 SCIPY_METHODS = ("RK23", "RK45", "DOP853", "LSODA", "Radau", "BDF")
 
 
-def _unflat(problem, y):
-    return unflatten_state(y, problem.num_atoms)
-
-
 # Module-level jitted functions of (problem, y, ...): compiled once per shape and reused
 # across solves (scipy calls them from Python at every stage, `t` never traced).
 def _flat_smooth(problem, y):
-    return flatten_state(*problem.rhs(*_unflat(problem, y)))
+    return problem.flat_rhs(y)
 
 
 def _flat_mode(problem, y, side, slide):
-    dm, dv, _ = mode_flow(problem, *_unflat(problem, y), Mode(side, slide))
+    dm, dv, _ = mode_flow(problem, *problem.unflatten(y), Mode(side, slide))
     return flatten_state(dm, dv)
 
 
 def _after_event(problem, y, mode, events, t, fired, branch):
-    m, v = _unflat(problem, y)
+    m, v = problem.unflatten(y)
     hit = pending_entries(problem, m, v, mode, fired, jnp.asarray(branch) != 2)
     return resolve_mode(problem, m, v, mode, hit, events, t, branch)
 
@@ -46,9 +42,9 @@ _SCIPY_FNS = {
     "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
     "mode": jax.jit(_flat_mode),
     "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
-    "condition": jax.jit(lambda problem, y, side, slide, watch: event_condition(problem, *_unflat(problem, y), Mode(side, slide), watch)),
+    "condition": jax.jit(lambda problem, y, side, slide, watch: event_condition(problem, *problem.unflatten(y), Mode(side, slide), watch)),
     "after_event": jax.jit(_after_event),
-    "initial": jax.jit(lambda problem, y, events, t, branch: initial_mode(problem, *_unflat(problem, y), events, t, branch)),
+    "initial": jax.jit(lambda problem, y, events, t, branch: initial_mode(problem, *problem.unflatten(y), events, t, branch)),
 }
 
 
@@ -97,8 +93,8 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive
     L, P = m0.shape
     flow = _ScipyFlow(problem, L)
     if rhs is not None:
-        custom = jax.jit(lambda y: flatten_state(*rhs(*_unflat(problem, y))))
-        flow.smooth, flow.smooth_jac = custom, jax.jit(jax.jacfwd(lambda y: flatten_state(*rhs(*_unflat(problem, y)))))
+        custom = jax.jit(lambda y: flatten_state(*rhs(*problem.unflatten(y))))
+        flow.smooth, flow.smooth_jac = custom, jax.jit(jax.jacfwd(lambda y: flatten_state(*rhs(*problem.unflatten(y)))))
     y = np.concatenate([np.ravel(m0), np.asarray(v0)])
     out = np.full((len(ts), y.size), np.nan)
     saved = np.zeros(len(ts), dtype=bool)

@@ -103,7 +103,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._integrate import DIFFRAX_SOLVERS, integrate
-from ._problem import TeacherStudent, flatten_state, unflatten_state
+from ._problem import TeacherStudent, flatten_state
 from ._trajectory import SolverError, Status, status_message
 from ._validate import require, require_finite
 
@@ -281,18 +281,9 @@ class Fluctuations(eqx.Module):
         return jnp.concatenate([self.mean_m.reshape(self.t.shape[0], -1), self.mean_v], axis=1)
 
 
-def _flat_field(problem: TeacherStudent):
-    P = problem.num_atoms
-
-    def F(y):
-        return flatten_state(*problem.rhs(*unflatten_state(y, P)))
-
-    return F
-
-
 def _mean_drift(problem, y, Sigma, lr, discrete_step, noise_drift):
     """`F - (lr/2) J F + 1/2 F'':Sigma` at `y`, and `J`, `F`."""
-    F = _flat_field(problem)
+    F = problem.flat_rhs
     f, J = F(y), jax.jacfwd(F)(y)
     drift = f
     if discrete_step:
@@ -306,13 +297,12 @@ def _mean_drift(problem, y, Sigma, lr, discrete_step, noise_drift):
 def _moment_field(t, state, args, discrete_step, noise_drift):
     problem, lr, batch, fourth = args
     y_flow, mu, Sigma = state
-    P = problem.num_atoms
     drift, J, _ = _mean_drift(problem, mu, Sigma, lr, discrete_step, noise_drift)
-    m, v = unflatten_state(mu, P)
+    m, v = problem.unflatten(mu)
     G = drift_map(problem, m, v)
     D = G @ residual_noise(problem, m, v, fourth) @ G.T
     dSigma = J @ Sigma + Sigma @ J.T + (lr / batch) * D
-    return _flat_field(problem)(y_flow), drift, 0.5 * (dSigma + dSigma.T)
+    return problem.flat_rhs(y_flow), drift, 0.5 * (dSigma + dSigma.T)
 
 
 @eqx.filter_jit
@@ -430,14 +420,14 @@ def _psd_sqrt(X):
 def _paths_core(problem, y0, keys, t0, t1, ts, dt, lr, batch):
     P = problem.num_atoms
     fourth = _fourth(problem)
-    F = _flat_field(problem)
+    F = problem.flat_rhs
 
     def drift(t, y, args):
         f, J = F(y), jax.jacfwd(F)(y)
         return f - 0.5 * lr * J @ f
 
     def diffusion(t, y, args):
-        m, v = unflatten_state(y, P)
+        m, v = problem.unflatten(y)
         return jnp.sqrt(lr / batch) * drift_map(problem, m, v) @ _psd_sqrt(residual_noise(problem, m, v, fourth))
 
     def one(key):
@@ -508,7 +498,7 @@ def _sensitivity_field(t, state, problem):
     P = problem.num_atoms
 
     def F(y, C):
-        return flatten_state(*problem.with_moments(C).rhs(*unflatten_state(y, P)))
+        return problem.with_moments(C).flat_rhs(y)
 
     C = problem.moments
     J = jax.jacfwd(F, argnums=0)(y, C)

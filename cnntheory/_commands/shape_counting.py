@@ -59,7 +59,7 @@ def run(args) -> int:
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     ts = jnp.linspace(0.0, args.t1, args.num_points)
-    trajs, arrays, timings = {}, {"t": np.asarray(ts)}, {}
+    trajs, arrays, timings, events = {}, {"t": np.asarray(ts)}, {}, {}
     for alpha in alphas:
         problem = shape_counting(args.overlap, alpha, args.activation, args.patches_per_side, args.pooling, args.k)
         start = time.perf_counter()
@@ -69,8 +69,9 @@ def run(args) -> int:
         timings[f"alpha_{tag}"] = time.perf_counter() - start
         trajs[name] = traj
         arrays.update({f"m_alpha_{tag}": traj.m, f"v_alpha_{tag}": traj.v, f"loss_alpha_{tag}": traj.loss})
+        events[f"alpha_{tag}"] = [dict(t=t, unit=l, atom=p, kind=kind, to=to) for t, l, p, kind, to in traj.events.to_list()]
         print(f"alpha = {tuple(alpha)}: final m = {np.round(np.asarray(traj.m[-1]), 5).tolist()}, v = {np.round(np.asarray(traj.v[-1]), 5).tolist()}, "
-              f"loss = {float(traj.loss[-1]):.3e} ({int(traj.num_segments)} segments, {timings[f'alpha_{tag}']:.2f} s incl. compile)")
+              f"loss = {float(traj.loss[-1]):.3e} ({int(traj.num_segments)} segments, {int(traj.events.count)} relu events, {timings[f'alpha_{tag}']:.2f} s incl. compile)")
     fig = trajectory_figure(
         trajs, suptitle=f"Shape counting: {args.activation}, overlap {args.overlap:g}, $v(0) = (\\varepsilon, -\\varepsilon)$, $\\varepsilon = {args.eps:g}$"
     )
@@ -93,6 +94,7 @@ def run(args) -> int:
         "lr_kernel": args.k * args.k,
         "lr_head": 1.0,
         "seconds": timings,
+        "events": events,
     }
     paths = save_results(args.out, "shape_counting", arrays=arrays, params=params, figure=fig)
     for kind, path in paths.items():

@@ -60,12 +60,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._filippov import Mode, mode_flow
 from .._problem import TeacherStudent
 from .._problem import flatten_state as _flat
-from .._problem import unflatten_state
 from .._validate import require
 
 
-def _unflat(problem, y):
-    return unflatten_state(y, problem.num_atoms)
 
 KINDS = ("stable", "marginal", "saddle", "unstable")
 """Stability kinds of a fixed point (from the Jacobian's spectrum)."""
@@ -120,9 +117,9 @@ class FixedPoint(eqx.Module):
 
 def _field(problem: TeacherStudent, y, side, slide, hybrid: bool):
     """The flat field of one mode (relu) or the plain flow (smooth activations)."""
-    m, v = _unflat(problem, y)
+    m, v = problem.unflatten(y)
     if not hybrid:
-        return _flat(*problem.rhs(m, v))
+        return problem.flat_rhs(y)
     m = jnp.where(slide, 0.0, m)
     dm, dv, _ = mode_flow(problem, m, v, Mode(side, slide))
     return _flat(dm, dv)
@@ -130,7 +127,7 @@ def _field(problem: TeacherStudent, y, side, slide, hybrid: bool):
 
 def flow_jacobian(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, "n n"]:
     """`dF/dy` of the smooth flow at `(m, v)` in flat coordinates `y = (vec m, v)` (`jax.jacfwd`)."""
-    return jax.jacfwd(lambda y: _flat(*problem.rhs(*_unflat(problem, y))))(_flat(m, v))
+    return jax.jacfwd(problem.flat_rhs)(_flat(m, v))
 
 
 @eqx.filter_jit
@@ -151,7 +148,7 @@ def _solve_starts(problem, y0, side, slide, *, hybrid, max_steps, newton_steps):
         y = jax.lax.fori_loop(0, newton_steps, newton, y)
         F = fn(y, None)
         J = jax.jacfwd(fn)(y, None)
-        theta = mode_flow(problem, *_unflat(problem, y), Mode(side, slide))[2] if hybrid else jnp.zeros_like(side)
+        theta = mode_flow(problem, *problem.unflatten(y), Mode(side, slide))[2] if hybrid else jnp.zeros_like(side)
         return y, jnp.max(jnp.abs(F)), J, theta
 
     return jax.vmap(one)(y0, side, slide)
@@ -202,7 +199,7 @@ def _saturation(problem, m, v, saturation_tol, tol):
 
 def _analyse(problem, y, J, residual, side, slide, eig_tol, saturation_tol, tol):
     L = side.shape[0]
-    m, v = (np.asarray(a) for a in _unflat(problem, jnp.asarray(y)))
+    m, v = (np.asarray(a) for a in problem.unflatten(jnp.asarray(y)))
     m = np.where(slide, 0.0, m)
     free = np.concatenate([~slide.ravel(), np.ones(L, bool)])
     Jf = np.asarray(J)[np.ix_(free, free)]
@@ -295,7 +292,7 @@ def find_fixed_points(
     for i in np.argsort(res):
         if not np.isfinite(res[i]) or res[i] >= tol:
             continue
-        m, v = (np.asarray(a) for a in _unflat(problem, jnp.asarray(ys[i])))
+        m, v = (np.asarray(a) for a in problem.unflatten(jnp.asarray(ys[i])))
         if hybrid and not _consistent(side[i], slide[i], np.where(slide[i], 0.0, m), thetas[i], 1e-9):
             continue
         key_i = np.concatenate([a.ravel() for a in (_canonical(m, v) if modulo_permutation else (m, v))])

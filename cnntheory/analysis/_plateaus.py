@@ -110,6 +110,15 @@ class EscapeFit(eqx.Module):
     intercept: float
     r2: float
 
+    @classmethod
+    def from_times(cls, eps_values, times) -> "EscapeFit":
+        """The least-squares line of `times` against `log(1/eps)`."""
+        times, x = np.asarray(times, dtype=float), np.log(1.0 / np.asarray(eps_values, dtype=float))
+        slope, intercept = np.polyfit(x, times, 1)
+        resid = times - (intercept + slope * x)
+        r2 = 1.0 - np.sum(resid**2) / max(np.sum((times - times.mean()) ** 2), 1e-300)
+        return cls(jnp.asarray(eps_values), jnp.asarray(times), float(slope), float(intercept), float(r2))
+
 
 def escape_time(
     problem: TeacherStudent,
@@ -143,9 +152,4 @@ def escape_time(
         # Linear interpolation between the bracketing save times.
         tj = ts[j] if j == 0 else ts[j - 1] + (ts[j] - ts[j - 1]) * (loss[j - 1] - level) / (loss[j - 1] - loss[j])
         times.append(tj)
-    times = np.asarray(times)
-    x = np.log(1.0 / eps_values)
-    slope, intercept = np.polyfit(x, times, 1)
-    resid = times - (intercept + slope * x)
-    r2 = 1.0 - np.sum(resid**2) / max(np.sum((times - times.mean()) ** 2), 1e-300)
-    return EscapeFit(jnp.asarray(eps_values), jnp.asarray(times), float(slope), float(intercept), float(r2))
+    return EscapeFit.from_times(eps_values, times)

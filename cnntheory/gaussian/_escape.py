@@ -11,7 +11,6 @@ estimates `lambda`.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from .._validate import require
@@ -40,9 +39,4 @@ def escape_time(problem: GaussianTeacherStudent, Q0, R0, v0, eps_values, t1: flo
         j = int(after[0])
         level = fraction * plateau.height
         times.append(ts[j - 1] + (ts[j] - ts[j - 1]) * (err[j - 1] - level) / (err[j - 1] - err[j]))
-    times = np.asarray(times)
-    x = np.log(1.0 / eps_values)
-    slope, intercept = np.polyfit(x, times, 1)
-    resid = times - (intercept + slope * x)
-    r2 = 1.0 - np.sum(resid**2) / max(np.sum((times - times.mean()) ** 2), 1e-300)
-    return EscapeFit(jnp.asarray(eps_values), jnp.asarray(times), float(slope), float(intercept), float(r2))
+    return EscapeFit.from_times(eps_values, times)
