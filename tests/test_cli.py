@@ -102,7 +102,7 @@ def test_simulate_warns_past_the_stability_edge():
 
     problem = ct.shape_counting(0.8, (1.0, 1.0), "relu", 4)
     m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
-    edge = stability_edge(problem, m0, v0)  # ~9.87 (tested against GD in test_stability_edge.py)
+    edge = stability_edge(problem, m0, v0)  # ~9.87 (tested against GD in tests/analysis/test_curvature.py)
     assert stability_warning(problem, m0, v0, 0.02) is None and stability_warning(problem, m0, v0, 0.99 * edge) is None
     warning = stability_warning(problem, m0, v0, 50.0)
     assert "\n" not in warning and "--lr 50 exceeds" in warning and f"{edge:.4g}" in warning

@@ -1,4 +1,5 @@
-"""Asymptotic (saturated) states are told apart from true fixed points.
+"""Fixed points: the root finder against hand solutions and finite differences, relu points as
+Filippov equilibria, and asymptotic (saturated) states told apart from true fixed points.
 
 A sigmoid student on shape counting with alpha = (2, 1) has states where one unit's
 `|m_lp| ~ 20`: `sigma' ~ 1e-9` hides a non-zero force `v_l r_p`, so the flow passes the root
@@ -77,3 +78,52 @@ def test_relu_unchanged_and_tanh_saturates_only_far_out():
             assert p.asymptotic == bool(np.abs(np.asarray(p.m)).max() > 10)
         if alpha == (1.0, 1.0):
             assert an.count_kinds(points) == {"fixed": 64, "asymptotic": 0}
+
+
+def _linear_problem():
+    """P = 2 shapes, linear teacher and student: b = v* m* solvable by hand."""
+    mix = PatchMixture(shape_atoms(3, 0.5), (2.0, 1.0), None, "mean")
+    return ct.TeacherStudent(mix, [1.0, -0.5], teacher_activation="linear", student_activation="linear", lr_kernel=9.0)
+
+
+def test_fixed_points_residual_jacobian_and_planted():
+    problem = _linear_problem()
+    b = np.asarray(problem.teacher_outputs())
+    Cb = np.asarray(problem.moments) @ b
+    points = an.find_fixed_points(problem, 1, num_starts=64, key=jax.random.PRNGKey(0))
+    assert points
+    for p in points:
+        dm, dv = problem.rhs(p.m, p.v)
+        assert max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) < 1e-10
+    # Hand solution: zero loss on {v m = b} (marginal: the rescaling curve), and the
+    # saddle v = 0, m . C b = 0 (loss 1/2 b^T C b, one unstable direction).
+    minima = [p for p in points if p.loss < 1e-20]
+    assert minima and all(np.allclose(float(p.v[0]) * np.asarray(p.m[0]), b, atol=1e-9) for p in minima)
+    assert all(p.kind == "marginal" for p in minima)
+    saddles = [p for p in points if p.kind == "saddle"]
+    assert saddles
+    for p in saddles:
+        assert abs(float(p.v[0])) < 1e-9 and abs(float(np.asarray(p.m[0]) @ Cb)) < 1e-9
+        assert np.isclose(p.loss, 0.5 * b @ np.asarray(problem.moments) @ b)
+        assert p.num_unstable == 1
+
+
+def test_flow_jacobian_matches_finite_differences():
+    problem = ct.shape_counting(0.8, (2.0, 1.0), "tanh")
+    m, v = jnp.array([[0.3, -0.2], [0.1, 0.5]]), jnp.array([0.7, -0.4])
+    J = np.asarray(an.flow_jacobian(problem, m, v))
+    y = np.concatenate([np.ravel(m), v])
+    h = 1e-6
+    F = lambda y: np.concatenate([np.ravel(a) for a in problem.rhs(jnp.asarray(y[:4]).reshape(2, 2), jnp.asarray(y[4:]))])  # noqa: E731
+    fd = np.stack([(F(y + h * e) - F(y - h * e)) / (2 * h) for e in np.eye(6)], axis=1)
+    np.testing.assert_allclose(J, fd, atol=1e-8)
+
+
+def test_relu_fixed_points_are_filippov_equilibria():
+    problem = ct.shape_counting(0.8, (2.0, 1.0), "relu")
+    points = an.find_fixed_points(problem, 2, num_starts=64, key=jax.random.PRNGKey(3))
+    assert any(p.loss < 1e-20 for p in points)
+    for p in points:
+        if not np.any(np.asarray(p.sliding)):
+            dm, dv = problem.rhs(p.m, p.v)  # off the surfaces relu is smooth: plain field vanishes
+            assert max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) < 1e-10

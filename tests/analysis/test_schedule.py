@@ -1,4 +1,5 @@
-"""`simulate_schedule` (real CNN training through a schedule) against the chained ODE Euler map."""
+"""Schedules: `solve_schedule` against chained solves, and `simulate_schedule` (real CNN training
+through a schedule) against the chained ODE Euler map."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import cnntheory as ct
+from cnntheory import analysis as an
 from cnntheory.analysis import Schedule, restrict_atoms, simulate_schedule, solve_schedule
 
 M0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
@@ -53,3 +55,21 @@ def test_simulated_filters_match_the_theory_filters():
     np.testing.assert_allclose(kernels_from_order(problem, ode.m), moving_part(problem, kernels), atol=1e-11)
     fig = filters_figure(problem, [0.0, 2.0, 4.0], ode.m, t=ode.t, simulated_kernels=kernels, t_sim=sim.t)
     assert len(fig.axes) == 2 * 2 * 3  # (theory, simulation) x L units x times
+
+
+def test_schedule_one_segment_and_two_chained():
+    p1 = ct.shape_counting(0.8, (1.0, 1.0), "tanh", k=3)
+    p2 = an.restrict_atoms(p1, [0])
+    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.1, -0.1])
+    ts = np.linspace(0, 10, 11)
+    plain = ct.solve(p1, m0, v0, 10.0, ts=ts)
+    one = an.solve_schedule(an.Schedule([0.0], [p1]), m0, v0, 10.0, ts=ts)
+    np.testing.assert_allclose(one.m, plain.m, atol=1e-13)
+    np.testing.assert_allclose(one.loss, plain.loss, atol=1e-13)
+    two = an.solve_schedule(an.Schedule([0.0, 4.0], [p2, p1]), m0, v0, 10.0, ts=ts)
+    first = ct.solve(p2, m0, v0, 4.0, ts=ts[:5])
+    second = ct.solve(p1, first.m[-1], first.v[-1], 10.0, t0=4.0, ts=ts[4:])
+    np.testing.assert_allclose(two.m[:4], first.m[:4], atol=1e-13)
+    np.testing.assert_allclose(two.m[4:], second.m, atol=1e-13)
+    np.testing.assert_allclose(two.loss[4:], second.loss, atol=1e-13)
+    assert two.success

@@ -1,4 +1,5 @@
-"""Gradient descent's stability edge `2 / lambda_max(Lambda^{1/2} H Lambda^{1/2})`.
+"""Curvature: the Hessian against finite differences, and gradient descent's stability edge
+`2 / lambda_max(Lambda^{1/2} H Lambda^{1/2})`.
 
 Checked against gradient descent itself, written here with `jax.grad` of the parameter
 loss (not the Hessian code): at a global minimum, a small perturbation decays or stays for
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import cnntheory as ct
+from cnntheory import analysis as an
 from cnntheory.analysis import kernels_from_order, parameter_loss, stability_edge
 
 
@@ -69,3 +71,26 @@ def test_edge_of_the_shape_counting_start_and_bad_input():
     np.testing.assert_allclose(edge, 2.0 / top, rtol=1e-10)  # two eigen-solvers on a 52 x 52 matrix
     with pytest.raises(ValueError, match="need m"):
         stability_edge(problem, m0.ravel(), v0)
+
+
+def test_hessian_matches_finite_differences_and_landscape_centre():
+    problem = ct.shape_counting(0.8, (2.0, 1.0), "tanh", k=3)
+    m, v = jnp.array([[0.3, -0.2], [0.1, 0.5]]), jnp.array([0.7, -0.4])
+    H = np.asarray(an.hessian(problem, m, v))
+    K = np.asarray(an.kernels_from_order(problem, m))
+    np.testing.assert_allclose(K @ np.asarray(problem.mixture.atoms).T / problem.patch_dim, m, atol=1e-12)
+    theta = np.concatenate([K.ravel(), v])
+    L, D = 2, problem.patch_dim
+    f = lambda th: float(an.parameter_loss(problem, jnp.asarray(th[: L * D]).reshape(L, D), jnp.asarray(th[L * D :])))  # noqa: E731
+    h = 1e-4
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        i, j = rng.integers(theta.size, size=2)
+        ei, ej = np.eye(theta.size)[i] * h, np.eye(theta.size)[j] * h
+        fd = (f(theta + ei + ej) - f(theta + ei - ej) - f(theta - ei + ej) + f(theta - ei - ej)) / (4 * h * h)
+        assert abs(H[i, j] - fd) < 1e-6
+    ls = an.landscape(problem, m, v, key=jax.random.PRNGKey(1), n=5, extent=0.5)
+    assert np.isclose(float(ls.loss[2, 2]), float(problem.loss(m, v)), rtol=1e-13, atol=0)
+    traj = ct.solve(problem, m, v, 5.0, ts=np.linspace(0, 5, 6))
+    sharp = np.asarray(an.sharpness(problem, traj))
+    assert np.isclose(sharp[0], np.linalg.eigvalsh(H)[-1])
