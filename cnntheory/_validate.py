@@ -23,7 +23,7 @@ def require_finite(name: str, value) -> None:
         arr = np.asarray(value)
         if not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))
-            raise ValueError(f"{name} has non-finite entries (first at index {tuple(bad[0])})")
+            raise ValueError(f"{name} has non-finite entries (first at index {tuple(int(i) for i in bad[0])})")
 
 
 def require_shape(name: str, value, shape: tuple, hint: str = "") -> None:
