@@ -97,10 +97,10 @@ class SolverError(CnnTheoryError):
 class _Result(eqx.Module):
     """A result with integer `status` codes (`Status`) and a `message`.
 
-    Subclasses name the error a failure raises (`error`).
+    Subclasses name the error a failure raises (`exception`).
     """
 
-    error: ClassVar[type[CnnTheoryError]] = CnnTheoryError
+    exception: ClassVar[type[CnnTheoryError]] = CnnTheoryError
 
     @property
     def success(self) -> bool:
@@ -112,7 +112,7 @@ class _Result(eqx.Module):
         return f"{type(self).__name__} status is not SUCCESS; read its status to see why"
 
     def raise_for_status(self):
-        """Raise `error` (a `CnnTheoryError`) when the run failed; else return `self`.
+        """Raise `exception` (a `CnnTheoryError`) when the run failed; else return `self`.
 
         Under `jax.jit` / `jax.vmap` the status is not known yet: the check then goes into
         the caller's program (`eqx.error_if`, as `diffrax.diffeqsolve` does), fires when
@@ -121,7 +121,7 @@ class _Result(eqx.Module):
         if isinstance(self.status, jax.core.Tracer):
             return eqx.error_if(self, self.status != Status.SUCCESS, self.traced_message())
         if not self.success:
-            raise self.error.from_result(self)
+            raise self.exception.from_result(self)
         return self
 
 
@@ -227,7 +227,7 @@ class Trajectory(_Result):
     detail: str = eqx.field(static=True, default="")
     events: Events | None = None
 
-    error: ClassVar[type[CnnTheoryError]] = SolverError
+    exception: ClassVar[type[CnnTheoryError]] = SolverError
 
     @property
     def message(self) -> str:

@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -104,7 +105,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent, flatten_state
-from ._trajectory import SolverError, Status, status_message
+from ._trajectory import CnnTheoryError, SolverError, Status, _Result, status_message
 from ._validate import require, require_finite
 
 __all__ = [
@@ -235,14 +236,14 @@ def gradient_noise(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Arr
 # --- moment equations ------------------------------------------------------------------
 
 
-class Fluctuations(eqx.Module):
+class Fluctuations(_Result):
     """Predicted seed mean and covariance of `(m, v)` at the saved times.
 
     - `t`: `(T,)`; `mean_m`: `(T, L, P)`, `mean_v`: `(T, L)` the predicted mean;
       `cov`: `(T, n, n)` the covariance of the flat state `(m.ravel(), v)`.
     - `flow_m`, `flow_v`: the plain order-parameter flow at the same times (the `lr -> 0`
       mean); `mean_m - flow_m` is the predicted bias.
-    - `status`, `message`: as `Trajectory` (0 success).
+    - `status`, `message`, `success`, `raise_for_status()` (`SolverError`): as `Trajectory`.
     - `kind`: `"online"` (`moments`) or `"training_set"` (`training_set_spread`);
       `lr`, `batch_size`, `num_train`: the parameters (`None` where not applicable).
     """
@@ -259,6 +260,8 @@ class Fluctuations(eqx.Module):
     lr: float | None = eqx.field(static=True)
     batch_size: int | None = eqx.field(static=True)
     num_train: int | None = eqx.field(static=True)
+
+    exception: ClassVar[type[CnnTheoryError]] = SolverError
 
     @property
     def std(self) -> Float[Array, "T n"]:
@@ -333,13 +336,11 @@ def _check(problem, m0, v0, t0, t1, ts, method):
 
 def _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw, **params):
     message = status_message(status, t_end, method, t1, max_steps, 0)
-    if throw and int(status) != Status.SUCCESS:
-        raise SolverError(message)
     y_flow, mu, cov = out
     P = problem.num_atoms
     L = m0.shape[0]
     T = ts.shape[0]
-    return Fluctuations(
+    result = Fluctuations(
         t=jnp.asarray(ts),
         mean_m=mu[:, : L * P].reshape(T, L, P),
         mean_v=mu[:, L * P :],
@@ -350,6 +351,7 @@ def _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw, *
         message=message,
         **params,
     )
+    return result.raise_for_status() if throw else result
 
 
 def moments(

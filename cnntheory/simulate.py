@@ -245,7 +245,7 @@ class Simulation(_Result):
     record_every: int = eqx.field(static=True)
     steps: int = eqx.field(static=True)
 
-    error: ClassVar[type[CnnTheoryError]] = SimulationDiverged
+    exception: ClassVar[type[CnnTheoryError]] = SimulationDiverged
 
     @property
     def num_seeds(self) -> int:

@@ -277,6 +277,16 @@ def test_bad_input_raises():
         fl.training_set_spread(problem, m0, v0, 1.0, num_train=0)
 
 
+def test_failed_moment_solve_reports_its_status():
+    problem, m0, v0 = shape_problem()
+    with pytest.raises(ct.SolverError, match="max_steps=3 reached"):
+        fl.moments(problem, m0, v0, 1.0, lr=0.1, batch_size=4, max_steps=3)
+    failed = fl.moments(problem, m0, v0, 1.0, lr=0.1, batch_size=4, max_steps=3, throw=False)
+    assert int(failed.status) == ct.Status.MAX_STEPS and not failed.success
+    with pytest.raises(ct.SolverError, match="max_steps=3 reached"):
+        failed.raise_for_status()
+
+
 # --- where users see it --------------------------------------------------------------------
 
 

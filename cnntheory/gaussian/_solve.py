@@ -9,25 +9,29 @@ unless `throw=False`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._integrate import DIFFRAX_SOLVERS, integrate
-from .._trajectory import SolverError, status_message
+from .._trajectory import CnnTheoryError, SolverError, _Result, status_message
 from .._validate import require, require_finite, require_shape
 from ._problem import GaussianTeacherStudent
 
 
-class GaussianTrajectory(eqx.Module):
+class GaussianTrajectory(_Result):
     """The solution at the saved times (a batched solve adds a leading axis to all but `t`).
 
     - `t`: `(T,)` times `alpha`; `Q`: `(T, K, K)`; `R`: `(T, K, M)`; `v`: `(T, K)`;
       `error`: `(T,)` generalisation error (`loss` is the same array).
-    - `status` (0 success, 1 `max_steps`, 3 diverged, 4 failed), `message`, `num_steps`, `t_end`.
+    - `status` (`Status` codes: 0 success, 1 `max_steps`, 3 diverged, 4 failed), `message`,
+      `num_steps`, `t_end`; `success` and `raise_for_status()` (`SolverError`) as `Trajectory`.
     """
+
+    exception: ClassVar[type[CnnTheoryError]] = SolverError
 
     t: Float[Array, " T"]
     Q: Float[Array, "*B T K K"]
@@ -44,10 +48,6 @@ class GaussianTrajectory(eqx.Module):
     def loss(self):
         """The generalisation error, under the name the analysis tools read."""
         return self.error
-
-    @property
-    def success(self) -> bool:
-        return bool(np.all(np.asarray(self.status) == 0))
 
     @property
     def y(self):
@@ -104,6 +104,4 @@ def solve(
     )
     message = status_message(status, t_end, solver, float(t1), max_steps, 0)
     traj = GaussianTrajectory(ts, *ys, error, status, num_steps, t_end, solver, message)
-    if throw and not traj.success:
-        raise SolverError(message)
-    return traj
+    return traj.raise_for_status() if throw else traj

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnntheory import SolverError
+from cnntheory import SolverError, Status
 from cnntheory.gaussian import GaussianTeacherStudent, kernels_from_overlaps, simulate, solve
 
 
@@ -27,7 +27,11 @@ def test_solve_conventions(problem):
     assert float(tr.error[-1]) == pytest.approx(float(problem.error(tr.Q[-1], tr.R[-1], tr.v[-1])), rel=1e-12)
     with pytest.raises(SolverError, match="max_steps"):
         solve(problem, Q0, R0, V0, 2.0, max_steps=2)
-    assert solve(problem, Q0, R0, V0, 2.0, max_steps=2, throw=False).status == 1
+    failed = solve(problem, Q0, R0, V0, 2.0, max_steps=2, throw=False)
+    assert failed.status == Status.MAX_STEPS and not failed.success
+    with pytest.raises(SolverError, match="max_steps=2 reached"):
+        failed.raise_for_status()  # the one path from a failed status to an error, shared with Trajectory
+    assert tr.raise_for_status() is tr
     with pytest.raises(ValueError, match="R0"):
         solve(problem, Q0, R0[:, :1], V0, 2.0)
     with pytest.raises(ValueError, match="t1"):
