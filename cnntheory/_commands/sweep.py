@@ -34,6 +34,7 @@ def run(args) -> int:
     import numpy as np
 
     from .._problem import shape_counting
+    from .._trajectory import Status
     from ..analysis import sweep
     from ..analysis._plateaus import plateau_mask
 
@@ -57,7 +58,7 @@ def run(args) -> int:
         ax.set_title(title)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    print(f"{final.size} problems, {int(np.sum(res.status != 0))} failed; final loss in [{final.min():.3e}, {final.max():.3e}], "
+    print(f"{final.size} problems, {int(np.sum(res.status != Status.SUCCESS))} failed; final loss in [{final.min():.3e}, {final.max():.3e}], "
           f"plateau length in [{plateau.min():.3g}, {plateau.max():.3g}]")
     params = {"command": "sweep", "activation": args.activation, "eps": args.eps, "t1": args.t1, "m0": np.asarray(m0).tolist()}
     paths = res.save(args.out, "sweep", params=params, figure=fig)

@@ -97,7 +97,7 @@ def sweep(
     - `t1`, `ts`: as for `solve_batch`; `chunk_size`: grid points per batched solve
       (rounded up to a multiple of the device count); `devices`: default `jax.devices()`.
     - `progress`: a tqdm bar over chunks. Other keywords go to `solve_batch`; failed points
-      keep `status != 0` (no exception).
+      keep `status != Status.SUCCESS` (no exception).
     """
     require(isinstance(grid, dict) and len(grid) >= 1, "grid must be a non-empty dict of name -> values")
     coords = {k: np.atleast_1d(np.asarray(v)) for k, v in grid.items()}
