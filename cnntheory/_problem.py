@@ -126,7 +126,7 @@ class TeacherStudent(eqx.Module):
         """The teacher activation."""
         return get_activation(self.teacher_activation)
 
-    def with_moments(self, moments) -> "TeacherStudent":
+    def with_moments(self, moments) -> TeacherStudent:
         """The same problem with another moment matrix `C` (e.g. empirical `C_hat`)."""
         return TeacherStudent(
             self.mixture,

@@ -46,19 +46,19 @@ class Events(eqx.Module):
     count: Int[Array, "*B"]
 
     @classmethod
-    def empty(cls, size: int = 0, batch: tuple[int, ...] = ()) -> "Events":
+    def empty(cls, size: int = 0, batch: tuple[int, ...] = ()) -> Events:
         """A record with no events and room for `size` (batch shape `batch`)."""
         ints = jnp.full((*batch, size), -1, dtype=int)
         return cls(jnp.full((*batch, size), jnp.nan), ints, ints, ints, ints, jnp.zeros(batch, dtype=int))
 
     @classmethod
-    def concatenate(cls, records: list["Events"]) -> "Events":
+    def concatenate(cls, records: list[Events]) -> Events:
         """One record of the events of consecutive unbatched solves, in order."""
         rows = [e for r in records for e in r.to_list()]
         out = cls.empty(max(len(rows), 1))
         codes = [(t, u, a, EVENT_KINDS.index(k), EVENT_TARGETS.index(to)) for t, u, a, k, to in rows]
         if codes:
-            t, unit, atom, kind, to = (np.array(c) for c in zip(*codes))
+            t, unit, atom, kind, to = (np.array(c) for c in zip(*codes, strict=True))
             out = cls(jnp.asarray(t, float), *(jnp.asarray(x, int) for x in (unit, atom, kind, to)), jnp.asarray(len(rows)))
         return out
 

@@ -52,10 +52,10 @@ class FieldError(eqx.Module):
     max: Float[Array, "S ..."]
     rms: Float[Array, "S ..."]
     mean_error: Float[Array, "T ..."]
-    mean_max: Float[Array, "..."]
-    mean_rms: Float[Array, "..."]
+    mean_max: Float[Array, "..."]  # noqa: UP037 (a jaxtyping shape string, not a forward reference)
+    mean_rms: Float[Array, "..."]  # noqa: UP037 (a jaxtyping shape string, not a forward reference)
     spread: Float[Array, "T ..."]
-    spread_rms: Float[Array, "..."]
+    spread_rms: Float[Array, "..."]  # noqa: UP037 (a jaxtyping shape string, not a forward reference)
 
     def summary(self) -> dict:
         """Scalars (worst component): `max`, `rms`, `seed_mean_max`, `seed_mean_rms`, `spread_rms`,
@@ -263,7 +263,7 @@ def plot_comparison(sim: Simulation, traj: Trajectory, problem: TeacherStudent |
     if sim.test_loss is not None:
         band(axes[2], sim.test_loss, colors[1], "test")
     axes[2].set_yscale("log")
-    for ax, name in zip(axes, ("order parameters $m$", "head $v$", "loss")):
+    for ax, name in zip(axes, ("order parameters $m$", "head $v$", "loss"), strict=False):
         ax.set(xlabel="$t$ (= lr x steps)", title=name)
         ax.legend(fontsize=7, ncol=2)
     if fan:

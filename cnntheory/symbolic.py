@@ -248,7 +248,7 @@ class SymbolicFlow:
         """Free symbols other than the state (moments, Gram, teacher, learning rates)."""
         return set(self.rhs.free_symbols) - set(self.state)
 
-    def subs(self, mapping: dict) -> "SymbolicFlow":
+    def subs(self, mapping: dict) -> SymbolicFlow:
         """The flow with parameters replaced (e.g. `{symbolic.D: 25}`); the state stays symbolic."""
         require(not set(mapping) & set(self.state), "subs: substitute parameters only, not the state symbols m, v")
         mapping = {k: _exact(x) for k, x in mapping.items()}
@@ -394,7 +394,7 @@ def _split_teacher_student(flow: SymbolicFlow):
     )
     lhs = [f"m_{{{s.name[2:]}}}" for s in flow.m] + [f"v_{{{s.name[2:]}}}" for s in flow.v]
     rows = []
-    for name, expr in zip(lhs, list(dm) + list(dv)):
+    for name, expr in zip(lhs, list(dm) + list(dv), strict=True):
         expr = sp.expand(expr)
         rows.append((name, expr.coeff(tau, 1), sp.expand(-expr.coeff(tau, 0))))
     return rows

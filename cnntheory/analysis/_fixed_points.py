@@ -58,9 +58,8 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._filippov import Mode, mode_flow
-from .._problem import TeacherStudent
+from .._problem import TeacherStudent, unflatten_state
 from .._problem import flatten_state as _flat
-from .._problem import unflatten_state
 from .._validate import require
 
 

@@ -50,7 +50,7 @@ class Plateau(eqx.Module):
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Inclusive index ranges of the True runs of `mask`."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def plateau_mask(t: Float[Array, " T"], loss: Float[Array, " T"], *, flatness: float = 0.1, drop: float = 2.0, floor: float = 1e-300):
@@ -94,7 +94,7 @@ def find_plateaus(
 
 def _shadowed_saddle(problem, traj, i0, i1):
     m, v = np.asarray(traj.m[i0 : i1 + 1]), np.asarray(traj.v[i0 : i1 + 1])
-    speed = [max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) for dm, dv in (problem.rhs(jnp.asarray(a), jnp.asarray(b)) for a, b in zip(m, v))]
+    speed = [max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) for dm, dv in (problem.rhs(jnp.asarray(a), jnp.asarray(b)) for a, b in zip(m, v, strict=True))]
     j = int(np.argmin(speed))
     points = find_fixed_points(problem, m.shape[1], starts=(m[j][None], v[j][None]))
     return points[0] if points else None

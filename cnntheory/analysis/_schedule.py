@@ -14,6 +14,8 @@ shape present) until `t_s`, then `problem` (both shapes).
 
 from __future__ import annotations
 
+import itertools
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +38,7 @@ class Schedule(eqx.Module):
         times = tuple(float(t) for t in np.atleast_1d(times))
         problems = tuple(problems)
         require(len(times) == len(problems) >= 1, f"need one start time per problem, got {len(times)} times and {len(problems)} problems")
-        require(all(b > a for a, b in zip(times, times[1:])), f"times must be strictly increasing, got {times}")
+        require(all(b > a for a, b in itertools.pairwise(times)), f"times must be strictly increasing, got {times}")
         require(all(isinstance(p, TeacherStudent) for p in problems), "every entry of problems must be a TeacherStudent")
         self.times = times
         self.problems = problems
@@ -72,7 +74,7 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
     bounds = [t for t in schedule.times if t < t1] + [float(t1)]
     m, v = jnp.asarray(m0, float), jnp.asarray(v0, float)
     parts, counts, status, nsteps, nseg, t_end, message = [], [], SUCCESS, 0, 0, t0, ""
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         last = i == len(bounds) - 2
         mine = ts[(ts >= a) & ((ts < b) | (last & (ts <= b)))]
         seg_ts = np.concatenate([mine, [b]]) if (mine.size == 0 or mine[-1] < b) else mine
@@ -84,7 +86,7 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
             status = int(traj.status)
             break
         m, v = traj.m[-1], traj.v[-1]
-    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts)])  # noqa: E731
+    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
     return Trajectory(cat("t"), cat("m"), cat("v"), cat("loss"), jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end), parts[-1].method, message,
         events=Events.concatenate([p.events for p in parts]),
     )
@@ -112,7 +114,7 @@ def simulate_schedule(schedule: Schedule, m0, v0, *, lr: float, key, t1: float, 
     bounds = [t for t in schedule.times if t < t1] + [float(t1)]
     m, v = jnp.asarray(m0, float), jnp.asarray(v0, float)
     sims = []
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         steps = (b - a) / lr
         require(abs(steps - round(steps)) < 1e-9, f"segment [{a}, {b}] is not a whole number of steps lr={lr}")
         key, sub = jax.random.split(key)

@@ -57,11 +57,11 @@ def committee_figure(curves: dict):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     t = curves["t"]
-    for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"]):
+    for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"], strict=True):
         (line,) = axes[0].semilogy(t, np.maximum(err, 1e-16), label=f"K = M = {K}")
         axes[0].axhline(h, color=line.get_color(), ls=":", lw=1)
     axes[0].set_title("soft committee machine (N = 1), dotted: Saad-Solla plateau")
-    for N, err in zip(curves["patches"], curves["patch_error_per_patch"]):
+    for N, err in zip(curves["patches"], curves["patch_error_per_patch"], strict=True):
         axes[1].semilogy(t, np.maximum(err, 1e-16), label=f"N = {N} patches")
     axes[1].set_title(rf"K = M = 2 on N Gaussian patches, sum pooling, $\eta$ = {curves['patch_lr']:g} / N")
     below = np.flatnonzero(np.max(curves["patch_error_per_patch"], axis=0) < 1e-8)

@@ -60,7 +60,7 @@ _PI = jnp.pi
 CLOSED_FORMS = ("scaled_erf", "linear", "relu")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hermite_rule(dim: int, n: int):
     """Nodes `(n^dim, dim)` and weights `(n^dim,)` of the tensor Gauss–Hermite rule for `N(0, I_dim)`."""
     x, w = np.polynomial.hermite_e.hermegauss(n)  # weight exp(-x^2/2)

@@ -77,7 +77,7 @@ _TINY = 1e-13
 PLACKETT_POINTS = 48
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _legendre(n: int):
     x, w = np.polynomial.legendre.leggauss(n)
     return 0.5 * (x + 1), 0.5 * w  # nodes and weights on [0, 1] (numpy: safe to cache)
@@ -140,7 +140,7 @@ def orthant4(R: Float[Array, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, "
     for i in range(4):
         for j in range(i + 1, 4):
             rest = tuple(k for k in range(4) if k not in (i, j))
-            cond = jax.vmap(lambda Rk: _given_two(Rk, i, j, rest, 1.0))(Rs)
+            cond = jax.vmap(functools.partial(_given_two, i=i, j=j, rest=rest, scale=1.0))(Rs)
             dens = R[i, j] / (2 * _PI * jnp.sqrt(jnp.maximum(1.0 - (s * R[i, j]) ** 2, 1e-300)))
             total = total + jnp.sum(w * 2 * t * dens * cond)
     return 1.0 / 16 + total

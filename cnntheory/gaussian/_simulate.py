@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._activations import get_activation
@@ -241,7 +241,7 @@ def simulate(
         return Q, R, v, jnp.concatenate([jnp.full((1,), loss0), losses])
 
     outs = [one(k) for k in jax.random.split(key, seeds)]
-    Q, R, v, train = (jnp.stack(x) for x in zip(*outs))
+    Q, R, v, train = (jnp.stack(x) for x in zip(*outs, strict=True))
     error = jax.jit(jax.vmap(jax.vmap(problem.error)))(Q, R, v)
     bad = ~jnp.all(jnp.isfinite(error), axis=1)
     status = bad.astype(int)
