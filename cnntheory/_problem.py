@@ -25,6 +25,7 @@ from jaxtyping import Array, Float
 
 from ._activations import Activation, get_activation
 from ._data import PatchMixture, check_gram, shape_atoms
+from ._typing import AnyArray
 from ._validate import is_concrete, require
 
 
@@ -150,21 +151,21 @@ class TeacherStudent(eqx.Module):
         """`b_p = sum_l v*_l phi(m*_lp)`: the teacher's output on a patch equal to atom `p`."""
         return self.teacher_head @ self.phi(self.teacher_overlaps)
 
-    def student_outputs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " P"]:
+    def student_outputs(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " P"]:
         """`a_p = sum_l v_l sigma(m_lp)`."""
         return v @ self.sigma(m)
 
-    def residual(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " P"]:
+    def residual(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " P"]:
         """`r = C (a - b)`, the moment-weighted per-atom error."""
         return self.moments @ (self.student_outputs(m, v) - self.teacher_outputs())
 
-    def loss(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, ""]:
+    def loss(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, ""]:
         """Exact population loss `1/2 (a - b)^T C (a - b)`."""
         self.check_state(m, v)
         e = self.student_outputs(m, v) - self.teacher_outputs()
         return 0.5 * e @ self.moments @ e
 
-    def rhs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+    def rhs(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
         """Gradient-flow velocities `(dm/dt, dv/dt)` (closed form, module docstring)."""
         self.check_state(m, v)
         r = self.residual(m, v)
@@ -201,7 +202,7 @@ def shape_counting(
     )
 
 
-def flatten_state(m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " n"]:
+def flatten_state(m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " n"]:
     """The flat state `y = (m_11, ..., m_LP, v_1, ..., v_L)`, `n = L P + L`."""
     return jnp.concatenate([m.ravel(), v])
 

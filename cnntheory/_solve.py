@@ -29,13 +29,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import SUCCESS, Events, SolverError, Trajectory
+from ._typing import AnyArray
 from ._validate import is_concrete, require, require_finite
 
 __all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "Events", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
@@ -190,11 +191,11 @@ def _checked(traj, throw):
 
 def solve(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     t1: float,
     *,
-    ts: Float[Array, " T"] | None = None,
+    ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     method: str = "tsit5",
     rtol: float = 1e-8,
@@ -249,7 +250,8 @@ def solve(
         )
         loss = jax.vmap(problem.loss)(m, v)
         traj = Trajectory(
-            jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), method, None, steps, max_segments, detail, events
+            jnp.asarray(ts), m, v, loss, jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end),
+            method, None, steps, max_segments, detail, events,
         )
         return _checked(traj, throw)
     traj = _compiled(
@@ -264,7 +266,7 @@ def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
     require(len(problems) >= 1, "stack_problems needs at least one problem")
     structure = jax.tree_util.tree_structure(problems[0])
     require(
-        all(jax.tree_util.tree_structure(p) == structure for p in problems),
+        all(jax.tree_util.tree_structure(p) == structure for p in problems),  # type: ignore[operator]  # jaxlib's PyTreeDef is opaque to mypy
         "problems differ in more than numbers (activations, pooling, patch count or sizes): they cannot be batched",
     )
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *problems)
@@ -272,11 +274,11 @@ def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
 
 def solve_batch(
     problem: TeacherStudent,
-    m0: Float[Array, "B L P"],
-    v0: Float[Array, "B L"],
+    m0: Float[AnyArray, "B L P"],
+    v0: Float[AnyArray, "B L"],
     t1: float,
     *,
-    ts: Float[Array, " T"] | None = None,
+    ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     method: str = "tsit5",
     rtol: float = 1e-8,

@@ -59,7 +59,8 @@ class Events(eqx.Module):
         codes = [(t, u, a, EVENT_KINDS.index(k), EVENT_TARGETS.index(to)) for t, u, a, k, to in rows]
         if codes:
             t, unit, atom, kind, to = (np.array(c) for c in zip(*codes, strict=True))
-            out = cls(jnp.asarray(t, float), *(jnp.asarray(x, int) for x in (unit, atom, kind, to)), jnp.asarray(len(rows)))
+            ints = [jnp.asarray(x, int) for x in (unit, atom, kind, to)]
+            out = cls(jnp.asarray(t, float), ints[0], ints[1], ints[2], ints[3], jnp.asarray(len(rows)))
         return out
 
     def to_list(self, index: int | None = None) -> list[tuple[float, int, int, str, str]]:

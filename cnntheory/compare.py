@@ -24,6 +24,7 @@ from jaxtyping import Array, Float
 
 from ._problem import TeacherStudent
 from ._solve import Trajectory, solve
+from ._typing import AnyArray
 from ._validate import require
 from .simulate import Simulation
 
@@ -126,7 +127,7 @@ class Comparison(eqx.Module):
 
 
 def theory_predictions(
-    problem: TeacherStudent, traj: Trajectory, label_counts: Float[Array, "V P"]
+    problem: TeacherStudent, traj: Trajectory, label_counts: Float[AnyArray, "V P"]
 ) -> Float[Array, "*B T V"]:
     """Predicted mean output per label value: `label_counts @ a(t)`, `a_p = sum_l v_l sigma(m_lp)`.
 
@@ -183,8 +184,10 @@ def compare(
     out = {}
     for name in fields:
         if name == "predictions":
-            require(problem is not None, "comparing predictions needs problem=...")
-            require(sim.predictions is not None, "the simulation has no test set (num_test=0): no predictions")
+            if problem is None:
+                raise ValueError("comparing predictions needs problem=...")
+            if sim.predictions is None or sim.label_counts is None:
+                raise ValueError("the simulation has no test set (num_test=0): no predictions")
             theory = theory_predictions(problem, traj, sim.label_counts)
         else:
             require(name in _THEORY_OF, f"unknown field {name!r}; choose from {sorted(_THEORY_OF) + ['predictions']}")
@@ -199,8 +202,8 @@ def compare(
 def matching_solve(
     problem: TeacherStudent,
     sim: Simulation,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     *,
     finite_data: bool = True,
     **solve_kwargs,
@@ -215,7 +218,7 @@ def matching_solve(
     """
     ts = sim.t
     t1 = float(ts[-1])
-    if sim.mode == "fullbatch" and finite_data:
+    if sim.mode == "fullbatch" and finite_data and sim.train_moments is not None:
         # One solve per seed (the problems share their structure, so one compilation).
         trajs = [solve(problem.with_moments(C), m0, v0, t1, ts=ts, **solve_kwargs) for C in sim.train_moments]
         stack = lambda name: jnp.stack([getattr(tr, name) for tr in trajs])  # noqa: E731
@@ -266,7 +269,7 @@ def plot_comparison(sim: Simulation, traj: Trajectory, problem: TeacherStudent |
     for ax, name in zip(axes, ("order parameters $m$", "head $v$", "loss"), strict=False):
         ax.set(xlabel="$t$ (= lr x steps)", title=name)
         ax.legend(fontsize=7, ncol=2)
-    if fan:
+    if problem is not None and sim.predictions is not None and sim.label_counts is not None:  # fan
         pred = np.asarray(theory_predictions(problem, traj, sim.label_counts))
         pred = pred.mean(axis=0) if pred.ndim == 3 else pred
         values = np.asarray(sim.label_values)

@@ -53,6 +53,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._activations import Activation
 from ._data import gram_pseudo_inverse
 from ._problem import TeacherStudent
+from ._typing import AnyArray
 from ._validate import require, require_finite
 
 __all__ = [
@@ -236,7 +237,7 @@ def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
 
 def init_kernels(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
+    m0: Float[AnyArray, "L P"],
     key: PRNGKeyArray,
     scale: float = 1.0,
 ) -> Float[Array, "L D"]:
@@ -259,13 +260,13 @@ def _init_kernels(problem, m0, key, scale, gram_pinv):
 # --- finite-data theory ----------------------------------------------------------------
 
 
-def empirical_moments(problem: TeacherStudent, counts: Int[Array, "n P"]) -> Float[Array, "P P"]:
+def empirical_moments(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> Float[Array, "P P"]:
     """`C_hat = mean_i n~_i n~_i^T` of a training set (`n~`: pooled counts)."""
     pooled = problem.mixture.pooled_counts(counts)
     return pooled.T @ pooled / pooled.shape[0]
 
 
-def empirical_problem(problem: TeacherStudent, counts: Int[Array, "n P"]) -> TeacherStudent:
+def empirical_problem(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> TeacherStudent:
     """The finite-data problem: `problem` with `C_hat` of the training set `counts`.
 
     Its flow is what `fullbatch` gradient descent on those images follows (its Euler map
@@ -467,8 +468,8 @@ def _advance(setup: _Setup, states, train, indices, num_records, record_every):
 
 def simulate(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     *,
     mode: str,
     lr: float,
@@ -537,7 +538,7 @@ def simulate(
         group_ids=None,
         group_sizes=None,
         mode=mode,
-        batch_size=int(batch_size) if mode == "online" else None,
+        batch_size=int(batch_size) if mode == "online" and batch_size is not None else None,
         dtype=dtype,
         seeds_by=seeds_by,
     )

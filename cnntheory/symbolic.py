@@ -162,7 +162,7 @@ def _indexed(name: str, *idx: int) -> str:
     return f"{name}_{''.join(parts) if all(len(s) == 1 for s in parts) else ','.join(parts)}"
 
 
-def dirichlet_multinomial_moments(alpha: Sequence, num_patches: int | None, pooling: str = "sum") -> sp.ImmutableMatrix:
+def dirichlet_multinomial_moments(alpha: Sequence | np.ndarray, num_patches: int | None, pooling: str = "sum") -> sp.ImmutableMatrix:
     r"""The loss matrix `C` exactly, as a sympy matrix (rationals for rational `alpha`).
 
     Derived from the general Dirichlet moment `E[prod_p rho_p^{k_p}] =
@@ -470,7 +470,8 @@ def _as_flow(flow) -> SymbolicFlow:
         return flow
     sizes = tuple(flow)
     require(len(sizes) in (2, 3), f"sizes must be (L, P) or (L, P, Lstar), got {sizes}")
-    return derive(*sizes, activation=None, teacher_activation=None, lr_kernel=D, lr_head=1)
+    L, P, *rest = sizes
+    return derive(L, P, rest[0] if rest else None, activation=None, teacher_activation=None, lr_kernel=D, lr_head=1)
 
 
 # --- code generation ----------------------------------------------------------------------

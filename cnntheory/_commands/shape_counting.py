@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from ._types import activation, finite_float, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from jax import Array
 
 DEFAULT_M0 = (0.3, 0.25, 0.2, 0.28)
 
@@ -59,7 +63,8 @@ def run(args) -> int:
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     ts = jnp.linspace(0.0, args.t1, args.num_points)
-    trajs, arrays, timings = {}, {"t": np.asarray(ts)}, {}
+    trajs, timings = {}, {}
+    arrays: dict[str, np.ndarray | Array] = {"t": np.asarray(ts)}
     for alpha in alphas:
         problem = shape_counting(args.overlap, alpha, args.activation, args.patches_per_side, args.pooling, args.k)
         start = time.perf_counter()

@@ -60,6 +60,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._filippov import Mode, mode_flow
 from .._problem import TeacherStudent, unflatten_state
 from .._problem import flatten_state as _flat
+from .._typing import AnyArray
 from .._validate import require
 
 
@@ -127,7 +128,7 @@ def _field(problem: TeacherStudent, y, side, slide, hybrid: bool):
     return _flat(dm, dv)
 
 
-def flow_jacobian(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, "n n"]:
+def flow_jacobian(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, "n n"]:
     """`dF/dy` of the smooth flow at `(m, v)` in flat coordinates `y = (vec m, v)` (`jax.jacfwd`)."""
     return jax.jacfwd(lambda y: _flat(*problem.rhs(*_unflat(problem, y))))(_flat(m, v))
 
@@ -242,7 +243,7 @@ def find_fixed_points(
     *,
     num_starts: int = 256,
     key: PRNGKeyArray | None = None,
-    starts: tuple[Float[Array, "S L P"], Float[Array, "S L"]] | None = None,
+    starts: tuple[Float[AnyArray, "S L P"], Float[AnyArray, "S L"]] | None = None,
     m_scale: float = 1.5,
     v_scale: float = 2.0,
     slide_prob: float = 0.25,

@@ -19,12 +19,13 @@ import itertools
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from .._data import PatchMixture
 from .._problem import TeacherStudent
 from .._solve import Trajectory, solve
 from .._trajectory import SUCCESS, Events
+from .._typing import AnyArray
 from .._validate import require
 
 
@@ -61,7 +62,7 @@ def restrict_atoms(problem: TeacherStudent, present) -> TeacherStudent:
     return problem.with_moments(C)
 
 
-def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array, " L"], t1: float, *, ts=None, **solve_kwargs) -> Trajectory:
+def solve_schedule(schedule: Schedule, m0: Float[AnyArray, "L P"], v0: Float[AnyArray, " L"], t1: float, *, ts=None, **solve_kwargs) -> Trajectory:
     """Integrate the flow through the schedule: one `cnntheory.solve` per segment, chained.
 
     `ts` (default 101 points on `[times[0], t1]`) are the save times; `solve_kwargs` go to
@@ -88,7 +89,7 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
         m, v = traj.m[-1], traj.v[-1]
     cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
     return Trajectory(cat("t"), cat("m"), cat("v"), cat("loss"), jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end), parts[-1].method, message,
-        events=Events.concatenate([p.events for p in parts]),
+        events=Events.concatenate([p.events for p in parts if p.events is not None]),
     )
 
 

@@ -12,6 +12,8 @@ second-order term in which the other `N - 1` patches act as label noise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._problem import GaussianTeacherStudent
@@ -31,7 +33,7 @@ def initial_overlaps(K: int, M: int, *, q0: float = 0.2, r0: float = 1e-3, asymm
 
 def committee_curves(Ks=(2, 3, 4), patches=(1, 4, 16), *, lr: float = 0.1, patch_lr: float = 1.0, t1: float = 8000.0, num_saves: int = 801, seed: int = 0) -> dict:
     """Solve the figure's flows; returns the arrays (times, errors, plateau heights)."""
-    out = {"t": np.linspace(0.0, t1, num_saves), "K": np.asarray(Ks), "patches": np.asarray(patches)}
+    out: dict[str, Any] = {"t": np.linspace(0.0, t1, num_saves), "K": np.asarray(Ks), "patches": np.asarray(patches)}
     errors = []
     for K in Ks:
         p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=lr)

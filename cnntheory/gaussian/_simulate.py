@@ -37,6 +37,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._activations import get_activation
+from .._typing import AnyArray
 from .._validate import require, require_shape
 from ._problem import GaussianTeacherStudent
 from ._solve import solve
@@ -182,9 +183,9 @@ def _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every):
 
 def simulate(
     problem: GaussianTeacherStudent,
-    Q0: Float[Array, "K K"],
-    R0: Float[Array, "K M"],
-    v0: Float[Array, " K"],
+    Q0: Float[AnyArray, "K K"],
+    R0: Float[AnyArray, "K M"],
+    v0: Float[AnyArray, " K"],
     *,
     dim: int,
     t1: float,
