@@ -25,7 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
 
 from ._typing import AnyArray
 from ._validate import is_concrete, require
@@ -233,7 +233,7 @@ class PatchMixture(eqx.Module):
         C = count_moments(self.alpha, N)
         return C if self.pooling == "sum" else C / N**2
 
-    def pooled_counts(self, counts: Float[AnyArray, "... P"]) -> Float[Array, "... P"]:
+    def pooled_counts(self, counts: Real[AnyArray, "... P"]) -> Float[Array, "... P"]:
         """Counts `n` as they enter the pooled output: `n` (sum) or `n / N` (mean)."""
         counts = jnp.asarray(counts, dtype=float)
         if self.pooling == "sum":

@@ -188,7 +188,7 @@ def _record(events: Events, t, l, p, kind, to) -> Events:
 
     return Events(
         put(events.t, t), put(events.unit, l), put(events.atom, p), put(events.kind, kind), put(events.to, to),
-        events.count + (kind != _NO_EVENT),
+        events.count + (kind != _NO_EVENT).astype(events.count.dtype),
     )
 
 

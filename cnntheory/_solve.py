@@ -36,7 +36,7 @@ from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import SUCCESS, Events, SolverError, Trajectory
-from ._typing import AnyArray
+from ._typing import AnyArray, Scalar, Times
 from ._validate import is_concrete, require, require_finite
 
 __all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "SUCCESS", "Events", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
@@ -193,14 +193,14 @@ def solve(
     problem: TeacherStudent,
     m0: Float[AnyArray, "L P"],
     v0: Float[AnyArray, " L"],
-    t1: float,
+    t1: Scalar,
     *,
-    ts: Float[AnyArray, " T"] | None = None,
-    t0: float = 0.0,
+    ts: Times | None = None,
+    t0: Scalar = 0.0,
     method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    dt0: float | None = None,
+    rtol: Scalar = 1e-8,
+    atol: Scalar = 1e-10,
+    dt0: Scalar | None = None,
     max_steps: int = 100_000,
     max_segments: int = 1000,
     throw: bool = True,
@@ -276,14 +276,14 @@ def solve_batch(
     problem: TeacherStudent,
     m0: Float[AnyArray, "B L P"],
     v0: Float[AnyArray, "B L"],
-    t1: float,
+    t1: Scalar,
     *,
-    ts: Float[AnyArray, " T"] | None = None,
-    t0: float = 0.0,
+    ts: Times | None = None,
+    t0: Scalar = 0.0,
     method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    dt0: float | None = None,
+    rtol: Scalar = 1e-8,
+    atol: Scalar = 1e-10,
+    dt0: Scalar | None = None,
     max_steps: int = 100_000,
     max_segments: int = 1000,
     batch_problem: bool = False,

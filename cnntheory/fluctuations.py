@@ -153,7 +153,7 @@ def _dirichlet_tensor(alpha: Float[Array, " P"], b: int) -> Float[Array, ...]:
         repeats = sum((idx[s] == idx[r]).astype(float) for s in range(r)) if r else 0.0
         num = num * (alpha[idx[r]] + repeats)
     a0 = jnp.sum(alpha)
-    return num / jnp.prod(a0 + jnp.arange(b))
+    return num / jnp.prod(a0 + jnp.arange(b, dtype=a0.dtype))
 
 
 def count_moment_tensor(mixture, order: int) -> Float[Array, ...]:

@@ -605,7 +605,7 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, b
         message = f"{mode} simulation finished: {steps} steps of lr={lr:g} (t1 = {steps * lr:g})"
     has_test = "test_loss" in rec
     return Simulation(
-        t=jnp.asarray(record_steps * lr, dtype=float),
+        t=jnp.asarray(record_steps, dtype=float) * lr,
         m=rec["m"],
         v=rec["v"],
         kernels=rec["kernels"],
