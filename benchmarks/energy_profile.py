@@ -17,7 +17,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
 
 import cnntheory  # noqa: E402,F401
 from cnntheory import energy as E  # noqa: E402

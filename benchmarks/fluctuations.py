@@ -262,13 +262,13 @@ def figure(grid):
         axes[0].loglog(x, [g["predicted_spread"] for g in rows], "-", color=c, lw=1, label=f"{name}, {act}")
         axes[0].loglog(x, [g["measured_spread"] for g in rows], "o", color=c, ms=4)
         rows = sorted(rows, key=lambda g: (g["lr"], g["batch_size"]))
-        for B, marker in zip(BATCHES, ("o", "s", "^")):
+        for B, marker in zip(BATCHES, ("o", "s", "^"), strict=True):
             sub = [g for g in rows if g["batch_size"] == B]
             lr = [g["lr"] for g in sub]
             axes[1].loglog(lr, [g["predicted_bias"] for g in sub], "-", color=c, lw=1)
             seen = [(g["lr"], g["measured_bias"]) for g in sub if g["measured_bias"] > 0]  # 0: not resolved from seed noise
             if seen:
-                axes[1].loglog(*zip(*seen), marker, color=c, ms=4, mfc="none" if B != 1 else c)
+                axes[1].loglog(*zip(*seen, strict=True), marker, color=c, ms=4, mfc="none" if B != 1 else c)
     axes[0].set(xlabel="lr / B", ylabel="seed std at t = 3 (RMS over components)", title="spread: theory (lines) vs 256 seeds (dots)")
     axes[1].set(xlabel="lr", ylabel="|seed mean - flow| at t = 3 (RMS)", title="bias: theory (lines) vs seeds (B = 1 ●, 4 ○, 16 △)")
     axes[0].legend(fontsize=7)

@@ -22,9 +22,8 @@ import platform
 import time
 
 import jax
-import numpy as np
-
 import jax.numpy as jnp
+import numpy as np
 
 import cnntheory  # noqa: F401 (float64)
 from cnntheory.gaussian import GaussianTeacherStudent, simulate, solve
@@ -45,14 +44,14 @@ def rk4(problem, ts, dt=0.1):
     f = jax.jit(lambda y: problem.rhs(*y))
     y = tuple(jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, V0))
     out, t = [y], 0.0
-    add = lambda y, k, h: tuple(a + h * b for a, b in zip(y, k))  # noqa: E731
+    add = lambda y, k, h: tuple(a + h * b for a, b in zip(y, k, strict=True))  # noqa: E731
     for target in np.asarray(ts)[1:]:
         while t < target - 1e-9:
             k1 = f(y)
             k2 = f(add(y, k1, dt / 2))
             k3 = f(add(y, k2, dt / 2))
             k4 = f(add(y, k3, dt))
-            y = tuple(a + dt / 6 * (b + 2 * c + 2 * d + e) for a, b, c, d, e in zip(y, k1, k2, k3, k4))
+            y = tuple(a + dt / 6 * (b + 2 * c + 2 * d + e) for a, b, c, d, e in zip(y, k1, k2, k3, k4, strict=True))
             t += dt
         out.append(y)
     return np.asarray([float(problem.error(*y)) for y in out])

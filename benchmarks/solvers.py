@@ -63,7 +63,7 @@ def bench_methods(activation, repeats):
     reference = ct.solve(problem, M0, V0, T1, ts=TS, method="dopri8", rtol=1e-12, atol=1e-14)
     rows = []
     for method in METHODS:
-        traj, first, steady = timed(lambda: ct.solve(problem, M0, V0, T1, ts=TS, method=method, rtol=1e-8, atol=1e-10), repeats)
+        traj, first, steady = timed(functools.partial(ct.solve, problem, M0, V0, T1, ts=TS, method=method, rtol=1e-8, atol=1e-10), repeats)
         err = float(max(jnp.max(jnp.abs(traj.m - reference.m)), jnp.max(jnp.abs(traj.v - reference.v))))
         row = dict(activation=activation, method=method, first_call_s=first, steady_s=steady, max_error=err,
                    steps=int(traj.num_steps), segments=int(traj.num_segments))
@@ -74,7 +74,7 @@ def bench_methods(activation, repeats):
         rows.append(row)
     if activation == "relu":
         for dt in (1e-3, 1e-4):
-            traj, first, steady = timed(lambda: ct.solve(problem, M0, V0, T1, ts=TS, method="euler", dt0=dt), 1)
+            traj, first, steady = timed(functools.partial(ct.solve, problem, M0, V0, T1, ts=TS, method="euler", dt0=dt), 1)
             err = float(max(jnp.max(jnp.abs(traj.m - reference.m)), jnp.max(jnp.abs(traj.v - reference.v))))
             rows.append(dict(activation=activation, method=f"euler dt={dt:g} (gradient descent)", first_call_s=first,
                              steady_s=steady, max_error=err, steps=int(traj.num_steps), segments=1))
@@ -243,7 +243,7 @@ def bench_sizes(sizes=SIZES, t1=50.0, repeats=3):
     for L, P in sizes:
         for activation in ("softplus", "relu"):
             problem, m0, v0 = _random_problem(L, P, activation)
-            run = lambda: ct.solve(problem, m0, v0, t1, ts=jnp.linspace(0.0, t1, 51), max_events=1024, throw=False)  # noqa: E731
+            run = functools.partial(ct.solve, problem, m0, v0, t1, ts=jnp.linspace(0.0, t1, 51), max_events=1024, throw=False)
             traj, first, steady = timed(run, repeats)
             row = dict(L=L, P=P, activation=activation, first_call_s=first, compile_s=first - steady, steady_s=steady,
                        segments=int(traj.num_segments), events=int(traj.events.count), steps=int(traj.num_steps),

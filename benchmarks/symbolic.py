@@ -76,7 +76,7 @@ def bench(n: int) -> dict:
     m, v = jnp.asarray(rng.normal(size=(L, P))), jnp.asarray(rng.normal(size=L))
     _, compile_, compile_cpu = timed(lambda: f(m, v))
     vectorised = jax.jit(lambda m, v: problem.rhs(m, v))
-    error = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(f(m, v), vectorised(m, v)))
+    error = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(f(m, v), vectorised(m, v), strict=True))
     return {
         "L": L,
         "P": P,

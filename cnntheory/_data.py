@@ -25,8 +25,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
 
+from ._typing import AnyArray
 from ._validate import is_concrete, require
 
 POOLINGS = ("sum", "mean")
@@ -106,12 +107,12 @@ def shape_atoms(k: int = 5, overlap: float | None = None) -> Float[Array, "2 D"]
     return jnp.asarray(math.sqrt(D) * np.stack([x_unit, o_blend]))
 
 
-def gram_pseudo_inverse(gram: Float[Array, "P P"]) -> Float[Array, "P P"]:
+def gram_pseudo_inverse(gram: Float[AnyArray, "P P"]) -> Float[Array, "P P"]:
     """`G^+`, eagerly in numpy when `gram` is concrete (an SVD inside jit costs compile time)."""
     return jnp.asarray(np.linalg.pinv(np.asarray(gram))) if is_concrete(gram) else jnp.linalg.pinv(gram)
 
 
-def dirichlet_moments(alpha: Float[Array, " P"]) -> tuple[Float[Array, " P"], Float[Array, "P P"]]:
+def dirichlet_moments(alpha: Float[AnyArray, " P"]) -> tuple[Float[Array, " P"], Float[Array, "P P"]]:
     """`E[rho]` and `E[rho rho^T]` for `rho ~ Dirichlet(alpha)`."""
     alpha = jnp.asarray(alpha)
     a0 = jnp.sum(alpha)
@@ -120,7 +121,7 @@ def dirichlet_moments(alpha: Float[Array, " P"]) -> tuple[Float[Array, " P"], Fl
     return mean, second
 
 
-def count_moments(alpha: Float[Array, " P"], num_patches: int) -> Float[Array, "P P"]:
+def count_moments(alpha: Float[AnyArray, " P"], num_patches: int) -> Float[Array, "P P"]:
     """`E[n n^T]` for `n ~ Multinomial(N, rho)`, `rho ~ Dirichlet(alpha)`, `N = num_patches`."""
     mean, second = dirichlet_moments(alpha)
     N = num_patches
@@ -209,12 +210,12 @@ class PatchMixture(eqx.Module):
         """`G_pq = mu_p . mu_q / D`."""
         return self.atoms @ self.atoms.T / self.patch_dim
 
-    def overlaps(self, kernels: Float[Array, "*B L D"]) -> Float[Array, "*B L P"]:
+    def overlaps(self, kernels: Float[AnyArray, "*B L D"]) -> Float[Array, "*B L P"]:
         """Order parameters of kernels: `m_lp = K_l . mu_p / D`."""
         kernels = jnp.asarray(kernels)
         return kernels @ self.atoms.astype(kernels.dtype).T / self.patch_dim
 
-    def in_span_kernels(self, m: Float[Array, "*B L P"], gram_pinv: Float[Array, "P P"] | None = None) -> Float[Array, "*B L D"]:
+    def in_span_kernels(self, m: Float[AnyArray, "*B L P"], gram_pinv: Float[AnyArray, "P P"] | None = None) -> Float[Array, "*B L D"]:
         """The kernels in the atoms' span with order parameters `m`: `K = m G^+ mu`.
 
         The exact inverse of `overlaps` on the span (when the rows of `m` lie in the row
@@ -226,22 +227,28 @@ class PatchMixture(eqx.Module):
     @property
     def moments(self) -> Float[Array, "P P"]:
         """The loss matrix `C`: `E[n n^T]` (sum), `E[n n^T]/N^2` (mean), `E[rho rho^T]` (continuum)."""
-        if self.patches_per_side is None:
-            return dirichlet_moments(self.alpha)[1]
         N = self.num_patches
+        if N is None:
+            return dirichlet_moments(self.alpha)[1]
         C = count_moments(self.alpha, N)
         return C if self.pooling == "sum" else C / N**2
 
-    def pooled_counts(self, counts: Float[Array, "... P"]) -> Float[Array, "... P"]:
+    def pooled_counts(self, counts: Real[AnyArray, "... P"]) -> Float[Array, "... P"]:
         """Counts `n` as they enter the pooled output: `n` (sum) or `n / N` (mean)."""
         counts = jnp.asarray(counts, dtype=float)
-        return counts if self.pooling == "sum" else counts / self.num_patches
+        if self.pooling == "sum":
+            return counts
+        N = self.num_patches
+        if N is None:
+            raise ValueError("pooled_counts: the continuum limit (patches_per_side=None) has no patch counts; use a finite patches_per_side")
+        return counts / N
 
     def sample_counts(self, key: PRNGKeyArray, num_images: int) -> tuple[Int[Array, "n M M"], Int[Array, "n P"]]:
         """Atom index of every patch `(n, M, M)` and the counts `(n, P)`."""
-        require(self.patches_per_side is not None, "cannot sample images in the continuum limit (patches_per_side=None)")
-        require(int(num_images) >= 1, f"num_images must be >= 1, got {num_images}")
         M = self.patches_per_side
+        if M is None:
+            raise ValueError("cannot sample images in the continuum limit (patches_per_side=None)")
+        require(int(num_images) >= 1, f"num_images must be >= 1, got {num_images}")
         k_rho, k_patch = jax.random.split(key)
         rho = jax.random.dirichlet(k_rho, self.alpha, shape=(num_images,))
         logits = jnp.log(jnp.clip(rho, 1e-300, None))
@@ -249,7 +256,7 @@ class PatchMixture(eqx.Module):
         counts = jax.vmap(lambda l: jnp.bincount(l.ravel(), length=self.num_atoms))(labels)
         return labels, counts
 
-    def images_from_labels(self, labels: Int[Array, "n M M"]) -> Float[Array, "n d d"]:
+    def images_from_labels(self, labels: Int[AnyArray, "n M M"]) -> Float[Array, "n d d"]:
         """Assemble `d x d` images from per-patch atom indices."""
         n, M, _ = labels.shape
         k = self.patch_size
@@ -262,7 +269,7 @@ class PatchMixture(eqx.Module):
         return self.images_from_labels(labels), counts
 
 
-def extract_patches(images: Float[Array, "n d d"], k: int) -> Float[Array, "n N D"]:
+def extract_patches(images: Float[AnyArray, "n d d"], k: int) -> Float[Array, "n N D"]:
     """Non-overlapping `k x k` patches of `(n, d, d)` images, row-major: `(n, N, k*k)`."""
     images = jnp.asarray(images)
     require(images.ndim == 3, f"images must have shape (n, d, d), got {images.shape}")

@@ -87,7 +87,7 @@ FREE_SLACK = 1e-12
 #: the minimum and kinked where two distances cross, which stalls Newton. `flip=True`: the
 #: condition decreases through the root (positive before, <= 0 after), and a fixed flip
 #: skips optimistix's bracket check (which would raise on vmapped lanes without an event).
-ROOT_FINDER = optx.Bisection(rtol=1e-13, atol=1e-13, flip=True)
+ROOT_FINDER: optx.Bisection = optx.Bisection(rtol=1e-13, atol=1e-13, flip=True)  # type: ignore[call-arg]  # mypy reads equinox's ClassVar `norm` as a field
 
 
 class Mode(NamedTuple):
@@ -219,7 +219,7 @@ def _record(events: Events, t, l, p, kind, to) -> Events:
 
     return Events(
         put(events.t, t), put(events.unit, l), put(events.atom, p), put(events.kind, kind), put(events.to, to),
-        events.count + (kind != _NO_EVENT),
+        events.count + (kind != _NO_EVENT).astype(events.count.dtype),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,8 @@ def save_results(out, stem: str, *, arrays: dict, params: dict, figure=None, dpi
     out.mkdir(parents=True, exist_ok=True)
     params = _jsonable(params)
     paths = {"npz": out / f"{stem}.npz", "json": out / f"{stem}.json"}
-    np.savez(paths["npz"], params=json.dumps(params), **{k: np.asarray(v) for k, v in arrays.items()})
+    contents: dict[str, Any] = {"params": json.dumps(params), **{k: np.asarray(v) for k, v in arrays.items()}}
+    np.savez(paths["npz"], **contents)
     paths["json"].write_text(json.dumps(params, indent=2) + "\n")
     if figure is not None:
         paths["png"] = out / f"{stem}.png"

@@ -25,6 +25,7 @@ from jaxtyping import Array, Float
 
 from ._activations import Activation, get_activation
 from ._data import PatchMixture, check_gram, shape_atoms
+from ._typing import AnyArray
 from ._validate import is_concrete, require
 
 
@@ -126,7 +127,7 @@ class TeacherStudent(eqx.Module):
         """The teacher activation."""
         return get_activation(self.teacher_activation)
 
-    def with_moments(self, moments) -> "TeacherStudent":
+    def with_moments(self, moments) -> TeacherStudent:
         """The same problem with another moment matrix `C` (e.g. empirical `C_hat`)."""
         return TeacherStudent(
             self.mixture,
@@ -150,11 +151,11 @@ class TeacherStudent(eqx.Module):
         """`b_p = sum_l v*_l phi(m*_lp)`: the teacher's output on a patch equal to atom `p`."""
         return self.teacher_head @ self.phi(self.teacher_overlaps)
 
-    def student_outputs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " P"]:
+    def student_outputs(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " P"]:
         """`a_p = sum_l v_l sigma(m_lp)`."""
         return v @ self.sigma(m)
 
-    def residual(self, m: Float[Array, "L P"], v: Float[Array, " L"], activations: Float[Array, "L P"] | None = None) -> Float[Array, " P"]:
+    def residual(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], activations: Float[AnyArray, "L P"] | None = None) -> Float[Array, " P"]:
         """`r = C (a - b)`, the moment-weighted per-atom error.
 
         `activations` replaces `sigma(m)` in `a = v @ sigma(m)` (the relu solver passes those
@@ -163,19 +164,19 @@ class TeacherStudent(eqx.Module):
         a = self.student_outputs(m, v) if activations is None else v @ activations
         return self.moments @ (a - self.teacher_outputs())
 
-    def loss(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, ""]:
+    def loss(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, ""]:
         """Exact population loss `1/2 (a - b)^T C (a - b)`."""
         self.check_state(m, v)
         e = self.student_outputs(m, v) - self.teacher_outputs()
         return 0.5 * e @ self.moments @ e
 
-    def rhs(self, m: Float[Array, "L P"], v: Float[Array, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+    def rhs(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
         """Gradient-flow velocities `(dm/dt, dv/dt)` (closed form, module docstring)."""
         self.check_state(m, v)
         return self.velocities(v, self.sigma(m), self.sigma.derivative(m), self.residual(m, v))
 
     def velocities(
-        self, v: Float[Array, " L"], activations: Float[Array, "L P"], derivatives: Float[Array, "L P"], r: Float[Array, " P"]
+        self, v: Float[AnyArray, " L"], activations: Float[AnyArray, "L P"], derivatives: Float[AnyArray, "L P"], r: Float[AnyArray, " P"]
     ) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
         r"""The flow formula, the one place it is written:
 
@@ -189,11 +190,11 @@ class TeacherStudent(eqx.Module):
         dm = -(self.lr_kernel / self.patch_dim) * (v[:, None] * derivatives * r[None, :]) @ self.gram
         return dm, -self.lr_head * activations @ r
 
-    def unflatten(self, y: Float[Array, " n"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+    def unflatten(self, y: Float[AnyArray, " n"]) -> tuple[Float[AnyArray, "L P"], Float[AnyArray, " L"]]:
         """`(m, v)` from the flat state `y = (vec m, v)` (`flatten_state`)."""
         return unflatten_state(y, self.num_atoms)
 
-    def flat_rhs(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
+    def flat_rhs(self, y: Float[AnyArray, " n"]) -> Float[Array, " n"]:
         """`rhs` on the flat state `y = (vec m, v)`: the field the analysis tools differentiate."""
         return flatten_state(*self.rhs(*self.unflatten(y)))
 
@@ -226,12 +227,12 @@ def shape_counting(
     )
 
 
-def flatten_state(m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, " n"]:
+def flatten_state(m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " n"]:
     """The flat state `y = (m_11, ..., m_LP, v_1, ..., v_L)`, `n = L P + L`."""
     return jnp.concatenate([m.ravel(), v])
 
 
-def unflatten_state(y: Float[Array, " n"], num_atoms: int) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+def unflatten_state(y: Float[AnyArray, " n"], num_atoms: int) -> tuple[Float[AnyArray, "L P"], Float[AnyArray, " L"]]:
     """Inverse of `flatten_state` for `P = num_atoms`."""
     L = y.shape[0] // (num_atoms + 1)
     return y[: L * num_atoms].reshape(L, num_atoms), y[L * num_atoms :]

@@ -31,6 +31,16 @@ def _flat_mode(problem, y, side, slide):
     return flatten_state(dm, dv)
 
 
+def _condition(problem, y, side, slide, watch):
+    m, v = problem.unflatten(y)
+    return event_condition(problem, m, v, Mode(side, slide), watch)
+
+
+def _initial(problem, y, events, t, branch):
+    m, v = problem.unflatten(y)
+    return initial_mode(problem, m, v, events, t, branch)
+
+
 def _after_event(problem, y, mode, events, t, fired, branch):
     m, v = problem.unflatten(y)
     hit = pending_entries(problem, m, v, mode, fired, jnp.asarray(branch) != 2)
@@ -42,9 +52,9 @@ _SCIPY_FNS = {
     "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
     "mode": jax.jit(_flat_mode),
     "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
-    "condition": jax.jit(lambda problem, y, side, slide, watch: event_condition(problem, *problem.unflatten(y), Mode(side, slide), watch)),
+    "condition": jax.jit(_condition),
     "after_event": jax.jit(_after_event),
-    "initial": jax.jit(lambda problem, y, events, t, branch: initial_mode(problem, *problem.unflatten(y), events, t, branch)),
+    "initial": jax.jit(_initial),
 }
 
 
@@ -61,7 +71,7 @@ def _divergence_event(t, y):
     return DIVERGENCE_BOUND - np.max(np.abs(y)) if np.all(np.isfinite(y)) else -1.0
 
 
-_divergence_event.terminal = True
+_divergence_event.terminal = True  # type: ignore[attr-defined]  # scipy reads event options off the function
 
 
 def _mode_event(flow: _ScipyFlow, mode: Mode, watch: bool):
@@ -70,7 +80,7 @@ def _mode_event(flow: _ScipyFlow, mode: Mode, watch: bool):
     def g(t, y):
         return float(flow.condition(y, *mode, watch))
 
-    g.terminal, g.direction = True, -1
+    g.terminal, g.direction = True, -1  # type: ignore[attr-defined]  # scipy reads event options off the function
     return g
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from ._config import SolverConfig, _number, _traced
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
@@ -39,6 +39,7 @@ from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import Events, SolverError, Trajectory
+from ._typing import AnyArray, Scalar, Times
 from ._validate import is_concrete, require, require_finite
 
 __all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "Events", "SolverConfig", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
@@ -197,16 +198,16 @@ def _float_array(x):
 
 def solve(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
-    t1: float,
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
+    t1: Scalar,
     *,
-    ts: Float[Array, " T"] | None = None,
-    t0: float = 0.0,
+    ts: Times | None = None,
+    t0: Scalar = 0.0,
     method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    dt0: float | None = None,
+    rtol: Scalar = 1e-8,
+    atol: Scalar = 1e-10,
+    dt0: Scalar | None = None,
     max_steps: int = 100_000,
     max_segments: int = 1000,
     throw: bool = True,
@@ -264,8 +265,8 @@ def solve(
         m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive=repulsive)
         loss = jax.vmap(problem.loss)(m, v)
         traj = Trajectory(
-            jnp.asarray(ts), m, v, loss, *map(jnp.asarray, (status, nsteps, nseg, t_end)), config.method, None, config.max_steps,
-            config.max_segments, detail, events,
+            jnp.asarray(ts), m, v, loss, jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end),
+            config.method, None, config.max_steps, config.max_segments, detail, events,
         )
     else:
         traj = _compiled(problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs)
@@ -277,7 +278,7 @@ def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
     require(len(problems) >= 1, "stack_problems needs at least one problem")
     structure = jax.tree_util.tree_structure(problems[0])
     require(
-        all(jax.tree_util.tree_structure(p) == structure for p in problems),
+        all(jax.tree_util.tree_structure(p) == structure for p in problems),  # type: ignore[operator]  # jaxlib's PyTreeDef is opaque to mypy
         "problems differ in more than numbers (activations, pooling, patch count or sizes): they cannot be batched",
     )
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *problems)
@@ -285,16 +286,16 @@ def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
 
 def solve_batch(
     problem: TeacherStudent,
-    m0: Float[Array, "B L P"],
-    v0: Float[Array, "B L"],
-    t1: float,
+    m0: Float[AnyArray, "B L P"],
+    v0: Float[AnyArray, "B L"],
+    t1: Scalar,
     *,
-    ts: Float[Array, " T"] | None = None,
-    t0: float = 0.0,
+    ts: Times | None = None,
+    t0: Scalar = 0.0,
     method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    dt0: float | None = None,
+    rtol: Scalar = 1e-8,
+    atol: Scalar = 1e-10,
+    dt0: Scalar | None = None,
     max_steps: int = 100_000,
     max_segments: int = 1000,
     batch_problem: bool = False,

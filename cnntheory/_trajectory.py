@@ -101,6 +101,7 @@ class _Result(eqx.Module):
     """
 
     exception: ClassVar[type[CnnTheoryError]] = CnnTheoryError
+    status: eqx.AbstractVar[Int[Array, "*B"]]
 
     @property
     def success(self) -> bool:
@@ -153,20 +154,21 @@ class Events(eqx.Module):
     count: Int[Array, "*B"]
 
     @classmethod
-    def empty(cls, size: int = 0, batch: tuple[int, ...] = ()) -> "Events":
+    def empty(cls, size: int = 0, batch: tuple[int, ...] = ()) -> Events:
         """A record with no events and room for `size` (batch shape `batch`)."""
         ints = jnp.full((*batch, size), -1, dtype=int)
         return cls(jnp.full((*batch, size), jnp.nan), ints, ints, ints, ints, jnp.zeros(batch, dtype=int))
 
     @classmethod
-    def concatenate(cls, records: list["Events"]) -> "Events":
+    def concatenate(cls, records: list[Events]) -> Events:
         """One record of the events of consecutive unbatched solves, in order."""
         rows = [e for r in records for e in r.to_list()]
         out = cls.empty(max(len(rows), 1))
         codes = [(t, u, a, EVENT_KINDS.index(k), EVENT_TARGETS.index(to)) for t, u, a, k, to in rows]
         if codes:
-            t, unit, atom, kind, to = (np.array(c) for c in zip(*codes))
-            out = cls(jnp.asarray(t, float), *(jnp.asarray(x, int) for x in (unit, atom, kind, to)), jnp.asarray(len(rows)))
+            t, unit, atom, kind, to = (np.array(c) for c in zip(*codes, strict=True))
+            ints = [jnp.asarray(x, int) for x in (unit, atom, kind, to)]
+            out = cls(jnp.asarray(t, float), ints[0], ints[1], ints[2], ints[3], jnp.asarray(len(rows)))
         return out
 
     def to_list(self, index: int | None = None) -> list[tuple[float, int, int, str, str]]:

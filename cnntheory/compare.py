@@ -25,6 +25,7 @@ from jaxtyping import Array, Float
 from ._problem import TeacherStudent
 from ._solve import Trajectory, solve
 from ._trajectory import Status
+from ._typing import AnyArray
 from ._validate import require
 from .simulate import Simulation
 
@@ -53,10 +54,10 @@ class FieldError(eqx.Module):
     max: Float[Array, "S ..."]
     rms: Float[Array, "S ..."]
     mean_error: Float[Array, "T ..."]
-    mean_max: Float[Array, "..."]
-    mean_rms: Float[Array, "..."]
+    mean_max: Float[Array, "..."]  # noqa: UP037 (a jaxtyping shape string, not a forward reference)
+    mean_rms: Float[Array, "..."]  # noqa: UP037 (a jaxtyping shape string, not a forward reference)
     spread: Float[Array, "T ..."]
-    spread_rms: Float[Array, "..."]
+    spread_rms: Float[Array, "..."]  # noqa: UP037 (a jaxtyping shape string, not a forward reference)
 
     def summary(self) -> dict:
         """Scalars (worst component): `max`, `rms`, `seed_mean_max`, `seed_mean_rms`, `spread_rms`,
@@ -127,7 +128,7 @@ class Comparison(eqx.Module):
 
 
 def theory_predictions(
-    problem: TeacherStudent, traj: Trajectory, label_counts: Float[Array, "V P"]
+    problem: TeacherStudent, traj: Trajectory, label_counts: Float[AnyArray, "V P"]
 ) -> Float[Array, "*B T V"]:
     """Predicted mean output per label value: `label_counts @ a(t)`, `a_p = sum_l v_l sigma(m_lp)`.
 
@@ -184,8 +185,10 @@ def compare(
     out = {}
     for name in fields:
         if name == "predictions":
-            require(problem is not None, "comparing predictions needs problem=...")
-            require(sim.predictions is not None, "the simulation has no test set (num_test=0): no predictions")
+            if problem is None:
+                raise ValueError("comparing predictions needs problem=...")
+            if sim.predictions is None or sim.label_counts is None:
+                raise ValueError("the simulation has no test set (num_test=0): no predictions")
             theory = theory_predictions(problem, traj, sim.label_counts)
         else:
             require(name in _THEORY_OF, f"unknown field {name!r}; choose from {sorted(_THEORY_OF) + ['predictions']}")
@@ -200,8 +203,8 @@ def compare(
 def matching_solve(
     problem: TeacherStudent,
     sim: Simulation,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     *,
     finite_data: bool = True,
     **solve_kwargs,
@@ -216,7 +219,7 @@ def matching_solve(
     """
     ts = sim.t
     t1 = float(ts[-1])
-    if sim.mode == "fullbatch" and finite_data:
+    if sim.mode == "fullbatch" and finite_data and sim.train_moments is not None:
         # One solve per seed (the problems share their structure, so one compilation).
         trajs = [solve(problem.with_moments(C), m0, v0, t1, ts=ts, **solve_kwargs) for C in sim.train_moments]
         stack = lambda name: jnp.stack([getattr(tr, name) for tr in trajs])  # noqa: E731
@@ -264,10 +267,10 @@ def plot_comparison(sim: Simulation, traj: Trajectory, problem: TeacherStudent |
     if sim.test_loss is not None:
         band(axes[2], sim.test_loss, colors[1], "test")
     axes[2].set_yscale("log")
-    for ax, name in zip(axes, ("order parameters $m$", "head $v$", "loss")):
+    for ax, name in zip(axes, ("order parameters $m$", "head $v$", "loss"), strict=False):
         ax.set(xlabel="$t$ (= lr x steps)", title=name)
         ax.legend(fontsize=7, ncol=2)
-    if fan:
+    if problem is not None and sim.predictions is not None and sim.label_counts is not None:  # fan
         pred = np.asarray(theory_predictions(problem, traj, sim.label_counts))
         pred = pred.mean(axis=0) if pred.ndim == 3 else pred
         values = np.asarray(sim.label_values)

@@ -106,6 +106,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent, flatten_state
 from ._trajectory import CnnTheoryError, SolverError, Status, _Result, status_message
+from ._typing import AnyArray
 from ._validate import require, require_finite
 
 __all__ = [
@@ -153,7 +154,7 @@ def _dirichlet_tensor(alpha: Float[Array, " P"], b: int) -> Float[Array, ...]:
         repeats = sum((idx[s] == idx[r]).astype(float) for s in range(r)) if r else 0.0
         num = num * (alpha[idx[r]] + repeats)
     a0 = jnp.sum(alpha)
-    return num / jnp.prod(a0 + jnp.arange(b))
+    return num / jnp.prod(a0 + jnp.arange(b, dtype=a0.dtype))
 
 
 def count_moment_tensor(mixture, order: int) -> Float[Array, ...]:
@@ -188,7 +189,7 @@ def count_moment_tensor(mixture, order: int) -> Float[Array, ...]:
 # --- the noise of one SGD step ----------------------------------------------------------
 
 
-def drift_map(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, "n P"]:
+def drift_map(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, "n P"]:
     r"""`Γ(y)`, `(n, P)`: the flow is `F(y) = Γ(y) r` with `r = C (a - b)`.
 
     One image with pooled counts `ñ` moves `y` by `lr Γ(y) ñ (ñ . e)`.
@@ -205,7 +206,7 @@ def _fourth(problem: TeacherStudent):
     return count_moment_tensor(problem.mixture, 4)
 
 
-def residual_noise(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"], fourth=None) -> Float[Array, "P P"]:
+def residual_noise(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], fourth=None) -> Float[Array, "P P"]:
     r"""`Cov(g)`, `g = ñ (ñ . e)`: the covariance of one image's residual, `(P, P)`.
 
     Uses the moment matrix of the mixture (`E[ñ ñ^T]`), i.e. fresh images (online SGD).
@@ -218,7 +219,7 @@ def residual_noise(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Arr
     return second - jnp.outer(mean, mean)
 
 
-def gradient_noise(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, "n n"]:
+def gradient_noise(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, "n n"]:
     r"""`D(m, v) = Γ Cov(g) Γ^T`, `(n, n)`, `n = L P + L`: per-image covariance of the SGD step.
 
     One online-SGD step with batch `B` moves the flat state `(m.ravel(), v)` by
@@ -356,13 +357,13 @@ def _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw, *
 
 def moments(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     t1: float,
     *,
     lr: float,
     batch_size: int,
-    ts: Float[Array, " T"] | None = None,
+    ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     method: str = "tsit5",
     rtol: float = 1e-8,
@@ -391,7 +392,7 @@ def moments(
     require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0 (the SGD step in ODE time), got {lr}")
     require(isinstance(batch_size, (int, np.integer)) and batch_size >= 1, f"batch_size must be an integer >= 1, got {batch_size!r}")
     out, status, _, t_end = _moments_core(
-        problem, flatten_state(m0, v0), *map(jnp.asarray, (t0, t1, ts)), None, jnp.asarray(float(lr)), jnp.asarray(float(batch_size)),
+        problem, flatten_state(m0, v0), jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts), None, jnp.asarray(float(lr)), jnp.asarray(float(batch_size)),
         jnp.asarray(rtol), jnp.asarray(atol),
         solver_name=method, max_steps=max_steps, discrete_step=bool(discrete_step), noise_drift=bool(noise_drift),
     )
@@ -446,15 +447,15 @@ def _paths_core(problem, y0, keys, t0, t1, ts, dt, lr, batch):
 
 def sample_paths(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     t1: float,
     *,
     lr: float,
     batch_size: int,
     key: PRNGKeyArray,
     num_paths: int = 256,
-    ts: Float[Array, " T"] | None = None,
+    ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     dt: float | None = None,
 ) -> SamplePaths:
@@ -517,11 +518,11 @@ def _sensitivity_core(problem, y0, t0, t1, ts, rtol, atol, *, solver_name, max_s
 
 def response(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     t1: float,
     *,
-    ts: Float[Array, " T"] | None = None,
+    ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     method: str = "tsit5",
     rtol: float = 1e-8,
@@ -543,12 +544,12 @@ def response(
 
 def training_set_spread(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     t1: float,
     *,
     num_train: int,
-    ts: Float[Array, " T"] | None = None,
+    ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     method: str = "tsit5",
     rtol: float = 1e-8,
@@ -585,8 +586,8 @@ def draw_band(axes, fluct: Fluctuations, *, width: float = 2.0, color: str = "0.
     L, P = fluct.mean_m.shape[1:]
     series = [(axes[0], fluct.mean_m[:, l, p], fluct.std_m[:, l, p]) for l in range(L) for p in range(P)]
     series += [(axes[1], fluct.mean_v[:, l], fluct.std_v[:, l]) for l in range(L)]
-    for i, (ax, mean, std) in enumerate(series):
-        mean, std = np.asarray(mean), np.asarray(std)
+    for i, (ax, mean_j, std_j) in enumerate(series):
+        mean, std = np.asarray(mean_j), np.asarray(std_j)
         first = i == 0 or (ax is axes[1] and i == L * P)
         ax.plot(t, mean, ":", color=color, lw=1.2, label="fluctuation theory" if first else None)
         ax.fill_between(t, mean - width * std, mean + width * std, color=color, alpha=0.15, lw=0,

@@ -56,6 +56,7 @@ from ._activations import Activation
 from ._data import gram_pseudo_inverse
 from ._problem import TeacherStudent
 from ._trajectory import CnnTheoryError, Status, _Result
+from ._typing import AnyArray
 from ._validate import require, require_finite
 
 __all__ = [
@@ -145,6 +146,11 @@ class Online(Mode):
         return setup.image_loss(params, patches, setup.labels(patches))
 
 
+def _plain_int(x):
+    """A numpy integer as a Python `int` (the modes' fields are ints); anything else as it is, for their checks."""
+    return int(x) if isinstance(x, np.integer) else x
+
+
 def _as_mode(mode, batch_size, num_train) -> Mode:
     """The `Mode` of `simulate(mode=..., batch_size=..., num_train=...)`.
 
@@ -163,9 +169,9 @@ def _as_mode(mode, batch_size, num_train) -> Mode:
     if not (isinstance(mode, str) and mode in MODES):
         require(False, f"mode must be one of {MODES} or a Mode (Population(), FullBatch(num_train), Online(batch_size)), got {mode!r}")
     if mode == "online":
-        return Online(batch_size)
+        return Online(_plain_int(batch_size))
     if mode == "fullbatch":
-        return FullBatch(num_train)
+        return FullBatch(_plain_int(num_train))
     return Population()
 
 
@@ -351,7 +357,7 @@ def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
 
 def init_kernels(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
+    m0: Float[AnyArray, "L P"],
     key: PRNGKeyArray,
     scale: float = 1.0,
 ) -> Float[Array, "L D"]:
@@ -374,13 +380,13 @@ def _init_kernels(problem, m0, key, scale, gram_pinv):
 # --- finite-data theory ----------------------------------------------------------------
 
 
-def empirical_moments(problem: TeacherStudent, counts: Int[Array, "n P"]) -> Float[Array, "P P"]:
+def empirical_moments(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> Float[Array, "P P"]:
     """`C_hat = mean_i n~_i n~_i^T` of a training set (`n~`: pooled counts)."""
     pooled = problem.mixture.pooled_counts(counts)
     return pooled.T @ pooled / pooled.shape[0]
 
 
-def empirical_problem(problem: TeacherStudent, counts: Int[Array, "n P"]) -> TeacherStudent:
+def empirical_problem(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> TeacherStudent:
     """The finite-data problem: `problem` with `C_hat` of the training set `counts`.
 
     Its flow is what `fullbatch` gradient descent on those images follows (its Euler map
@@ -392,7 +398,7 @@ def empirical_problem(problem: TeacherStudent, counts: Int[Array, "n P"]) -> Tea
 # --- the simulation ----------------------------------------------------------------------
 
 
-def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds):
+def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds) -> tuple[int, Mode]:
     """Returns the number of steps and the `Mode`."""
     require(isinstance(problem, TeacherStudent), f"problem must be a TeacherStudent, got {type(problem).__name__}")
     mode = _as_mode(mode, batch_size, num_train)
@@ -563,8 +569,8 @@ def _advance(setup: _Setup, states, train, indices, num_records, record_every):
 
 def simulate(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
-    v0: Float[Array, " L"],
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
     *,
     mode: str | Mode,
     lr: float,
@@ -699,7 +705,7 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, n
         message = f"{mode.name} simulation finished: {steps} steps of lr={lr:g} (t1 = {steps * lr:g})"
     has_test = "test_loss" in rec
     result = Simulation(
-        t=jnp.asarray(record_steps * lr, dtype=float),
+        t=jnp.asarray(record_steps, dtype=float) * lr,
         m=rec["m"],
         v=rec["v"],
         kernels=rec["kernels"],

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -102,9 +103,15 @@ class _Abstract(sp.Function):
         return printer._print_Function(self, func_name=self._name(True))
 
 
+#: A matrix index: sympy's matrix constructors pass `sp.Integer`s to their entry function.
+_Index: TypeAlias = int | sp.Integer
+
+
 @functools.cache
-def _abstract(letter: str, order: int) -> type[_Abstract]:
-    # Not named "phi": sympy's evalf would look the name up in mpmath (the golden ratio).
+def _abstract(letter: str, order: int) -> sp.FunctionClass:
+    # A subclass of _Abstract (typed by its metaclass: beartype cannot check type[_Abstract],
+    # whose repr sympy shortens). Not named "phi": sympy's evalf would look the name up in
+    # mpmath (the golden ratio).
     return type(f"Abstract_{letter}_{order}", (_Abstract,), {"letter": letter, "order": order})
 
 
@@ -156,13 +163,13 @@ def _symmetric_symbols(name: str, P: int) -> sp.ImmutableMatrix:
     return sp.ImmutableMatrix(P, P, lambda p, q: sp.Symbol(_indexed(name, min(p, q), max(p, q)), real=True))
 
 
-def _indexed(name: str, *idx: int) -> str:
+def _indexed(name: str, *idx: _Index) -> str:
     """`m_12` for one-digit indices, `m_1,12` otherwise (sympy prints both as subscripts)."""
     parts = [str(i + 1) for i in idx]
     return f"{name}_{''.join(parts) if all(len(s) == 1 for s in parts) else ','.join(parts)}"
 
 
-def dirichlet_multinomial_moments(alpha: Sequence, num_patches: int | None, pooling: str = "sum") -> sp.ImmutableMatrix:
+def dirichlet_multinomial_moments(alpha: Sequence | np.ndarray, num_patches: int | sp.Expr | None, pooling: str = "sum") -> sp.ImmutableMatrix:
     r"""The loss matrix `C` exactly, as a sympy matrix (rationals for rational `alpha`).
 
     Derived from the general Dirichlet moment `E[prod_p rho_p^{k_p}] =
@@ -181,11 +188,11 @@ def dirichlet_multinomial_moments(alpha: Sequence, num_patches: int | None, pool
     a0 = sum(alpha)
     P = len(alpha)
 
-    def rho_moment(powers: dict[int, int]) -> sp.Expr:
+    def rho_moment(powers: dict[_Index, int]) -> sp.Expr:
         K = sum(powers.values())
         return sp.Mul(*(sp.rf(alpha[p], k) for p, k in powers.items())) / sp.rf(a0, K)
 
-    def pair(p: int, q: int) -> dict[int, int]:
+    def pair(p: _Index, q: _Index) -> dict[_Index, int]:
         return {p: 2} if p == q else {p: 1, q: 1}
 
     second = sp.ImmutableMatrix(P, P, lambda p, q: sp.simplify(rho_moment(pair(p, q))))
@@ -193,7 +200,7 @@ def dirichlet_multinomial_moments(alpha: Sequence, num_patches: int | None, pool
         require(pooling == "mean", "num_patches=None (continuum moments) needs pooling='mean'")
         return second
     N = _exact(num_patches)
-    require(not N.is_number or (N.is_integer and N >= 1), f"num_patches must be a positive integer, got {num_patches}")
+    require(not N.is_number or bool(N.is_integer and N >= 1), f"num_patches must be a positive integer, got {num_patches}")
     mean = [rho_moment({p: 1}) for p in range(P)]
     counts = sp.ImmutableMatrix(P, P, lambda p, q: sp.simplify(N * (N - 1) * second[p, q] + (N * mean[p] if p == q else 0)))
     return counts if pooling == "sum" else sp.ImmutableMatrix(counts / N**2).applyfunc(sp.simplify)
@@ -248,7 +255,7 @@ class SymbolicFlow:
         """Free symbols other than the state (moments, Gram, teacher, learning rates)."""
         return set(self.rhs.free_symbols) - set(self.state)
 
-    def subs(self, mapping: dict) -> "SymbolicFlow":
+    def subs(self, mapping: dict) -> SymbolicFlow:
         """The flow with parameters replaced (e.g. `{symbolic.D: 25}`); the state stays symbolic."""
         require(not set(mapping) & set(self.state), "subs: substitute parameters only, not the state symbols m, v")
         mapping = {k: _exact(x) for k, x in mapping.items()}
@@ -394,7 +401,7 @@ def _split_teacher_student(flow: SymbolicFlow):
     )
     lhs = [f"m_{{{s.name[2:]}}}" for s in flow.m] + [f"v_{{{s.name[2:]}}}" for s in flow.v]
     rows = []
-    for name, expr in zip(lhs, list(dm) + list(dv)):
+    for name, expr in zip(lhs, list(dm) + list(dv), strict=True):
         expr = sp.expand(expr)
         rows.append((name, expr.coeff(tau, 1), sp.expand(-expr.coeff(tau, 0))))
     return rows
@@ -470,7 +477,8 @@ def _as_flow(flow) -> SymbolicFlow:
         return flow
     sizes = tuple(flow)
     require(len(sizes) in (2, 3), f"sizes must be (L, P) or (L, P, Lstar), got {sizes}")
-    return derive(*sizes, activation=None, teacher_activation=None, lr_kernel=D, lr_head=1)
+    L, P, *rest = sizes
+    return derive(L, P, rest[0] if rest else None, activation=None, teacher_activation=None, lr_kernel=D, lr_head=1)
 
 
 # --- code generation ----------------------------------------------------------------------

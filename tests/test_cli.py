@@ -34,7 +34,7 @@ def test_every_subcommand_has_help():
     parser = build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
     assert "shape-counting" in subcommands
-    for name, sub in subcommands.items():
+    for sub in subcommands.values():
         assert sub.format_help()
 
 

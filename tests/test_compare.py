@@ -40,7 +40,7 @@ def test_errors_match_hand_computation(fullbatch, problem):
         assert base[name].summary()["max"] < 1e-10
     # A known offset of the theory shows up exactly.
     T = fullbatch.t.shape[0]
-    dm = 1e-3 * jnp.arange(T)[:, None, None] * jnp.ones((1, 2, 2))
+    dm = 1e-3 * jnp.arange(T, dtype=float)[:, None, None] * jnp.ones((1, 2, 2))
     c = cmp.compare(fullbatch, shifted(theory, dm, 0.0), fields=("m", "v"))
     e = np.asarray(fullbatch.m - theory.m - dm)
     np.testing.assert_allclose(c["m"].error, e, atol=1e-15)

@@ -298,3 +298,10 @@ def test_properties():
     np.testing.assert_allclose(np.asarray(mix.pooled_counts(jnp.array([3, 6]))), [1 / 3, 2 / 3], atol=1e-16)
     cont = PatchMixture(shape_atoms(5, 0.8), (2.0, 1.0), None, "mean")
     assert cont.num_patches is None and cont.image_size is None
+
+
+def test_pooled_counts_in_the_continuum_limit_is_a_value_error():
+    # It divided by num_patches = None (a TypeError) before.
+    cont = PatchMixture(shape_atoms(5, 0.8), (2.0, 1.0), None, "mean")
+    with pytest.raises(ValueError, match="continuum"):
+        cont.pooled_counts(jnp.array([3.0, 6.0]))

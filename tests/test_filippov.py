@@ -12,8 +12,8 @@ Compile time dominates: every shape is solved once, batched (`stack_problems` +
 shape (same `max_steps`, `dt0` traced).
 """
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from cnntheory._data import PatchMixture, atoms_from_gram

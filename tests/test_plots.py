@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnntheory._cli import main  # noqa: E402
-from cnntheory._plots import EVENT_MARKERS, mark_events, plot_order_parameters  # noqa: E402
+from cnntheory._plots import EVENT_MARKERS, plot_order_parameters  # noqa: E402
 from cnntheory._problem import shape_counting  # noqa: E402
 from cnntheory._solve import solve  # noqa: E402
 
@@ -31,7 +31,7 @@ def test_relu_events_are_marked_on_the_zero_axis():
     plot_order_parameters(traj, ax)
     marks = _event_markers(ax)
     assert len(marks) == len(events)
-    for line, (t, l, p, kind, _) in zip(marks, events):
+    for line, (t, _, _, kind, _) in zip(marks, events, strict=True):
         assert line.get_marker() == EVENT_MARKERS[kind]
         np.testing.assert_allclose(np.column_stack(line.get_data()), [[t, 0.0]])
     # One legend entry per kind that occurs.

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from helpers_bruteforce import brute_force_flow, enumerate_images
 
 from cnntheory import ACTIVATIONS, PatchMixture, TeacherStudent, atoms_from_gram, shape_atoms, shape_counting
-from helpers_bruteforce import brute_force_flow, enumerate_images
 
 STUDENTS = ["relu", "sigmoid", "tanh", "swish", "gelu", "softplus", "erf", "quadratic", "linear"]
 

@@ -109,7 +109,7 @@ def test_patch_network_equals_the_convolution(fixture, pooling, request):
     np.testing.assert_allclose(gather(K, v, labels, problem.sigma, pooling), conv(K, v, images, problem.sigma, pooling), rtol=1e-12, atol=1e-13)
     g_conv = jax.grad(loss)((K, v), conv, images)
     g_gather = jax.grad(loss)((K, v), gather, labels)
-    for a, b in zip(g_gather, g_conv):
+    for a, b in zip(g_gather, g_conv, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
 
 

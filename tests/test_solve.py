@@ -6,8 +6,6 @@ The relu Filippov solve compiles slowly, so every relu solve here uses the same 
 module-scoped fixtures.
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

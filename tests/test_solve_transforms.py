@@ -89,7 +89,7 @@ def test_jit_and_vmap_match_plain_calls(smooth):
     heads = np.stack([smooth.teacher_head, 2 * smooth.teacher_head, -smooth.teacher_head])
     problems = ct.stack_problems([eqx_replace_head(smooth, h) for h in heads])
     batched = jax.vmap(final_loss)(problems, m0s, t1s)
-    loop = [float(final_loss(eqx_replace_head(smooth, h), m, t)) for h, m, t in zip(heads, m0s, t1s)]
+    loop = [float(final_loss(eqx_replace_head(smooth, h), m, t)) for h, m, t in zip(heads, m0s, t1s, strict=True)]
     np.testing.assert_allclose(batched, loop, rtol=1e-12)
 
 
@@ -164,7 +164,7 @@ def test_grad_matches_finite_differences(smooth, output):
             direction[0][name] = jnp.asarray(d)
         else:
             direction = (direction[0], jnp.asarray(d), direction[2]) if name == "m0" else (direction[0], direction[1], jnp.asarray(d))
-        ad = sum(jnp.sum(g * u) for g, u in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+        ad = sum(jnp.sum(g * u) for g, u in zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True))
         plus, minus = (jax.tree.map(lambda p, u, s=s: p + s * u, params, direction) for s in (H, -H))
         fd = (objective(plus) - objective(minus)) / (2 * H)
         assert float(ad) == pytest.approx(float(fd), rel=1e-6, abs=1e-9), name

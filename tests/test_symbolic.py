@@ -78,7 +78,7 @@ def test_sympy_evaluation_matches_vectorised(activation):
     problem = random_problem(P, 2, activation, seed=3)
     flow = symbolic.from_problem(problem, L, exact=False)
     m, v = random_state(L, P, 7)
-    values = dict(zip(flow.state, map(float, np.concatenate([np.ravel(m), v]))))
+    values = dict(zip(flow.state, map(float, np.concatenate([np.ravel(m), v])), strict=True))
     got = np.array([float(e.subs(values).evalf(30)) for e in flow.rhs])
     dm, dv = problem.rhs(m, v)
     assert_close(got, np.concatenate([np.ravel(dm), dv]))
@@ -94,7 +94,7 @@ def test_shape_counting_exact_numbers():
     assert flow.lr_kernel / flow.patch_dim == 1
     f = symbolic.to_jax(flow)
     m, v = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
-    for got, ref in zip(f(m, v), problem.rhs(m, v)):
+    for got, ref in zip(f(m, v), problem.rhs(m, v), strict=True):
         assert_close(got, ref)
 
 
@@ -104,7 +104,7 @@ def test_relu_kink_convention():
     f = symbolic.to_jax(symbolic.from_problem(problem, 2, exact=False))
     m = jnp.array([[0.0, 0.4], [-0.3, 0.0]])
     v = jnp.array([0.7, -1.1])
-    for got, ref in zip(f(m, v), problem.rhs(m, v)):
+    for got, ref in zip(f(m, v), problem.rhs(m, v), strict=True):
         assert_close(got, ref)
 
 
@@ -205,7 +205,7 @@ def test_latex_has_the_terms_of_the_seed():
     expected = [(f"\\dot{{m}}_{{{l + 1}{r + 1}}}", eq1[l, r], eq2[l, r]) for l in range(2) for r in range(2)]
     expected += [(f"\\dot{{v}}_{{{l + 1}}}", eq3[l], eq4[l]) for l in range(2)]
     assert len(lines) == len(expected)
-    for line, (lhs, teacher, student) in zip(lines, expected):
+    for line, (lhs, teacher, student) in zip(lines, expected, strict=True):
         line = line.removeprefix("\\begin{aligned}\n").removesuffix("\n\\end{aligned}")
         head, body = line.split(" &= ")
         assert head == lhs

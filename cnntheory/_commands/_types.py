@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
-def _number(text: str, kind) -> float | int:
+def _number(text: str, kind: Callable[[str], _N]) -> _N:
     try:
         return kind(text)
     except ValueError:

@@ -33,7 +33,7 @@ def run(args) -> int:
 
     curves = committee_curves(tuple(args.K), tuple(args.patches), lr=args.lr, patch_lr=args.patch_lr, t1=args.t1, num_saves=args.num_points, seed=args.seed)
     fig = committee_figure(curves)
-    for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"]):
+    for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"], strict=True):
         mid = err[len(err) // 8]
         print(f"K = M = {K}: Saad-Solla plateau {h:.6f}, solved error at alpha = {curves['t'][len(err) // 8]:g}: {mid:.6f}, final {err[-1]:.2e}")
     params = {"command": "committee", "K": args.K, "patches": args.patches, "lr": args.lr, "patch_lr": args.patch_lr,

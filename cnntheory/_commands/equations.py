@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return None if name == ABSTRACT else name
 
     rates = {} if args.learning_rates else {"lr_kernel": symbolic.D, "lr_head": 1}
-    flow = symbolic.derive(*args.sizes, activation=activation(args.activation), teacher_activation=activation(args.teacher_activation), **rates)
+    L, P, *rest = args.sizes
+    flow = symbolic.derive(L, P, rest[0] if rest else None, activation=activation(args.activation), teacher_activation=activation(args.teacher_activation), **rates)
     print(symbolic.latex(flow, notation="plain" if args.plain else "seed") if args.latex else symbolic.pretty(flow))
     return 0

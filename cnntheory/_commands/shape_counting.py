@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from ._types import activation, finite_float, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from jax import Array
 
 DEFAULT_M0 = (0.3, 0.25, 0.2, 0.28)
 
@@ -52,6 +56,7 @@ def run(args) -> int:
     from .._plots import trajectory_figure
     from .._problem import shape_counting
     from .._solve import solve
+    from .._trajectory import Events
 
     alphas = args.alpha or [(1.0, 1.0), (2.0, 1.0)]
     if len(args.m0) != 4:
@@ -59,7 +64,9 @@ def run(args) -> int:
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     ts = jnp.linspace(0.0, args.t1, args.num_points)
-    trajs, arrays, timings, events = {}, {"t": np.asarray(ts)}, {}, {}
+    trajs, timings = {}, {}
+    arrays: dict[str, np.ndarray | Array] = {"t": np.asarray(ts)}
+    events: dict[str, list[dict]] = {}
     for alpha in alphas:
         problem = shape_counting(args.overlap, alpha, args.activation, args.patches_per_side, args.pooling, args.k)
         start = time.perf_counter()
@@ -69,9 +76,10 @@ def run(args) -> int:
         timings[f"alpha_{tag}"] = time.perf_counter() - start
         trajs[name] = traj
         arrays.update({f"m_alpha_{tag}": traj.m, f"v_alpha_{tag}": traj.v, f"loss_alpha_{tag}": traj.loss})
-        events[f"alpha_{tag}"] = [dict(t=t, unit=l, atom=p, kind=kind, to=to) for t, l, p, kind, to in traj.events.to_list()]
+        record = traj.events if traj.events is not None else Events.empty()
+        events[f"alpha_{tag}"] = [dict(t=t, unit=l, atom=p, kind=kind, to=to) for t, l, p, kind, to in record.to_list()]
         print(f"alpha = {tuple(alpha)}: final m = {np.round(np.asarray(traj.m[-1]), 5).tolist()}, v = {np.round(np.asarray(traj.v[-1]), 5).tolist()}, "
-              f"loss = {float(traj.loss[-1]):.3e} ({int(traj.num_segments)} segments, {int(traj.events.count)} relu events, {timings[f'alpha_{tag}']:.2f} s incl. compile)")
+              f"loss = {float(traj.loss[-1]):.3e} ({int(traj.num_segments)} segments, {int(record.count)} relu events, {timings[f'alpha_{tag}']:.2f} s incl. compile)")
     fig = trajectory_figure(
         trajs, suptitle=f"Shape counting: {args.activation}, overlap {args.overlap:g}, $v(0) = (\\varepsilon, -\\varepsilon)$, $\\varepsilon = {args.eps:g}$"
     )

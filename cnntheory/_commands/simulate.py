@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from ._types import activation, finite_float, positive_float, positive_int
 from .shape_counting import DEFAULT_M0, _floats
+
+if TYPE_CHECKING:
+    from jax import Array
 
 
 def register(subparsers) -> None:
@@ -134,7 +138,7 @@ def run(args) -> int:
 
         band = fl.moments(problem, m0, v0, float(s.t[-1]), lr=args.lr, batch_size=args.batch, ts=s.t)
         fl.draw_band(fig.axes[:2], band)
-    arrays = {"t": s.t, "m": s.m, "v": s.v, "loss": s.loss, "train_loss": s.train_loss, "theory_m": traj.m, "theory_v": traj.v, "theory_loss": traj.loss}
+    arrays: dict[str, Array | None] = {"t": s.t, "m": s.m, "v": s.v, "loss": s.loss, "train_loss": s.train_loss, "theory_m": traj.m, "theory_v": traj.v, "theory_loss": traj.loss}
     if s.test_loss is not None:
         arrays.update(test_loss=s.test_loss, label_values=s.label_values, label_counts=s.label_counts, predictions=s.predictions)
     if s.train_moments is not None:

@@ -38,7 +38,8 @@ def run(args) -> int:
     from ..analysis import sweep
     from ..analysis._plateaus import plateau_mask
 
-    grid = {"overlap": np.linspace(*args.overlap_range, args.overlaps), "skew": np.linspace(*args.skew_range, args.skews)}
+    (overlap_lo, overlap_hi), (skew_lo, skew_hi) = args.overlap_range, args.skew_range
+    grid = {"overlap": np.linspace(overlap_lo, overlap_hi, args.overlaps), "skew": np.linspace(skew_lo, skew_hi, args.skews)}
     m0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
     v0 = jnp.array([args.eps, -args.eps])
     res = sweep(lambda overlap, skew: shape_counting(float(overlap), (1.0 + float(skew), 1.0), args.activation),

@@ -4,7 +4,15 @@ namespace only re-exports."""
 
 from ._curvature import Landscape, hessian, hessian_spectrum, landscape, parameter_loss, sharpness, stability_edge
 from ._filters import filter_images, filters_figure, kernels_from_order, moving_part
-from ._fixed_points import KINDS, FixedPoint, count_kinds, find_fixed_points, fixed_point_families, fixed_point_table, flow_jacobian
+from ._fixed_points import (
+    KINDS,
+    FixedPoint,
+    count_kinds,
+    find_fixed_points,
+    fixed_point_families,
+    fixed_point_table,
+    flow_jacobian,
+)
 from ._plateaus import EscapeFit, Plateau, escape_time, find_plateaus, plateau_mask
 from ._schedule import Schedule, restrict_atoms, simulate_schedule, solve_schedule
 from ._sweep import SweepResult, sweep

@@ -40,11 +40,12 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._problem import TeacherStudent
 from .._solve import Trajectory
+from .._typing import AnyArray
 from .._validate import require
 from ._filters import kernels_from_order
 
 
-def parameter_loss(problem: TeacherStudent, K: Float[Array, "L D"], v: Float[Array, " L"]) -> Float[Array, ""]:
+def parameter_loss(problem: TeacherStudent, K: Float[AnyArray, "L D"], v: Float[AnyArray, " L"]) -> Float[Array, ""]:
     """The population loss as a function of the network parameters `(K, v)`."""
     return problem.loss(problem.mixture.overlaps(K), v)
 
@@ -57,7 +58,7 @@ def _unflat_params(theta, L, D):
     return theta[: L * D].reshape(L, D), theta[L * D :]
 
 
-def hessian(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"], K_perp=None) -> Float[Array, "n n"]:
+def hessian(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], K_perp=None) -> Float[Array, "n n"]:
     """Hessian of `parameter_loss` at the in-span lift of `(m, v)` (flat order `(vec K, v)`)."""
     L, D = m.shape[0], problem.patch_dim
     K = kernels_from_order(problem, m) + (0.0 if K_perp is None else K_perp)
@@ -92,7 +93,7 @@ def sharpness(problem: TeacherStudent, traj: Trajectory, K_perp=None, *, metric:
     return _top_eigenvalues(problem, traj.m, traj.v, K_perp, metric == "lr")
 
 
-def stability_edge(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"], K_perp=None) -> float:
+def stability_edge(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], K_perp=None) -> float:
     """Largest stable gradient-descent step at `(m, v)`: `2 / lambda_max(Lambda^{1/2} H Lambda^{1/2})`.
 
     `lr` is the step of `cnntheory.simulate` (ODE time per step, with the problem's
@@ -123,10 +124,10 @@ def _filter_normalise(d, theta, L, D):
 
 def landscape(
     problem: TeacherStudent,
-    m: Float[Array, "L P"],
-    v: Float[Array, " L"],
+    m: Float[AnyArray, "L P"],
+    v: Float[AnyArray, " L"],
     *,
-    directions: Float[Array, "2 N"] | None = None,
+    directions: Float[AnyArray, "2 N"] | None = None,
     key: PRNGKeyArray | None = None,
     extent: float = 1.0,
     n: int = 41,

@@ -18,21 +18,22 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._problem import TeacherStudent
+from .._typing import AnyArray
 
 
-def kernels_from_order(problem: TeacherStudent, m: Float[Array, "*B L P"]) -> Float[Array, "*B L D"]:
+def kernels_from_order(problem: TeacherStudent, m: Float[AnyArray, "*B L P"]) -> Float[Array, "*B L D"]:
     """In-span kernels `K = m G^+ mu` (exact inverse of `m = K mu^T / D` on the span)."""
     return problem.mixture.in_span_kernels(m)
 
 
-def filter_images(problem: TeacherStudent, m: Float[Array, "*B L P"]) -> Float[Array, "*B L k k"]:
+def filter_images(problem: TeacherStudent, m: Float[AnyArray, "*B L P"]) -> Float[Array, "*B L k k"]:
     """The in-span kernels as `k x k` images (row-major, as the patches are flattened)."""
     k = problem.mixture.patch_size
     K = kernels_from_order(problem, m)
     return K.reshape(*K.shape[:-1], k, k)
 
 
-def moving_part(problem: TeacherStudent, kernels: Float[Array, "T L D"]) -> Float[Array, "T L D"]:
+def moving_part(problem: TeacherStudent, kernels: Float[AnyArray, "T L D"]) -> Float[Array, "T L D"]:
     """Recorded kernels minus their initial out-of-span part: `K(t) - K_perp(0)`.
 
     Since the out-of-span part never moves, this is the in-span filter of a simulation,

@@ -60,9 +60,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._filippov import Mode, mode_flow
 from .._problem import TeacherStudent
 from .._problem import flatten_state as _flat
+from .._typing import AnyArray
 from .._validate import require
-
-
 
 KINDS = ("stable", "marginal", "saddle", "unstable")
 """Stability kinds of a fixed point (from the Jacobian's spectrum)."""
@@ -125,7 +124,7 @@ def _field(problem: TeacherStudent, y, side, slide, hybrid: bool):
     return _flat(dm, dv)
 
 
-def flow_jacobian(problem: TeacherStudent, m: Float[Array, "L P"], v: Float[Array, " L"]) -> Float[Array, "n n"]:
+def flow_jacobian(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, "n n"]:
     """`dF/dy` of the smooth flow at `(m, v)` in flat coordinates `y = (vec m, v)` (`jax.jacfwd`)."""
     return jax.jacfwd(problem.flat_rhs)(_flat(m, v))
 
@@ -240,7 +239,7 @@ def find_fixed_points(
     *,
     num_starts: int = 256,
     key: PRNGKeyArray | None = None,
-    starts: tuple[Float[Array, "S L P"], Float[Array, "S L"]] | None = None,
+    starts: tuple[Float[AnyArray, "S L P"], Float[AnyArray, "S L"]] | None = None,
     m_scale: float = 1.5,
     v_scale: float = 2.0,
     slide_prob: float = 0.25,

@@ -20,13 +20,16 @@ it grows like `log(1/eps) / lambda`; `escape_time` measures it and fits
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from .._problem import TeacherStudent
-from .._solve import Trajectory, solve
+from .._solve import solve
+from .._typing import AnyArray
 from .._validate import require
 from ._fixed_points import FixedPoint, find_fixed_points
 
@@ -50,21 +53,32 @@ class Plateau(eqx.Module):
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Inclusive index ranges of the True runs of `mask`."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-def plateau_mask(t: Float[Array, " T"], loss: Float[Array, " T"], *, flatness: float = 0.1, drop: float = 2.0, floor: float = 1e-300):
+@runtime_checkable
+class _LossCurve(Protocol):
+    """What `find_plateaus` reads: save times `t` and a loss `loss` (a `Trajectory`, a `GaussianTrajectory`)."""
+
+    @property
+    def t(self) -> Array: ...
+
+    @property
+    def loss(self) -> Array: ...
+
+
+def plateau_mask(t: Float[AnyArray, " T"], loss: Float[AnyArray, " T"], *, flatness: float = 0.1, drop: float = 2.0, floor: float = 1e-300):
     """Boolean `(T,)`: where the loss is on a plateau (module docstring)."""
-    t, loss = np.asarray(t, float), np.maximum(np.asarray(loss, float), floor)
-    log_loss = np.log(loss)
-    rate = np.abs(np.gradient(log_loss, t))
-    mean_rate = (log_loss[0] - log_loss.min()) / (t[-1] - t[0])
-    future_min = np.minimum.accumulate(loss[::-1])[::-1]
-    return (rate < flatness * mean_rate) & (loss > drop * future_min)
+    times, values = np.asarray(t, float), np.maximum(np.asarray(loss, float), floor)
+    log_loss = np.log(values)
+    rate = np.abs(np.gradient(log_loss, times))
+    mean_rate = (log_loss[0] - log_loss.min()) / (times[-1] - times[0])
+    future_min = np.minimum.accumulate(values[::-1])[::-1]
+    return (rate < flatness * mean_rate) & (values > drop * future_min)
 
 
 def find_plateaus(
-    traj: Trajectory,
+    traj: _LossCurve,
     *,
     flatness: float = 0.1,
     drop: float = 2.0,
@@ -94,7 +108,7 @@ def find_plateaus(
 
 def _shadowed_saddle(problem, traj, i0, i1):
     m, v = np.asarray(traj.m[i0 : i1 + 1]), np.asarray(traj.v[i0 : i1 + 1])
-    speed = [max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) for dm, dv in (problem.rhs(jnp.asarray(a), jnp.asarray(b)) for a, b in zip(m, v))]
+    speed = [max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) for dm, dv in (problem.rhs(jnp.asarray(a), jnp.asarray(b)) for a, b in zip(m, v, strict=True))]
     j = int(np.argmin(speed))
     points = find_fixed_points(problem, m.shape[1], starts=(m[j][None], v[j][None]))
     return points[0] if points else None
@@ -111,7 +125,7 @@ class EscapeFit(eqx.Module):
     r2: float
 
     @classmethod
-    def from_times(cls, eps_values, times) -> "EscapeFit":
+    def from_times(cls, eps_values, times) -> EscapeFit:
         """The least-squares line of `times` against `log(1/eps)`."""
         times, x = np.asarray(times, dtype=float), np.log(1.0 / np.asarray(eps_values, dtype=float))
         slope, intercept = np.polyfit(x, times, 1)
@@ -122,11 +136,11 @@ class EscapeFit(eqx.Module):
 
 def escape_time(
     problem: TeacherStudent,
-    m0: Float[Array, "L P"],
+    m0: Float[AnyArray, "L P"],
     eps_values,
     t1: float,
     *,
-    v_dir: Float[Array, " L"] | None = None,
+    v_dir: Float[AnyArray, " L"] | None = None,
     fraction: float = 0.5,
     num_points: int = 2001,
     **solve_kwargs,
@@ -141,7 +155,7 @@ def escape_time(
     L = np.shape(m0)[0]
     v_dir = np.array([(-1.0) ** l for l in range(L)]) if v_dir is None else np.asarray(v_dir, float)
     ts = np.linspace(0.0, t1, num_points)
-    times = []
+    found = []
     for eps in eps_values:
         traj = solve(problem, m0, eps * v_dir, t1, ts=ts, **solve_kwargs)
         loss = np.asarray(traj.loss)
@@ -151,5 +165,5 @@ def escape_time(
         j = int(below[0])
         # Linear interpolation between the bracketing save times.
         tj = ts[j] if j == 0 else ts[j - 1] + (ts[j] - ts[j - 1]) * (loss[j - 1] - level) / (loss[j - 1] - loss[j])
-        times.append(tj)
-    return EscapeFit.from_times(eps_values, times)
+        found.append(tj)
+    return EscapeFit.from_times(eps_values, found)

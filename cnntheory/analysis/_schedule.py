@@ -14,15 +14,18 @@ shape present) until `t_s`, then `problem` (both shapes).
 
 from __future__ import annotations
 
+import itertools
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from .._data import PatchMixture
 from .._problem import TeacherStudent
 from .._solve import Trajectory, solve
 from .._trajectory import Events, Status
+from .._typing import AnyArray
 from .._validate import require
 
 
@@ -36,7 +39,7 @@ class Schedule(eqx.Module):
         times = tuple(float(t) for t in np.atleast_1d(times))
         problems = tuple(problems)
         require(len(times) == len(problems) >= 1, f"need one start time per problem, got {len(times)} times and {len(problems)} problems")
-        require(all(b > a for a, b in zip(times, times[1:])), f"times must be strictly increasing, got {times}")
+        require(all(b > a for a, b in itertools.pairwise(times)), f"times must be strictly increasing, got {times}")
         require(all(isinstance(p, TeacherStudent) for p in problems), "every entry of problems must be a TeacherStudent")
         self.times = times
         self.problems = problems
@@ -59,7 +62,7 @@ def restrict_atoms(problem: TeacherStudent, present) -> TeacherStudent:
     return problem.with_moments(C)
 
 
-def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array, " L"], t1: float, *, ts=None, **solve_kwargs) -> Trajectory:
+def solve_schedule(schedule: Schedule, m0: Float[AnyArray, "L P"], v0: Float[AnyArray, " L"], t1: float, *, ts=None, **solve_kwargs) -> Trajectory:
     """Integrate the flow through the schedule: one `cnntheory.solve` per segment, chained.
 
     `ts` (default 101 points on `[times[0], t1]`) are the save times; `solve_kwargs` go to
@@ -71,8 +74,8 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
     ts = np.linspace(t0, t1, 101) if ts is None else np.asarray(ts, float)
     bounds = [t for t in schedule.times if t < t1] + [float(t1)]
     m, v = jnp.asarray(m0, float), jnp.asarray(v0, float)
-    parts, counts, status, nsteps, nseg, t_end, message = [], [], Status.SUCCESS, 0, 0, t0, ""
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    parts, counts, status, nsteps, nseg, t_end, message = [], [], int(Status.SUCCESS), 0, 0, t0, ""
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         last = i == len(bounds) - 2
         mine = ts[(ts >= a) & ((ts < b) | (last & (ts <= b)))]
         seg_ts = np.concatenate([mine, [b]]) if (mine.size == 0 or mine[-1] < b) else mine
@@ -84,9 +87,9 @@ def solve_schedule(schedule: Schedule, m0: Float[Array, "L P"], v0: Float[Array,
             status = int(traj.status)
             break
         m, v = traj.m[-1], traj.v[-1]
-    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts)])  # noqa: E731
+    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
     return Trajectory(cat("t"), cat("m"), cat("v"), cat("loss"), jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end), parts[-1].method, message,
-        events=Events.concatenate([p.events for p in parts]),
+        events=Events.concatenate([p.events for p in parts if p.events is not None]),
     )
 
 
@@ -113,7 +116,7 @@ def simulate_schedule(schedule: Schedule, m0, v0, *, lr: float, key, t1: float, 
     bounds = [t for t in schedule.times if t < t1] + [float(t1)]
     m, v = jnp.asarray(m0, float), jnp.asarray(v0, float)
     sims = []
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         steps = (b - a) / lr
         require(abs(steps - round(steps)) < 1e-9, f"segment [{a}, {b}] is not a whole number of steps lr={lr}")
         key, sub = jax.random.split(key)

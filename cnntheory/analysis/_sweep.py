@@ -61,7 +61,7 @@ class SweepResult(eqx.Module):
         return save_results(out, stem, arrays=arrays, params=meta, figure=figure)
 
     @classmethod
-    def load(cls, path) -> "SweepResult":
+    def load(cls, path) -> SweepResult:
         data = np.load(pathlib.Path(path))
         meta = json.loads(str(data["params"]))
         coords = {k: np.asarray(v) for k, v in meta["coords"].items()}
@@ -102,7 +102,7 @@ def sweep(
     require(isinstance(grid, dict) and len(grid) >= 1, "grid must be a non-empty dict of name -> values")
     coords = {k: np.atleast_1d(np.asarray(v)) for k, v in grid.items()}
     require(all(v.ndim == 1 and v.size >= 1 for v in coords.values()), "every grid entry must be a non-empty 1-D sequence of values")
-    points = [dict(zip(coords, vals)) for vals in itertools.product(*coords.values())]
+    points = [dict(zip(coords, vals, strict=True)) for vals in itertools.product(*coords.values())]
     devices = list(jax.devices() if devices is None else devices)
     nd = len(devices)
     chunk = -(-min(chunk_size, len(points)) // nd) * nd
@@ -123,11 +123,11 @@ def sweep(
         v_init = jnp.stack([_initial(v0, p) for p in padded])
         problem, m_init, v_init = jax.device_put((problem, m_init, v_init), sharding)
         traj = solve_batch(problem, m_init, v_init, t1, ts=ts, batch_problem=True, throw=False, **solve_kwargs)
-        pieces.append(jax.tree.map(lambda x: np.asarray(x)[: len(batch)], (traj.m, traj.v, traj.loss, traj.status)))
+        pieces.append(tuple(np.asarray(x)[: len(batch)] for x in (traj.m, traj.v, traj.loss, traj.status)))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    m, v, loss, status = (np.concatenate(x) for x in zip(*pieces))
+    m, v, loss, status = (np.concatenate(x) for x in zip(*pieces, strict=True))
     shape = tuple(len(c) for c in coords.values())
     return SweepResult(coords, ts, m.reshape(shape + m.shape[1:]), v.reshape(shape + v.shape[1:]), loss.reshape(shape + loss.shape[1:]), status.reshape(shape))

@@ -12,8 +12,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
+from .._typing import AnyArray
 from .._validate import require
 
 
@@ -40,8 +41,8 @@ def _solve(w0, pooled, labels, times, rtol, atol):
 
 
 def gradient_flow(
-    pooled: Float[Array, "n D"], labels: Float[Array, " n"], w0: Float[Array, "K D"], times: Float[Array, " T"], *, rtol: float = 1e-10, atol: float = 1e-12
-) -> Float[Array, "T K D"]:
+    pooled: Float[AnyArray, "n D"], labels: Float[AnyArray, " n"], w0: Float[AnyArray, "K D"], times: Float[AnyArray, " T"], *, rtol: float = 1e-10, atol: float = 1e-12
+) -> Float[np.ndarray, "T K D"]:
     """Filters `W(tau)` `(T, K, D)` of the linear CNN's gradient flow at `times` (Tsit5, adaptive steps)."""
     pooled = jnp.asarray(pooled, dtype=float)
     labels = jnp.asarray(labels, dtype=float)

@@ -48,7 +48,7 @@ def photo_crops(
     labels = np.arange(num_images) % len(photos)
     rows = rng.integers(0, H - size + 1, num_images)
     cols = rng.integers(0, W - size + 1, num_images)
-    crops = np.stack([photos[l][:, r : r + size, c : c + size] for l, r, c in zip(labels, rows, cols)])
+    crops = np.stack([photos[l][:, r : r + size, c : c + size] for l, r, c in zip(labels, rows, cols, strict=True)])
     if grey:
         crops = crops.mean(axis=1, keepdims=True)
     return crops, labels

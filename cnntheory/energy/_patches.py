@@ -124,11 +124,13 @@ def patch_pca(images, k: int, *, chunk_images: int = 256) -> PatchPCA:
     around a shift (the first chunk's mean patch), which keeps `E[p p^T] - mu mu^T` free of
     cancellation when the mean is large against the spread.
     """
-    count, shift, total, outer, shape = 0, None, None, None, None
+    count = 0
+    shape: tuple[int, ...] = ()
+    shift = total = outer = np.zeros(0)
     for chunk in _chunks(images, int(chunk_images)):
         chunk = as_images(chunk)
         patches = extract_all_patches(chunk, k)
-        if shift is None:
+        if not shape:
             shape = chunk.shape[1:]
             shift = patches.mean(axis=0)
             total = np.zeros_like(shift)

@@ -41,7 +41,7 @@ def plot_report(report: EnergyReport, title: str = ""):
         ax.plot(i, normalise(theorem_profile(lam, t, eta)), label=f"t = {t:.3g}")
     ax.plot(i, normalise(lam), "k:", lw=2, label="$\\lambda_i$ (early)")
     ax.plot(i, normalise(1 / lam), "k--", lw=2, label="$1/\\lambda_i$ (whitening)")
-    panel(ax, f"(b) formula vs t ($\\eta = 1/2\\lambda_1^2$)")
+    panel(ax, "(b) formula vs t ($\\eta = 1/2\\lambda_1^2$)")
     ax.legend(fontsize=7)
 
     # (c) linear CNN: mean over seeds vs exact expectation vs formula
@@ -74,7 +74,7 @@ def plot_report(report: EnergyReport, title: str = ""):
 
     # (f) linear CNN profile along training
     ax = axes[1, 2]
-    for t, prof in zip(report.linear_steps[1:], report.linear_mean[1:]):
+    for t, prof in zip(report.linear_steps[1:], report.linear_mean[1:], strict=True):
         ax.plot(i, normalise(prof), "-", label=f"GD step {t}")
     panel(ax, "(f) linear CNN profile along training")
     ax.legend(fontsize=8)

@@ -14,6 +14,7 @@ r"""Training real CNNs in JAX and recording their first-layer filters.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .._typing import AnyArray
 from .._validate import require
 from ._patches import as_images, pooled_patches
 
@@ -45,7 +47,7 @@ def _responses(filters, images, mean_patch):
     return jnp.einsum("ndhw,fd->nfhw", cols, w).mean(axis=(2, 3)) - w @ mean_patch
 
 
-def linear_cnn_output(filters: Float[Array, "K C k k"], images: Float[Array, "n C H W"], mean_patch: Float[Array, " D"]) -> Float[Array, " n"]:
+def linear_cnn_output(filters: Float[AnyArray, "K C k k"], images: Float[AnyArray, "n C H W"], mean_patch: Float[AnyArray, " D"]) -> Float[Array, " n"]:
     """`yhat(x) = sum_k [mean_ij (w_k * x)_ij - w_k . mu]` through a real convolution."""
     return jnp.sum(_responses(filters, images, mean_patch), axis=-1)
 
@@ -137,7 +139,7 @@ def train_linear_cnn(
     return CNNRun(record, np.asarray(filters), np.asarray(filters[:, 0]), np.asarray(y), np.asarray(loss))
 
 
-def _init_small_cnn(key, channels: int, k: int, widths: tuple[int, int], classes: int) -> dict:
+def _init_small_cnn(key, channels: int, k: int, widths: Sequence[int], classes: int) -> dict:
     k1, k2, k3 = jax.random.split(key, 3)
     w1, w2 = widths
 
@@ -154,7 +156,7 @@ def _init_small_cnn(key, channels: int, k: int, widths: tuple[int, int], classes
     }
 
 
-def small_cnn_logits(params: dict, images: Float[Array, "n C H W"]) -> Float[Array, "n classes"]:
+def small_cnn_logits(params: dict, images: Float[AnyArray, "n C H W"]) -> Float[Array, "n classes"]:
     """conv1 (valid) - relu - 2x2 avg pool - conv2 3x3 (same) - relu - global avg pool - linear head."""
     h = jax.nn.relu(_conv(images, params["conv1"]) + params["b1"][:, None, None])
     n, c, H, W = h.shape

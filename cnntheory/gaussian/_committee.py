@@ -12,6 +12,8 @@ second-order term in which the other `N - 1` patches act as label noise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._problem import GaussianTeacherStudent
@@ -31,7 +33,7 @@ def initial_overlaps(K: int, M: int, *, q0: float = 0.2, r0: float = 1e-3, asymm
 
 def committee_curves(Ks=(2, 3, 4), patches=(1, 4, 16), *, lr: float = 0.1, patch_lr: float = 1.0, t1: float = 8000.0, num_saves: int = 801, seed: int = 0) -> dict:
     """Solve the figure's flows; returns the arrays (times, errors, plateau heights)."""
-    out = {"t": np.linspace(0.0, t1, num_saves), "K": np.asarray(Ks), "patches": np.asarray(patches)}
+    out: dict[str, Any] = {"t": np.linspace(0.0, t1, num_saves), "K": np.asarray(Ks), "patches": np.asarray(patches)}
     errors = []
     for K in Ks:
         p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=lr)
@@ -57,11 +59,11 @@ def committee_figure(curves: dict):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     t = curves["t"]
-    for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"]):
+    for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"], strict=True):
         (line,) = axes[0].semilogy(t, np.maximum(err, 1e-16), label=f"K = M = {K}")
         axes[0].axhline(h, color=line.get_color(), ls=":", lw=1)
     axes[0].set_title("soft committee machine (N = 1), dotted: Saad-Solla plateau")
-    for N, err in zip(curves["patches"], curves["patch_error_per_patch"]):
+    for N, err in zip(curves["patches"], curves["patch_error_per_patch"], strict=True):
         axes[1].semilogy(t, np.maximum(err, 1e-16), label=f"N = {N} patches")
     axes[1].set_title(rf"K = M = 2 on N Gaussian patches, sum pooling, $\eta$ = {curves['patch_lr']:g} / N")
     below = np.flatnonzero(np.max(curves["patch_error_per_patch"], axis=0) < 1e-8)

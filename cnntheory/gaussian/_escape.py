@@ -27,7 +27,7 @@ def escape_time(problem: GaussianTeacherStudent, Q0, R0, v0, eps_values, t1: flo
     R0 = np.asarray(R0, float)
     direction = np.random.default_rng(seed).uniform(size=R0.shape) if direction is None else np.asarray(direction, float)
     ts = np.linspace(0.0, t1, num_points)
-    times = []
+    found = []
     for eps in eps_values:
         traj = solve(problem, Q0, R0 + eps * direction, v0, t1, ts=ts, **solve_kwargs)
         plateaus = find_plateaus(traj)
@@ -38,5 +38,5 @@ def escape_time(problem: GaussianTeacherStudent, Q0, R0, v0, eps_values, t1: flo
         require(after.size > 0, f"the error did not leave the plateau before t1={t1} for eps={eps}: raise t1")
         j = int(after[0])
         level = fraction * plateau.height
-        times.append(ts[j - 1] + (ts[j] - ts[j - 1]) * (err[j - 1] - level) / (err[j - 1] - err[j]))
-    return EscapeFit.from_times(eps_values, times)
+        found.append(ts[j - 1] + (ts[j] - ts[j - 1]) * (err[j - 1] - level) / (err[j - 1] - err[j]))
+    return EscapeFit.from_times(eps_values, found)

@@ -46,6 +46,7 @@ has closed forms for every kind.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ _PI = jnp.pi
 CLOSED_FORMS = ("scaled_erf", "linear", "relu")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hermite_rule(dim: int, n: int):
     """Nodes `(n^dim, dim)` and weights `(n^dim,)` of the tensor Gauss–Hermite rule for `N(0, I_dim)`."""
     x, w = np.polynomial.hermite_e.hermegauss(n)  # weight exp(-x^2/2)
@@ -182,7 +183,7 @@ def _relu_I3(C):
     return C[0, 1] * density0 * _sqrt0(cond_var / (2 * _PI)) + C[1, 2] * j2
 
 
-_CLOSED = {
+_CLOSED: dict[str, dict[str, Callable]] = {
     "scaled_erf": {"mean": _zero_mean, "I2": _erf_I2, "I3": _erf_I3, "I4": _erf_I4, "J2": _erf_J2, "J3": _erf_J3, "M1": _erf_M1},
     "linear": _LINEAR,
     "relu": {
@@ -243,7 +244,8 @@ def expectation(kind: str, student, teacher=None, *, which=(), n: int = 16, meth
         fn = closed_form(names.pop(), kind)
         if fn is not None:
             return fn
-    return quadrature(kind, g, *(acts or [g]), n=n)
+    phis = acts or [g]
+    return quadrature(kind, g, phis[0], phis[1] if len(phis) > 1 else None, n=n)
 
 
 def sub_cov(C, idx):

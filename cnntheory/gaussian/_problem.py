@@ -74,6 +74,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._activations import get_activation
+from .._typing import AnyArray
 from .._validate import require, require_finite
 from ._integrals import expectation, vmapped
 
@@ -160,7 +161,7 @@ class GaussianTeacherStudent(eqx.Module):
         """`c`: 1 for sum pooling, `1/N` for mean pooling."""
         return 1.0 if self.pooling == "sum" else 1.0 / self.num_patches
 
-    def covariance(self, Q: Float[Array, "K K"], R: Float[Array, "K M"]) -> Float[Array, "K+M K+M"]:
+    def covariance(self, Q: Float[AnyArray, "K K"], R: Float[AnyArray, "K M"]) -> Float[Array, "K+M K+M"]:
         """`C = [[Q, R], [R^T, T]]`, the covariance of one patch's local fields."""
         return jnp.block([[Q, R], [R.T, self.teacher_overlaps]])
 
@@ -194,7 +195,7 @@ class GaussianTeacherStudent(eqx.Module):
     def _heads(self, v):
         return jnp.concatenate([v, -self.teacher_head])
 
-    def error(self, Q: Float[Array, "K K"], R: Float[Array, "K M"], v: Float[Array, " K"]) -> Float[Array, ""]:
+    def error(self, Q: Float[AnyArray, "K K"], R: Float[AnyArray, "K M"], v: Float[AnyArray, " K"]) -> Float[Array, ""]:
         """Generalisation error `1/2 E (f - y)^2` without the label noise (module docstring)."""
         K, N, c = Q.shape[0], self.num_patches, self.pool_constant
         C = self.covariance(Q, R)
@@ -203,7 +204,7 @@ class GaussianTeacherStudent(eqx.Module):
         Eh2 = w @ self._tensor("I2", C, K) @ w
         return 0.5 * c**2 * (N * Eh2 + N * (N - 1) * Eh**2)
 
-    def rhs(self, Q: Float[Array, "K K"], R: Float[Array, "K M"], v: Float[Array, " K"]):
+    def rhs(self, Q: Float[AnyArray, "K K"], R: Float[AnyArray, "K M"], v: Float[AnyArray, " K"]):
         """`(dQ, dR, dv)` per unit `alpha = steps / D`, including the `eta^2` terms."""
         K, N, c = Q.shape[0], self.num_patches, self.pool_constant
         eta, sigma2 = self.lr, self.noise_std**2
@@ -226,7 +227,7 @@ class GaussianTeacherStudent(eqx.Module):
         pref = N * c**2
         dR = -eta * pref * v[:, None] * first[:, K:]
         grad_Q = v[:, None] * first[:, :K]
-        dQ = -eta * pref * (grad_Q + grad_Q.T) + eta**2 * N * c**2 * jnp.outer(v, v) * second
+        dQ = -eta * pref * (grad_Q + grad_Q.T) + eta**2 * N * c**2 * jnp.outer(jnp.asarray(v), jnp.asarray(v)) * second
         if self.train_head:
             S = (I2 @ w)[:K]
             dv = -eta * pref * (S + (N - 1) * Eh * mean[:K])

@@ -68,6 +68,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._typing import AnyArray
+
 _PI = jnp.pi
 #: Two constraint fields with `|rho| > 1 - _SAME` are treated as the same (or opposite) field.
 _SAME = 1e-12
@@ -77,7 +79,7 @@ _TINY = 1e-13
 PLACKETT_POINTS = 48
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _legendre(n: int):
     x, w = np.polynomial.legendre.leggauss(n)
     return 0.5 * (x + 1), 0.5 * w  # nodes and weights on [0, 1] (numpy: safe to cache)
@@ -131,7 +133,7 @@ def _pairs(n):
     return [(i, j) for i in range(n) for j in range(n) if i != j]
 
 
-def orthant4(R: Float[Array, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, ""]:
+def orthant4(R: Float[AnyArray, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, ""]:
     """`P(y > 0)` for `y ~ N(0, R)`, `R` a 4x4 correlation matrix, by Plackett's integral."""
     t, w = _legendre(n)
     s = 1.0 - t**2
@@ -140,7 +142,7 @@ def orthant4(R: Float[Array, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, "
     for i in range(4):
         for j in range(i + 1, 4):
             rest = tuple(k for k in range(4) if k not in (i, j))
-            cond = jax.vmap(lambda Rk: _given_two(Rk, i, j, rest, 1.0))(Rs)
+            cond = jax.vmap(functools.partial(_given_two, i=i, j=j, rest=rest, scale=1.0))(Rs)
             dens = R[i, j] / (2 * _PI * jnp.sqrt(jnp.maximum(1.0 - (s * R[i, j]) ** 2, 1e-300)))
             total = total + jnp.sum(w * 2 * t * dens * cond)
     return 1.0 / 16 + total
@@ -172,7 +174,7 @@ def _dedup(C, m):
 
 # jit: the graphs are a few hundred small ops, slow to run eagerly (`rhs` called outside jit).
 @jax.jit
-def relu_J3(C: Float[Array, "3 3"]) -> Float[Array, ""]:
+def relu_J3(C: Float[AnyArray, "3 3"]) -> Float[Array, ""]:
     """`E[theta(a) theta(b) relu(c)]` for `(a, b, c) ~ N(0, C)` (module docstring)."""
     ext = C[jnp.ix_(jnp.array([0, 1, 2, 2]), jnp.array([0, 1, 2, 2]))]  # constraints a, b, c; linear c
     ext, factor, zero = _dedup(ext, 3)
@@ -186,7 +188,7 @@ def relu_J3(C: Float[Array, "3 3"]) -> Float[Array, ""]:
 
 
 @functools.partial(jax.jit, static_argnames="n")
-def relu_I4(C: Float[Array, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, ""]:
+def relu_I4(C: Float[AnyArray, "4 4"], n: int = PLACKETT_POINTS) -> Float[Array, ""]:
     """`E[theta(a) theta(b) relu(c) relu(d)]` for `(a, b, c, d) ~ N(0, C)` (module docstring)."""
     idx = jnp.array([0, 1, 2, 3, 2, 3])  # constraints a, b, c, d; linear c, d
     ext = C[jnp.ix_(idx, idx)]

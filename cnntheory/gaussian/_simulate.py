@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._activations import get_activation
+from .._typing import AnyArray
 from .._validate import require, require_shape
 from ._problem import GaussianTeacherStudent
 from ._solve import solve
@@ -182,9 +183,9 @@ def _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every):
 
 def simulate(
     problem: GaussianTeacherStudent,
-    Q0: Float[Array, "K K"],
-    R0: Float[Array, "K M"],
-    v0: Float[Array, " K"],
+    Q0: Float[AnyArray, "K K"],
+    R0: Float[AnyArray, "K M"],
+    v0: Float[AnyArray, " K"],
     *,
     dim: int,
     t1: float,
@@ -241,7 +242,7 @@ def simulate(
         return Q, R, v, jnp.concatenate([jnp.full((1,), loss0), losses])
 
     outs = [one(k) for k in jax.random.split(key, seeds)]
-    Q, R, v, train = (jnp.stack(x) for x in zip(*outs))
+    Q, R, v, train = (jnp.stack(x) for x in zip(*outs, strict=True))
     error = jax.jit(jax.vmap(jax.vmap(problem.error)))(Q, R, v)
     bad = ~jnp.all(jnp.isfinite(error), axis=1)
     status = bad.astype(int)

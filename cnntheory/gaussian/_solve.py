@@ -18,6 +18,7 @@ from jaxtyping import Array, Float, Int
 
 from .._integrate import DIFFRAX_SOLVERS, integrate
 from .._trajectory import CnnTheoryError, SolverError, _Result, status_message
+from .._typing import AnyArray
 from .._validate import require, require_finite, require_shape
 from ._problem import GaussianTeacherStudent
 
@@ -69,9 +70,9 @@ def _solve(problem, y0, t0, t1, ts, dt0, rtol, atol, solver_name, max_steps):
 
 def solve(
     problem: GaussianTeacherStudent,
-    Q0: Float[Array, "K K"],
-    R0: Float[Array, "K M"],
-    v0: Float[Array, " K"],
+    Q0: Float[AnyArray, "K K"],
+    R0: Float[AnyArray, "K M"],
+    v0: Float[AnyArray, " K"],
     t1: float,
     *,
     ts=None,
@@ -103,5 +104,6 @@ def solve(
         problem, (Q0, R0, v0), f64(0.0), f64(t1), ts, f64(dt0), f64(rtol), f64(atol), solver, max_steps
     )
     message = status_message(status, t_end, solver, float(t1), max_steps, 0)
-    traj = GaussianTrajectory(ts, *ys, error, status, num_steps, t_end, solver, message)
+    Q, R, v = ys
+    traj = GaussianTrajectory(ts, Q, R, v, error, status, num_steps, t_end, solver, message)
     return traj.raise_for_status() if throw else traj

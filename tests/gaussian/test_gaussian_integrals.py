@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cnntheory import get_activation
 from cnntheory.gaussian import closed_form, expectation, gaussian_expectation
 from cnntheory.gaussian._integrals import quadrature
-from cnntheory import get_activation
 
 # Slots per kind: the number of variables of the sub-covariance.
 DIMS = {"I2": 2, "I3": 3, "I4": 4, "J2": 2, "J3": 3, "M1": 2}

@@ -85,7 +85,7 @@ def test_rhs_matches_monte_carlo_one_step(case):
     dim, n = 400, 40_000
     Kstar, K = kernels_from_overlaps(p.teacher_overlaps, Q, R, dim, jax.random.PRNGKey(3))
     samples = _one_step_changes(p, K, Kstar, v, jax.random.PRNGKey(4), n, dim)
-    for name, theory, s in zip(("dQ", "dR", "dv"), p.rhs(Q, R, v), samples):
+    for name, theory, s in zip(("dQ", "dR", "dv"), p.rhs(Q, R, v), samples, strict=True):
         s = np.asarray(s)
         mean, se = s.mean(0), s.std(0) / np.sqrt(n)
         # 5 standard errors per entry, plus the O(1/D) finite-size bias (size |theory| / D * 10).
@@ -100,7 +100,7 @@ def test_quadrature_rhs_equals_closed_form_rhs():
     closed = GaussianTeacherStudent(3, [1.0, -0.5], T, **kw)
     quad = GaussianTeacherStudent(3, [1.0, -0.5], T, **kw, method="quadrature", quadrature_points=24)
     # Analytic integrands, variances O(1): the 24-point rule is converged to ~1e-7 (measured).
-    for a, b in zip(closed.rhs(Q, R, v), quad.rhs(Q, R, v)):
+    for a, b in zip(closed.rhs(Q, R, v), quad.rhs(Q, R, v), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert float(closed.error(Q, R, v)) == pytest.approx(float(quad.error(Q, R, v)), abs=1e-9)
 
@@ -111,14 +111,14 @@ def test_one_patch_is_the_committee_machine_and_odd_patches_rescale_time():
     rng = np.random.default_rng(6)
     Q, R, T, v = random_state(rng, 3, 2)
     make = lambda N, pooling, lr: GaussianTeacherStudent(N, [0.8, 1.2], T, lr=lr, pooling=pooling, train_head=True)  # noqa: E731
-    for a, b in zip(make(1, "sum", 0.5).rhs(Q, R, v), make(1, "mean", 0.5).rhs(Q, R, v)):
+    for a, b in zip(make(1, "sum", 0.5).rhs(Q, R, v), make(1, "mean", 0.5).rhs(Q, R, v), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     eta = 1e-7
     one = make(1, "sum", eta).rhs(Q, R, v)
     for N, pooling in ((4, "sum"), (4, "mean")):
         c = 1.0 if pooling == "sum" else 1 / N
         many = make(N, pooling, eta).rhs(Q, R, v)
-        for a, b in zip(one, many):
+        for a, b in zip(one, many, strict=True):
             # The eta^2 part is a relative 1e-7 of the first-order part.
             np.testing.assert_allclose(np.asarray(b), N * c**2 * np.asarray(a), rtol=1e-5, atol=1e-18)
 

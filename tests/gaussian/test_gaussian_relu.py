@@ -58,7 +58,7 @@ def test_relu_I4_J3_match_monte_carlo(name):
     L = np.array(CASES[name])
     C = jnp.asarray(L @ L.T)
     mc = monte_carlo(L, np.random.default_rng(len(name)), 1_000_000)
-    for (mean, se), got in zip(mc, (I4(C), J3(C[:3, :3]))):
+    for (mean, se), got in zip(mc, (I4(C), J3(C[:3, :3])), strict=True):
         # 5 standard errors: a false alarm has probability 6e-7 per check. The formula is exact,
         # so the only tolerance is the Monte Carlo one (se ~ 2e-3 of the value here).
         assert abs(float(got) - mean) <= 5 * se + 1e-15, (float(got), mean, se)
