@@ -23,7 +23,11 @@ from cnntheory import energy as E  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PAPER = {"nonlinear_vs_formula": "0.94 +- 0.01 (VGG11, CIFAR-10)", "random_init_control": "0.10 +- 0.15"}
-DATASETS = {"photos": dict(num_images=1024, size=24, classes=2), "digits": dict(num_images=1797, size=8, classes=10), "powerlaw": dict(num_images=1024, size=24, classes=10)}
+DATASETS = {
+    "photos": dict(num_images=1024, size=24, classes=2),
+    "digits": dict(num_images=1797, size=8, classes=10),
+    "powerlaw": dict(num_images=1024, size=24, classes=10),
+}
 
 
 def pca_timing(num_patches: int = 10**7, size: int = 32, chunk: int = 256) -> dict:
@@ -38,7 +42,13 @@ def pca_timing(num_patches: int = 10**7, size: int = 32, chunk: int = 256) -> di
     start = time.perf_counter()
     pca = E.patch_pca((pool[i % 8][:c] for i, c in enumerate(chunks)), 3)
     elapsed = time.perf_counter() - start
-    return {"patches": pca.count, "patch_dim": 27, "seconds": elapsed, "patches_per_second": pca.count / elapsed, "image_generation_seconds": gen}
+    return {
+        "patches": pca.count,
+        "patch_dim": 27,
+        "seconds": elapsed,
+        "patches_per_second": pca.count / elapsed,
+        "image_generation_seconds": gen,
+    }
 
 
 def main() -> None:
@@ -53,7 +63,9 @@ def main() -> None:
         corr["seconds"] = time.perf_counter() - start
         corr["images"] = list(images.shape)
         results["datasets"][name] = corr
-        E.plot_report(report, title=f"{name}: {images.shape[0]} images {images.shape[1:]}").savefig(RESULTS / f"energy_profile_{name}.png", dpi=110)
+        E.plot_report(report, title=f"{name}: {images.shape[0]} images {images.shape[1:]}").savefig(
+            RESULTS / f"energy_profile_{name}.png", dpi=110
+        )
         print(f"{name}: done in {corr['seconds']:.0f} s", flush=True)
     results["pca_timing"] = pca_timing()
 
@@ -63,9 +75,29 @@ def main() -> None:
     rows = [
         ("linear CNN (mean of seeds) vs exact expectation", lambda c: f"{c['linear_vs_exact_expectation']:.3f}", "-"),
         ("linear CNN, random labels vs formula", lambda c: f"{c['linear_vs_formula']['r']:.2f}", "-"),
-        ("linear CNN, true labels vs formula", lambda c: f"{c['linear_true_labels_vs_formula']['r']:.2f}" if "linear_true_labels_vs_formula" in c else "n/a", "-"),
-        ("nonlinear CNN, true labels, W - W0", lambda c: pm(c["nonlinear_true_labels_learned_vs_formula"]) if "nonlinear_true_labels_learned_vs_formula" in c else "n/a", PAPER["nonlinear_vs_formula"]),
-        ("nonlinear CNN, true labels, W", lambda c: pm(c["nonlinear_true_labels_raw_vs_formula"]) if "nonlinear_true_labels_raw_vs_formula" in c else "n/a", PAPER["nonlinear_vs_formula"]),
+        (
+            "linear CNN, true labels vs formula",
+            lambda c: (
+                f"{c['linear_true_labels_vs_formula']['r']:.2f}" if "linear_true_labels_vs_formula" in c else "n/a"
+            ),
+            "-",
+        ),
+        (
+            "nonlinear CNN, true labels, W - W0",
+            lambda c: (
+                pm(c["nonlinear_true_labels_learned_vs_formula"])
+                if "nonlinear_true_labels_learned_vs_formula" in c
+                else "n/a"
+            ),
+            PAPER["nonlinear_vs_formula"],
+        ),
+        (
+            "nonlinear CNN, true labels, W",
+            lambda c: (
+                pm(c["nonlinear_true_labels_raw_vs_formula"]) if "nonlinear_true_labels_raw_vs_formula" in c else "n/a"
+            ),
+            PAPER["nonlinear_vs_formula"],
+        ),
         ("nonlinear CNN, random labels, W - W0", lambda c: pm(c["nonlinear_random_labels_learned_vs_formula"]), "-"),
         ("nonlinear CNN, random labels, W", lambda c: pm(c["nonlinear_random_labels_raw_vs_formula"]), "-"),
         ("random init control", lambda c: pm(c["random_init_control"]), PAPER["random_init_control"]),
@@ -75,7 +107,9 @@ def main() -> None:
     for label, get, paper in rows:
         print(f"{label:42s}" + "".join(f"{get(results['datasets'][n]):>14s}" for n in names) + f"   {paper}")
     t = results["pca_timing"]
-    print(f"\npatch PCA: {t['patches']:.3g} patches (D = 27) in {t['seconds']:.2f} s ({t['patches_per_second']:.3g} patches/s)")
+    print(
+        f"\npatch PCA: {t['patches']:.3g} patches (D = 27) in {t['seconds']:.2f} s ({t['patches_per_second']:.3g} patches/s)"
+    )
     (RESULTS / "energy_profile.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {RESULTS / 'energy_profile.json'}")
 

@@ -61,7 +61,9 @@ def main():
     rows = []
     for N in (1, 4):
         t0 = time.perf_counter()
-        sim = simulate(problem(N), Q0, R0, V0, dim=DIM, t1=T1, num_records=RECORDS, seeds=SEEDS, key=jax.random.PRNGKey(N))
+        sim = simulate(
+            problem(N), Q0, R0, V0, dim=DIM, t1=T1, num_records=RECORDS, seeds=SEEDS, key=jax.random.PRNGKey(N)
+        )
         sim_wall = time.perf_counter() - t0
         mean = np.asarray(sim.error).mean(0)[1:]
         se = np.asarray(sim.error).std(0, ddof=1)[1:] / np.sqrt(SEEDS)
@@ -85,14 +87,30 @@ def main():
         rows.append(row)
         print(json.dumps(row, indent=1), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    meta = {"machine": platform.platform(), "devices": [str(d) for d in jax.devices()], "T1": T1, "records": RECORDS, "seeds": SEEDS,
-            "dim": DIM, "Q0": Q0.tolist(), "R0": R0.tolist(), "lr": "0.5 / N", "K": 2, "M": 2, "activation": "relu"}
+    meta = {
+        "machine": platform.platform(),
+        "devices": [str(d) for d in jax.devices()],
+        "T1": T1,
+        "records": RECORDS,
+        "seeds": SEEDS,
+        "dim": DIM,
+        "Q0": Q0.tolist(),
+        "R0": R0.tolist(),
+        "lr": "0.5 / N",
+        "K": 2,
+        "M": 2,
+        "activation": "relu",
+    }
     (RESULTS / "gaussian_relu_exact.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print("| N | exact eps(T1) | quad16 eps(T1) | sim eps(T1) +- se | max |quad16 - exact| | gap rms exact | gap rms quad16 | max gap/se exact | quad16 |")
+    print(
+        "| N | exact eps(T1) | quad16 eps(T1) | sim eps(T1) +- se | max |quad16 - exact| | gap rms exact | gap rms quad16 | max gap/se exact | quad16 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['N']} | {r['exact_error_end']:.5f} | {r['quad16_error_end']:.5f} | {r['sim_error_end']:.5f} +- {r['sim_error_end_se']:.5f} | "
-              f"{r['quad16_vs_exact_max_abs']:.2e} | {r['exact_gap_rms']:.2e} | {r['quad16_gap_rms']:.2e} | {r['exact_gap_max_over_se']:.1f} | {r['quad16_gap_max_over_se']:.1f} |")
+        print(
+            f"| {r['N']} | {r['exact_error_end']:.5f} | {r['quad16_error_end']:.5f} | {r['sim_error_end']:.5f} +- {r['sim_error_end_se']:.5f} | "
+            f"{r['quad16_vs_exact_max_abs']:.2e} | {r['exact_gap_rms']:.2e} | {r['quad16_gap_rms']:.2e} | {r['exact_gap_max_over_se']:.1f} | {r['quad16_gap_max_over_se']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,26 @@ def run(N, D):
     sim = simulate(p, Q0, R0, V0, dim=D, t1=T1, num_records=RECORDS, seeds=SEEDS, key=jax.random.PRNGKey(D + N))
     wall = time.perf_counter() - t0
     tr = solve(p, Q0, R0, V0, T1, ts=sim.t)
-    sim_y = np.concatenate([np.asarray(sim.Q).reshape(SEEDS, RECORDS + 1, -1), np.asarray(sim.R).reshape(SEEDS, RECORDS + 1, -1)], -1)
+    sim_y = np.concatenate(
+        [np.asarray(sim.Q).reshape(SEEDS, RECORDS + 1, -1), np.asarray(sim.R).reshape(SEEDS, RECORDS + 1, -1)], -1
+    )
     ode_y = np.concatenate([np.asarray(tr.Q).reshape(RECORDS + 1, -1), np.asarray(tr.R).reshape(RECORDS + 1, -1)], -1)
     diff = (sim_y - ode_y[None])[:, 1:]  # t = 0 is exact by construction
     dev = float(np.sqrt(np.mean(diff**2)))
     mean, var = diff.mean(0), diff.var(0, ddof=1)
     bias = float(np.sqrt(max(np.mean(mean**2 - var / SEEDS), 0.0)))
     err_dev = float(np.sqrt(np.mean((np.asarray(sim.error) - np.asarray(tr.error)[None])[:, 1:] ** 2)))
-    return {"N": N, "D": D, "dev": dev, "bias": bias, "err_dev": err_dev, "wall_s": wall, "steps": sim.steps,
-            "ode_error_end": float(tr.error[-1]), "sim_error_end_mean": float(np.mean(sim.error[:, -1]))}
+    return {
+        "N": N,
+        "D": D,
+        "dev": dev,
+        "bias": bias,
+        "err_dev": err_dev,
+        "wall_s": wall,
+        "steps": sim.steps,
+        "ode_error_end": float(tr.error[-1]),
+        "sim_error_end_mean": float(np.mean(sim.error[:, -1])),
+    }
 
 
 def slope(rows, key):
@@ -71,17 +82,35 @@ def main():
         for D in DIMS:
             r = run(N, D)
             mine.append(r)
-            print(f"N={N:2d} D={D:5d}  dev={r['dev']:.4f}  bias={r['bias']:.4f}  err_dev={r['err_dev']:.2e}  ({r['wall_s']:.1f} s)", flush=True)
+            print(
+                f"N={N:2d} D={D:5d}  dev={r['dev']:.4f}  bias={r['bias']:.4f}  err_dev={r['err_dev']:.2e}  ({r['wall_s']:.1f} s)",
+                flush=True,
+            )
         rows += mine
         fits[N] = {"dev": slope(mine, "dev"), "err_dev": slope(mine, "err_dev")}
         print(f"N={N:2d}: slope of dev vs D {fits[N]['dev']:.3f}, of err_dev {fits[N]['err_dev']:.3f} (expected -0.5)")
     RESULTS.mkdir(exist_ok=True)
-    meta = {"machine": platform.platform(), "cpu_count": jax.local_device_count(), "devices": [str(d) for d in jax.devices()],
-            "T1": T1, "records": RECORDS, "seeds": SEEDS, "Q0": Q0.tolist(), "R0": R0.tolist(), "lr": "0.5 / N", "pooling": "sum",
-            "activation": "scaled_erf"}
-    (RESULTS / "gaussian_theory_vs_simulation.json").write_text(json.dumps({"meta": meta, "rows": rows, "slopes": {str(k): v for k, v in fits.items()}}, indent=2) + "\n")
+    meta = {
+        "machine": platform.platform(),
+        "cpu_count": jax.local_device_count(),
+        "devices": [str(d) for d in jax.devices()],
+        "T1": T1,
+        "records": RECORDS,
+        "seeds": SEEDS,
+        "Q0": Q0.tolist(),
+        "R0": R0.tolist(),
+        "lr": "0.5 / N",
+        "pooling": "sum",
+        "activation": "scaled_erf",
+    }
+    (RESULTS / "gaussian_theory_vs_simulation.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "slopes": {str(k): v for k, v in fits.items()}}, indent=2) + "\n"
+    )
     lines = ["| N | D | dev (Q, R) | bias | error dev | wall s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['N']} | {r['D']} | {r['dev']:.4f} | {r['bias']:.4f} | {r['err_dev']:.2e} | {r['wall_s']:.1f} |" for r in rows]
+    lines += [
+        f"| {r['N']} | {r['D']} | {r['dev']:.4f} | {r['bias']:.4f} | {r['err_dev']:.2e} | {r['wall_s']:.1f} |"
+        for r in rows
+    ]
     lines += ["", "| N | slope dev | slope error dev |", "|---|---|---|"]
     lines += [f"| {N} | {f['dev']:.3f} | {f['err_dev']:.3f} |" for N, f in fits.items()]
     (RESULTS / "gaussian_theory_vs_simulation.md").write_text("\n".join(lines) + "\n")

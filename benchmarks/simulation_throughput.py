@@ -85,8 +85,19 @@ def python_loop(problem, m0, v0, lr, batch_size, steps, seeds, conv=False):
 
 def with_simulate(problem, m0, v0, lr, batch_size, steps, seeds, dtype, seeds_by):
     s = sim.simulate(
-        problem, m0, v0, mode="online", lr=lr, steps=steps, record_every=steps // 10, batch_size=batch_size,
-        num_seeds=seeds, num_test=0, key=jax.random.key(0), dtype=dtype, seeds_by=seeds_by,
+        problem,
+        m0,
+        v0,
+        mode="online",
+        lr=lr,
+        steps=steps,
+        record_every=steps // 10,
+        batch_size=batch_size,
+        num_seeds=seeds,
+        num_test=0,
+        key=jax.random.key(0),
+        dtype=dtype,
+        seeds_by=seeds_by,
     )
     return jax.block_until_ready(s.v)
 
@@ -121,12 +132,23 @@ def main():
             results[label] = timed(python_loop, problem, m0, v0, lr, B, loop_steps, seeds, conv)
         for method, seconds in results.items():
             n = images if method.startswith("simulate") else B * loop_steps * seeds
-            rows.append(dict(setting=name, batch=B, seeds=seeds, steps=steps if method.startswith("simulate") else loop_steps,
-                             method=method, seconds=seconds, images_per_second=n / seconds))
+            rows.append(
+                dict(
+                    setting=name,
+                    batch=B,
+                    seeds=seeds,
+                    steps=steps if method.startswith("simulate") else loop_steps,
+                    method=method,
+                    seconds=seconds,
+                    images_per_second=n / seconds,
+                )
+            )
             print(f"{name:<11} B={B:<4d} S={seeds} {method:<26} {n / seconds:12.0f} images/s", flush=True)
     meta = {
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "machine": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
         "note": "compile time excluded; online SGD, relu student, mean pooling; CPU only: no GPU was lent for this run",
     }
     write_results(meta, rows)
@@ -134,23 +156,35 @@ def main():
 
 def write_results(meta, rows):
     ratios = {}
-    lines = ["# Online SGD throughput (images / s)", "", f"backend: {meta['backend']}, {meta['cpu_count']} cores (no GPU lent for this run)", "",
-             "| setting | B | seeds x steps | simulate f64 map | simulate f64 vmap | simulate f32 map | simulate f32 vmap | python loop f64 | python loop, conv f64 | best f64 / loop | best f64 / conv loop |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Online SGD throughput (images / s)",
+        "",
+        f"backend: {meta['backend']}, {meta['cpu_count']} cores (no GPU lent for this run)",
+        "",
+        "| setting | B | seeds x steps | simulate f64 map | simulate f64 vmap | simulate f32 map | simulate f32 vmap | python loop f64 | python loop, conv f64 | best f64 / loop | best f64 / conv loop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, B, steps, seeds in PLAN:
         r = {x["method"]: x["images_per_second"] for x in rows if x["setting"] == name and x["batch"] == B}
         best = max(r["simulate float64 map"], r["simulate float64 vmap"])
         ratio = best / r["python loop float64"]
         ratios[f"{name} B={B}"] = ratio
-        lines.append(f"| {name} | {B} | {seeds} x {steps} | {r['simulate float64 map']:.3g} | {r['simulate float64 vmap']:.3g} | "
-                     f"{r['simulate float32 map']:.3g} | {r['simulate float32 vmap']:.3g} | "
-                     f"{r['python loop float64']:.3g} | {r['python loop conv float64']:.3g} | {ratio:.1f}x | "
-                     f"{best / r['python loop conv float64']:.1f}x |")
-    lines += ["", "`simulate` trains through `patch_network` (the convolution of non-overlapping atom patches as a",
-              "gather and a matrix product); inside a compiled loop XLA:CPU runs the real convolution many times",
-              "slower than dispatched on its own. The light setting (d = 20, B = 32) is bound by random-number",
-              "generation on CPU (threefry and the Dirichlet gamma sampler), which the Python loop pays too."]
-    (RESULTS / "simulation_throughput.json").write_text(json.dumps({"meta": meta, "ratios_simulate_over_loop": ratios, "rows": rows}, indent=1))
+        lines.append(
+            f"| {name} | {B} | {seeds} x {steps} | {r['simulate float64 map']:.3g} | {r['simulate float64 vmap']:.3g} | "
+            f"{r['simulate float32 map']:.3g} | {r['simulate float32 vmap']:.3g} | "
+            f"{r['python loop float64']:.3g} | {r['python loop conv float64']:.3g} | {ratio:.1f}x | "
+            f"{best / r['python loop conv float64']:.1f}x |"
+        )
+    lines += [
+        "",
+        "`simulate` trains through `patch_network` (the convolution of non-overlapping atom patches as a",
+        "gather and a matrix product); inside a compiled loop XLA:CPU runs the real convolution many times",
+        "slower than dispatched on its own. The light setting (d = 20, B = 32) is bound by random-number",
+        "generation on CPU (threefry and the Dirichlet gamma sampler), which the Python loop pays too.",
+    ]
+    (RESULTS / "simulation_throughput.json").write_text(
+        json.dumps({"meta": meta, "ratios_simulate_over_loop": ratios, "rows": rows}, indent=1)
+    )
     (RESULTS / "simulation_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -43,7 +43,9 @@ def problem_of_size(P: int) -> ct.TeacherStudent:
     G /= np.sqrt(np.outer(np.diag(G), np.diag(G)))
     k = max(3, int(np.ceil(np.sqrt(P))))
     mixture = ct.PatchMixture(ct.atoms_from_gram(G, k), rng.uniform(0.5, 3.0, P), 4, "sum")
-    return ct.TeacherStudent(mixture, teacher_head=rng.normal(size=P), student_activation="relu", lr_kernel=float(k * k))
+    return ct.TeacherStudent(
+        mixture, teacher_head=rng.normal(size=P), student_activation="relu", lr_kernel=float(k * k)
+    )
 
 
 def per_call(fn, m, v, repeats: int = 200) -> float:
@@ -113,7 +115,9 @@ def main() -> None:
             flush=True,
         )
         if row["total_s"] > args.budget:
-            print(f"stopping: setup at {row['states']} states took {row['total_s']:.0f} s (> --budget {args.budget:.0f} s)")
+            print(
+                f"stopping: setup at {row['states']} states took {row['total_s']:.0f} s (> --budget {args.budget:.0f} s)"
+            )
             break
     out = pathlib.Path(__file__).parent / "results" / "symbolic.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,10 +109,23 @@ def online_grid(problem, key):
             t0 = time.perf_counter()
             s = sim.simulate(problem, M0, V0, mode="online", batch_size=B, num_seeds=SEEDS, **kw)
             bias, raw, noise, fluct = rms_bias(flat(s.m, s.v), ref)
-            rows.append(dict(lr=lr, B=B, reference=traj.method, bias=bias, bias_raw=raw, mean_noise=noise,
-                             fluctuation=fluct, euler_bias=euler_bias, seconds=time.perf_counter() - t0))
-            print(f"  lr={lr:<6g} B={B:<3d} bias={bias:.3e} (raw {raw:.3e}, noise {noise:.3e}, Euler part {euler_bias:.3e}) "
-                  f"fluct={fluct:.3e} ({rows[-1]['seconds']:.1f} s)")
+            rows.append(
+                dict(
+                    lr=lr,
+                    B=B,
+                    reference=traj.method,
+                    bias=bias,
+                    bias_raw=raw,
+                    mean_noise=noise,
+                    fluctuation=fluct,
+                    euler_bias=euler_bias,
+                    seconds=time.perf_counter() - t0,
+                )
+            )
+            print(
+                f"  lr={lr:<6g} B={B:<3d} bias={bias:.3e} (raw {raw:.3e}, noise {noise:.3e}, Euler part {euler_bias:.3e}) "
+                f"fluct={fluct:.3e} ({rows[-1]['seconds']:.1f} s)"
+            )
     return rows
 
 
@@ -161,21 +174,35 @@ def plot(results, path):
         for B in BATCHES:
             sel = [r for r in rows if r["B"] == B]
             ax.loglog([r["lr"] for r in sel], [r["bias"] for r in sel], "o-", label=f"B={B}")
-            ax.loglog([r["lr"] for r in sel], [r["mean_noise"] for r in sel], ":", color=ax.lines[-1].get_color(), lw=0.8)
+            ax.loglog(
+                [r["lr"] for r in sel], [r["mean_noise"] for r in sel], ":", color=ax.lines[-1].get_color(), lw=0.8
+            )
         lr = np.array(LRS)
         euler = [next(r["euler_bias"] for r in rows if r["lr"] == x) for x in lr]
         ax.loglog(lr, euler, "ks-", ms=3, lw=0.8, label="Euler part (population GD)")
         ax.loglog(lr, lr * rows[0]["bias"] / rows[0]["lr"], "k--", lw=0.8, label="slope 1")
         ax.text(0.02, 0.02, "dotted: seed-mean noise", transform=ax.transAxes, fontsize=7)
-        ax.set(xlabel="lr", ylabel="bias (RMS, noise-corrected)", title=f"{act}: bias ~ lr^{res['slopes']['bias_vs_lr_slope']:.2f} B^{res['slopes']['bias_vs_B_slope']:.2f}")
+        ax.set(
+            xlabel="lr",
+            ylabel="bias (RMS, noise-corrected)",
+            title=f"{act}: bias ~ lr^{res['slopes']['bias_vs_lr_slope']:.2f} B^{res['slopes']['bias_vs_B_slope']:.2f}",
+        )
         ax.legend(fontsize=8)
         ax = axes[row, 1]
         x = np.array([r["lr"] / r["B"] for r in rows])
         ax.loglog(x, [r["fluctuation"] for r in rows], "o")
         xs = np.sort(x)
-        ax.loglog(xs, res["slopes"]["fluctuation_prefactor"] * xs ** res["slopes"]["fluctuation_vs_lr_over_B_slope"], "k--", lw=0.8)
-        ax.set(xlabel="lr / B", ylabel="seed std (RMS over t)",
-               title=f"{act}: fluctuation, slope {res['slopes']['fluctuation_vs_lr_over_B_slope']:.3f}")
+        ax.loglog(
+            xs,
+            res["slopes"]["fluctuation_prefactor"] * xs ** res["slopes"]["fluctuation_vs_lr_over_B_slope"],
+            "k--",
+            lw=0.8,
+        )
+        ax.set(
+            xlabel="lr / B",
+            ylabel="seed std (RMS over t)",
+            title=f"{act}: fluctuation, slope {res['slopes']['fluctuation_vs_lr_over_B_slope']:.3f}",
+        )
     fig.suptitle(f"online SGD vs ODE, shape counting (overlap 0.8, alpha (1,1), N=16), {SEEDS} seeds, t1={T1:g}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -201,13 +228,17 @@ def table(results) -> str:
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in res["online"]:
-            lines.append(f"| {r['lr']:g} | {r['B']} | {r['bias']:.2e} | {r['bias_raw']:.2e} | {r['mean_noise']:.2e} | {r['euler_bias']:.2e} | {r['fluctuation']:.2e} |")
+            lines.append(
+                f"| {r['lr']:g} | {r['B']} | {r['bias']:.2e} | {r['bias_raw']:.2e} | {r['mean_noise']:.2e} | {r['euler_bias']:.2e} | {r['fluctuation']:.2e} |"
+            )
         s = res["slopes"]
         lines += [
             "",
             f"Fitted slopes ({s['bias_fit_points']} of {len(res['online'])} points with bias > seed-mean noise): "
             f"bias ~ lr^{s['bias_vs_lr_slope']:.2f} B^{s['bias_vs_B_slope']:.2f}; bias vs lr per B: "
-            + ", ".join(f"B={b}: {v:.2f}" if v is not None else f"B={b}: -" for b, v in s["bias_vs_lr_slope_per_B"].items())
+            + ", ".join(
+                f"B={b}: {v:.2f}" if v is not None else f"B={b}: -" for b, v in s["bias_vs_lr_slope_per_B"].items()
+            )
             + f"; Euler part ~ lr^{s['euler_bias_vs_lr_slope']:.2f}; "
             f"fluctuation ~ (lr/B)^{s['fluctuation_vs_lr_over_B_slope']:.3f}. Reference ODE: {res['online'][0]['reference']}.",
             "",
@@ -229,10 +260,17 @@ def main():
         print("  slopes:", results[act]["slopes"])
     meta = {
         "setting": "shape_counting(overlap=0.8, alpha=(1,1), patches_per_side=4, pooling='mean', k=5)",
-        "m0": np.asarray(M0).tolist(), "v0": np.asarray(V0).tolist(), "t1": T1, "records": RECORDS,
-        "lrs": LRS, "batches": BATCHES, "seeds": SEEDS,
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "machine": platform.processor() or platform.machine(), "seconds": time.perf_counter() - start,
+        "m0": np.asarray(M0).tolist(),
+        "v0": np.asarray(V0).tolist(),
+        "t1": T1,
+        "records": RECORDS,
+        "lrs": LRS,
+        "batches": BATCHES,
+        "seeds": SEEDS,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "machine": platform.processor() or platform.machine(),
+        "seconds": time.perf_counter() - start,
     }
     (RESULTS / "theory_vs_simulation.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (RESULTS / "theory_vs_simulation.md").write_text(table(results))

@@ -73,7 +73,10 @@ class SolverConfig(eqx.Module):
     def __check_init__(self):
         method, rtol, atol, dt0 = self.method, self.rtol, self.atol, self.dt0
         if method not in DIFFRAX_SOLVERS and method not in SCIPY_METHODS:
-            require(False, f"unknown method {method!r}; choose one of: {', '.join(sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS))}")
+            require(
+                False,
+                f"unknown method {method!r}; choose one of: {', '.join(sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS))}",
+            )
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not (_traced(tol) or tol > 0):
                 require(False, f"{name} must be > 0 (adaptive step control), got {name}={tol}")

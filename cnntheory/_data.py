@@ -36,7 +36,10 @@ POOLINGS = ("sum", "mean")
 def check_gram(gram, *, name: str = "gram", unit_diagonal: bool = False, tol: float = 1e-10):
     """Validate a Gram matrix: square, symmetric, positive semi-definite (and unit diagonal)."""
     gram = np.asarray(gram, dtype=float)
-    require(gram.ndim == 2 and gram.shape[0] == gram.shape[1], f"{name} must be a square (P, P) matrix, got shape {gram.shape}")
+    require(
+        gram.ndim == 2 and gram.shape[0] == gram.shape[1],
+        f"{name} must be a square (P, P) matrix, got shape {gram.shape}",
+    )
     require(np.all(np.isfinite(gram)), f"{name} has non-finite entries")
     require(np.allclose(gram, gram.T, atol=tol), f"{name} must be symmetric")
     scale = max(1.0, float(np.max(np.abs(gram))))
@@ -215,7 +218,9 @@ class PatchMixture(eqx.Module):
         kernels = jnp.asarray(kernels)
         return kernels @ self.atoms.astype(kernels.dtype).T / self.patch_dim
 
-    def in_span_kernels(self, m: Float[AnyArray, "*B L P"], gram_pinv: Float[AnyArray, "P P"] | None = None) -> Float[Array, "*B L D"]:
+    def in_span_kernels(
+        self, m: Float[AnyArray, "*B L P"], gram_pinv: Float[AnyArray, "P P"] | None = None
+    ) -> Float[Array, "*B L D"]:
         """The kernels in the atoms' span with order parameters `m`: `K = m G^+ mu`.
 
         The exact inverse of `overlaps` on the span (when the rows of `m` lie in the row
@@ -240,7 +245,9 @@ class PatchMixture(eqx.Module):
             return counts
         N = self.num_patches
         if N is None:
-            raise ValueError("pooled_counts: the continuum limit (patches_per_side=None) has no patch counts; use a finite patches_per_side")
+            raise ValueError(
+                "pooled_counts: the continuum limit (patches_per_side=None) has no patch counts; use a finite patches_per_side"
+            )
         return counts / N
 
     def sample_counts(self, key: PRNGKeyArray, num_images: int) -> tuple[Int[Array, "n M M"], Int[Array, "n P"]]:

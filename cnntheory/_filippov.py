@@ -218,7 +218,11 @@ def _record(events: Events, t, l, p, kind, to) -> Events:
         return a.at[i].set(jnp.asarray(x, a.dtype), mode="drop")
 
     return Events(
-        put(events.t, t), put(events.unit, l), put(events.atom, p), put(events.kind, kind), put(events.to, to),
+        put(events.t, t),
+        put(events.unit, l),
+        put(events.atom, p),
+        put(events.kind, kind),
+        put(events.to, to),
         events.count + (kind != _NO_EVENT).astype(events.count.dtype),
     )
 
@@ -281,7 +285,16 @@ def _settle_all(problem, m, v, mode, events, t, pending, branch):
     return m, mode, events
 
 
-def resolve_mode(problem: TeacherStudent, m, v, mode: Mode, at_surface: Bool[Array, "L P"], events: Events | None = None, t=0.0, branch=0):
+def resolve_mode(
+    problem: TeacherStudent,
+    m,
+    v,
+    mode: Mode,
+    at_surface: Bool[Array, "L P"],
+    events: Events | None = None,
+    t=0.0,
+    branch=0,
+):
     """Choose the next mode for the entries `at_surface` (processed one at a time).
 
     Returns the state with those entries set exactly to 0, the new mode and the event
@@ -358,7 +371,21 @@ MODE_EVENT = diffrax.Event(_mode_event_condition, ROOT_FINDER, direction=False)
 
 
 def integrate_filippov(
-    problem, m0, v0, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps, max_segments, max_events=256, repulsive="minus"
+    problem,
+    m0,
+    v0,
+    t0,
+    t1,
+    ts,
+    dt0,
+    rtol,
+    atol,
+    *,
+    solver_name,
+    max_steps,
+    max_segments,
+    max_events=256,
+    repulsive="minus",
 ):
     """The Filippov solution from `(m0, v0)`: smooth segments per mode, `resolve_mode` between.
 
@@ -403,7 +430,19 @@ def integrate_filippov(
         # An event stops the step at the located time even if the root find gave up.
         result = diffrax.RESULTS.where(fired, diffrax.RESULTS.event_occurred, sol.result)
         status = status_from_result(result, diverged(m_end, v_end))
-        return (t_end, m_next, v_end, mode_next, events, out_m, out_v, saved | new, status, nsteps + sol.stats["num_steps"], nseg + 1)
+        return (
+            t_end,
+            m_next,
+            v_end,
+            mode_next,
+            events,
+            out_m,
+            out_v,
+            saved | new,
+            status,
+            nsteps + sol.stats["num_steps"],
+            nseg + 1,
+        )
 
     def unfinished(carry):
         t, *_, status, _, nseg = carry

@@ -10,7 +10,9 @@ import numpy as np
 from ._solve import Trajectory
 
 
-def plot_order_parameters(traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True, events: bool = True):
+def plot_order_parameters(
+    traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True, events: bool = True
+):
     """`m_lp(t)` (solid) and `v_l(t)` (dashed) of one solve on `ax`.
 
     `events`: mark the relu mode changes of `traj.events` on the axis `m = 0` (`mark_events`).
@@ -58,10 +60,18 @@ def mark_events(traj: Trajectory, ax, colors=None):
     P = np.shape(traj.m)[-1]
     labelled = set()
     for t, l, p, kind, _ in traj.events.to_list():
-        ax.plot(t, 0.0, ls="none", marker=EVENT_MARKERS[kind], ms=8 if kind == "repulsive" else 6,
-                mfc="none" if kind in ("slide", "exit") else colors[(l * P + p) % len(colors)],
-                mec=colors[(l * P + p) % len(colors)], mew=1.3, zorder=3,
-                label=None if kind in labelled else f"{kind} event")
+        ax.plot(
+            t,
+            0.0,
+            ls="none",
+            marker=EVENT_MARKERS[kind],
+            ms=8 if kind == "repulsive" else 6,
+            mfc="none" if kind in ("slide", "exit") else colors[(l * P + p) % len(colors)],
+            mec=colors[(l * P + p) % len(colors)],
+            mew=1.3,
+            zorder=3,
+            label=None if kind in labelled else f"{kind} event",
+        )
         labelled.add(kind)
     return ax
 
@@ -83,7 +93,9 @@ def trajectory_figure(trajs: dict[str, Trajectory], *, suptitle: str | None = No
     import matplotlib.pyplot as plt
 
     n = len(trajs)
-    fig, axes = plt.subplots(2, n, figsize=(5.0 * n, 6.0), sharex="col", gridspec_kw={"height_ratios": [2.2, 1]}, squeeze=False)
+    fig, axes = plt.subplots(
+        2, n, figsize=(5.0 * n, 6.0), sharex="col", gridspec_kw={"height_ratios": [2.2, 1]}, squeeze=False
+    )
     for j, (name, traj) in enumerate(trajs.items()):
         plot_order_parameters(traj, axes[0, j], title=name, legend=(j == n - 1))
         plot_loss(traj, axes[1, j])

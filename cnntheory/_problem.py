@@ -144,7 +144,10 @@ class TeacherStudent(eqx.Module):
         """Raise `ValueError` unless `m` is `(L, P)` and `v` is `(L,)` for this problem."""
         P = self.num_atoms
         require(jnp.ndim(m) == 2 and jnp.shape(m)[1] == P, f"m must have shape (L, P) with P = {P}, got {jnp.shape(m)}")
-        require(jnp.shape(v) == (jnp.shape(m)[0],), f"v must have shape (L,) = ({jnp.shape(m)[0]},) to match m, got {jnp.shape(v)}")
+        require(
+            jnp.shape(v) == (jnp.shape(m)[0],),
+            f"v must have shape (L,) = ({jnp.shape(m)[0]},) to match m, got {jnp.shape(v)}",
+        )
 
     # --- the theory -------------------------------------------------------------------
     def teacher_outputs(self) -> Float[Array, " P"]:
@@ -155,7 +158,9 @@ class TeacherStudent(eqx.Module):
         """`a_p = sum_l v_l sigma(m_lp)`."""
         return v @ self.sigma(m)
 
-    def residual(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], activations: Float[AnyArray, "L P"] | None = None) -> Float[Array, " P"]:
+    def residual(
+        self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], activations: Float[AnyArray, "L P"] | None = None
+    ) -> Float[Array, " P"]:
         """`r = C (a - b)`, the moment-weighted per-atom error.
 
         `activations` replaces `sigma(m)` in `a = v @ sigma(m)` (the relu solver passes those
@@ -170,13 +175,19 @@ class TeacherStudent(eqx.Module):
         e = self.student_outputs(m, v) - self.teacher_outputs()
         return 0.5 * e @ self.moments @ e
 
-    def rhs(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+    def rhs(
+        self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]
+    ) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
         """Gradient-flow velocities `(dm/dt, dv/dt)` (closed form, module docstring)."""
         self.check_state(m, v)
         return self.velocities(v, self.sigma(m), self.sigma.derivative(m), self.residual(m, v))
 
     def velocities(
-        self, v: Float[AnyArray, " L"], activations: Float[AnyArray, "L P"], derivatives: Float[AnyArray, "L P"], r: Float[AnyArray, " P"]
+        self,
+        v: Float[AnyArray, " L"],
+        activations: Float[AnyArray, "L P"],
+        derivatives: Float[AnyArray, "L P"],
+        r: Float[AnyArray, " P"],
     ) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
         r"""The flow formula, the one place it is written:
 

@@ -89,7 +89,9 @@ def _segment(fun, jac, t, t1, y, ts, method, rtol, atol, events):
     # A segment with no save time in it still needs a (non-empty) t_eval: scipy returns
     # a list, not an array, for an empty one. Save its end instead and drop it.
     t_eval = ts if len(ts) else np.array([t1])
-    sol = scipy.integrate.solve_ivp(fun, (t, t1), y, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=events, **implicit)
+    sol = scipy.integrate.solve_ivp(
+        fun, (t, t1), y, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=events, **implicit
+    )
     sol.y = np.asarray(sol.y).reshape(len(y), -1)[:, : len(ts)]
     return sol
 
@@ -99,7 +101,13 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive
 
     `config` is the `SolverConfig` of the solve (a scipy `method`).
     """
-    method, rtol, atol, max_segments, max_events = config.method, config.rtol, config.atol, config.max_segments, config.max_events
+    method, rtol, atol, max_segments, max_events = (
+        config.method,
+        config.rtol,
+        config.atol,
+        config.max_segments,
+        config.max_events,
+    )
     L, P = m0.shape
     flow = _ScipyFlow(problem, L)
     if rhs is not None:

@@ -42,7 +42,17 @@ from ._trajectory import Events, SolverError, Trajectory
 from ._typing import AnyArray, Scalar, Times
 from ._validate import is_concrete, require, require_finite
 
-__all__ = ["DIFFRAX_SOLVERS", "SCIPY_METHODS", "Events", "SolverConfig", "SolverError", "Trajectory", "solve", "solve_batch", "stack_problems"]
+__all__ = [
+    "DIFFRAX_SOLVERS",
+    "SCIPY_METHODS",
+    "Events",
+    "SolverConfig",
+    "SolverError",
+    "Trajectory",
+    "solve",
+    "solve_batch",
+    "stack_problems",
+]
 
 
 def _smooth_vector_field(t, y, problem):
@@ -53,7 +63,9 @@ def _integrate_smooth(problem, m0, v0, t0, t1, ts, config, repulsive, *, rhs=Non
     del repulsive
     c = config
     field = _smooth_vector_field if rhs is None else (lambda t, y, args: rhs(*y))
-    (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, c.dt0, c.rtol, c.atol, solver_name=c.method, max_steps=c.max_steps)
+    (m, v), status, nsteps, t_end = integrate(
+        field, (m0, v0), problem, t0, t1, ts, c.dt0, c.rtol, c.atol, solver_name=c.method, max_steps=c.max_steps
+    )
     return m, v, status, nsteps, jnp.asarray(1), t_end, Events.empty(0)
 
 
@@ -61,8 +73,20 @@ def _integrate_hybrid(problem, m0, v0, t0, t1, ts, config, repulsive, *, rhs=Non
     del rhs  # the hybrid scheme integrates the mode flows of `problem` itself
     c = config
     return integrate_filippov(
-        problem, m0, v0, t0, t1, ts, c.dt0, c.rtol, c.atol, solver_name=c.method, max_steps=c.max_steps, max_segments=c.max_segments,
-        max_events=c.max_events, repulsive=repulsive,
+        problem,
+        m0,
+        v0,
+        t0,
+        t1,
+        ts,
+        c.dt0,
+        c.rtol,
+        c.atol,
+        solver_name=c.method,
+        max_steps=c.max_steps,
+        max_segments=c.max_segments,
+        max_events=c.max_events,
+        repulsive=repulsive,
     )
 
 
@@ -94,7 +118,9 @@ def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, repulsive, *, h
     m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
     # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
     c = config
-    return Trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, c.method, None, c.max_steps, c.max_segments, "", events)
+    return Trajectory(
+        ts, m, v, loss, status, nsteps, nseg, t_end, c.method, None, c.max_steps, c.max_segments, "", events
+    )
 
 
 # --- public API ---------------------------------------------------------------------------
@@ -244,7 +270,15 @@ def solve(
     `throw=True` is `Trajectory.raise_for_status()`.
     """
     t0, t1, ts = _check_common(problem, t0, t1, ts)
-    options = {"method": method, "rtol": rtol, "atol": atol, "dt0": dt0, "max_steps": max_steps, "max_segments": max_segments, "max_events": max_events}
+    options = {
+        "method": method,
+        "rtol": rtol,
+        "atol": atol,
+        "dt0": dt0,
+        "max_steps": max_steps,
+        "max_segments": max_segments,
+        "max_events": max_events,
+    }
     config = _config(config, options)
     m0, v0 = _float_array(m0), _float_array(v0)
     if not (m0.ndim == 2 and v0.shape == (m0.shape[0],) and m0.shape[1] == problem.mixture.atoms.shape[0]):
@@ -253,7 +287,10 @@ def solve(
     _check_state("v0", v0)
     hybrid = not problem.sigma.smooth and config.method != "euler"
     if rhs is not None:
-        require(not hybrid, "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation")
+        require(
+            not hybrid,
+            "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation",
+        )
         require(callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
     branch = _check_branch(repulsive)
     config = _with_euler_steps(config, t0, t1)
@@ -262,14 +299,30 @@ def solve(
             is_concrete(problem, m0, v0, t0, t1, ts, config),
             f"method={config.method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad",
         )
-        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive=repulsive)
+        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(
+            problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive=repulsive
+        )
         loss = jax.vmap(problem.loss)(m, v)
         traj = Trajectory(
-            jnp.asarray(ts), m, v, loss, jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end),
-            config.method, None, config.max_steps, config.max_segments, detail, events,
+            jnp.asarray(ts),
+            m,
+            v,
+            loss,
+            jnp.asarray(status),
+            jnp.asarray(nsteps),
+            jnp.asarray(nseg),
+            jnp.asarray(t_end),
+            config.method,
+            None,
+            config.max_steps,
+            config.max_segments,
+            detail,
+            events,
         )
     else:
-        traj = _compiled(problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs)
+        traj = _compiled(
+            problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs
+        )
     return traj.raise_for_status() if throw else traj
 
 
@@ -312,14 +365,27 @@ def solve_batch(
     `max_events` and `config` are as in `solve`.
     """
     t0, t1, ts = _check_common(problem, t0, t1, ts)
-    options = {"method": method, "rtol": rtol, "atol": atol, "dt0": dt0, "max_steps": max_steps, "max_segments": max_segments, "max_events": max_events}
+    options = {
+        "method": method,
+        "rtol": rtol,
+        "atol": atol,
+        "dt0": dt0,
+        "max_steps": max_steps,
+        "max_segments": max_segments,
+        "max_events": max_events,
+    }
     if config is None and method not in DIFFRAX_SOLVERS:
         require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
     config = _config(config, options)
     if config.is_scipy:
-        require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {config.method!r}")
+        require(
+            False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {config.method!r}"
+        )
     m0, v0 = _float_array(m0), _float_array(v0)
-    require(m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0], f"m0 must be (B, L, P) and v0 (B, L) with the same B, got {m0.shape} and {v0.shape}")
+    require(
+        m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0],
+        f"m0 must be (B, L, P) and v0 (B, L) with the same B, got {m0.shape} and {v0.shape}",
+    )
     _check_state("m0", m0)
     _check_state("v0", v0)
     if batch_problem:
@@ -334,5 +400,7 @@ def solve_batch(
     hybrid = not problem.sigma.smooth and config.method != "euler"
     branch = _check_branch(repulsive)
     config = _with_euler_steps(config, t0, t1)
-    traj = _compiled(problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None)
+    traj = _compiled(
+        problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None
+    )
     return traj.raise_for_status() if throw else traj

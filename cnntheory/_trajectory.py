@@ -77,7 +77,6 @@ class Status(enum.IntEnum):
         return f"the solver '{method}' failed at t={te:.6g}{': ' + detail if detail else ''}"
 
 
-
 class CnnTheoryError(RuntimeError):
     """The base of the errors raised for a failed run (a solve or a simulation).
 
@@ -236,7 +235,9 @@ class Trajectory(_Result):
         """What happened and where (scipy's `message`), derived from `status` and `t_end`."""
         if self.fixed_message is not None:
             return self.fixed_message
-        return status_message(self.status, self.t_end, self.method, None, self.max_steps, self.max_segments, self.detail)
+        return status_message(
+            self.status, self.t_end, self.method, None, self.max_steps, self.max_segments, self.detail
+        )
 
     def traced_message(self) -> str:
         """The message of `raise_for_status` under `jax.jit` / `jax.vmap` (status unknown)."""
@@ -281,5 +282,7 @@ def status_message(status, t_end, method, t1, max_steps, max_segments, detail=""
     i = bad[0]
     where = f" (first failing batch element {i}, {bad.size} of {status.size} failed)" if status.size > 1 else ""
     te = np.atleast_1d(np.asarray(t_end))[i]
-    reason = Status(int(status[i])).describe(te, method=method, t1=t1, max_steps=max_steps, max_segments=max_segments, detail=detail)
+    reason = Status(int(status[i])).describe(
+        te, method=method, t1=t1, max_steps=max_steps, max_segments=max_segments, detail=detail
+    )
     return reason + where

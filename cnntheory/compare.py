@@ -224,14 +224,24 @@ def matching_solve(
         trajs = [solve(problem.with_moments(C), m0, v0, t1, ts=ts, **solve_kwargs) for C in sim.train_moments]
         stack = lambda name: jnp.stack([getattr(tr, name) for tr in trajs])  # noqa: E731
         return Trajectory(
-            trajs[0].t, stack("m"), stack("v"), stack("loss"), stack("status"), stack("num_steps"),
-            stack("num_segments"), stack("t_end"), trajs[0].method, "; ".join(dict.fromkeys(tr.message for tr in trajs)),
+            trajs[0].t,
+            stack("m"),
+            stack("v"),
+            stack("loss"),
+            stack("status"),
+            stack("num_steps"),
+            stack("num_segments"),
+            stack("t_end"),
+            trajs[0].method,
+            "; ".join(dict.fromkeys(tr.message for tr in trajs)),
             events=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tr.events for tr in trajs]),
         )
     return solve(problem, m0, v0, t1, ts=ts, **solve_kwargs)
 
 
-def plot_comparison(sim: Simulation, traj: Trajectory, problem: TeacherStudent | None = None, *, title: str | None = None):
+def plot_comparison(
+    sim: Simulation, traj: Trajectory, problem: TeacherStudent | None = None, *, title: str | None = None
+):
     """Theory lines over simulated seeds (mean, dashed, and a +-1 std band).
 
     Panels: the order parameters `m_lp`, the head `v_l`, the losses (population loss at
@@ -281,6 +291,9 @@ def plot_comparison(sim: Simulation, traj: Trajectory, problem: TeacherStudent |
             axes[3].plot(t, pred[:, j], color=c, lw=1.2)
             axes[3].plot(t, np.asarray(sim.predictions[:, :, j]).mean(axis=0), "o", color=c, ms=2.5)
         axes[3].set(xlabel="$t$", title="mean prediction per label (lines: theory)")
-    fig.suptitle(title or f"{sim.mode}: theory (lines) vs {sim.num_seeds} simulated seeds (dashed mean, band +-1 std), lr={sim.lr:g}")
+    fig.suptitle(
+        title
+        or f"{sim.mode}: theory (lines) vs {sim.num_seeds} simulated seeds (dashed mean, band +-1 std), lr={sim.lr:g}"
+    )
     fig.tight_layout()
     return fig

@@ -196,7 +196,9 @@ def drift_map(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyAr
     """
     sig = problem.sigma
     L, P = m.shape
-    dm = -(problem.lr_kernel / problem.patch_dim) * (v[:, None, None] * sig.derivative(m)[:, :, None] * problem.gram[None, :, :])
+    dm = -(problem.lr_kernel / problem.patch_dim) * (
+        v[:, None, None] * sig.derivative(m)[:, :, None] * problem.gram[None, :, :]
+    )
     dm = jnp.transpose(dm, (0, 2, 1)).reshape(L * P, P)  # rows (l, r), columns p
     dv = -problem.lr_head * sig(m)
     return jnp.concatenate([dm, dv], axis=0)
@@ -206,7 +208,9 @@ def _fourth(problem: TeacherStudent):
     return count_moment_tensor(problem.mixture, 4)
 
 
-def residual_noise(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], fourth=None) -> Float[Array, "P P"]:
+def residual_noise(
+    problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], fourth=None
+) -> Float[Array, "P P"]:
     r"""`Cov(g)`, `g = ñ (ñ . e)`: the covariance of one image's residual, `(P, P)`.
 
     Uses the moment matrix of the mixture (`E[ñ ñ^T]`), i.e. fresh images (online SGD).
@@ -310,7 +314,9 @@ def _moment_field(t, state, args, discrete_step, noise_drift):
 
 
 @eqx.filter_jit
-def _moments_core(problem, y0, t0, t1, ts, dt0, lr, batch, rtol, atol, *, solver_name, max_steps, discrete_step, noise_drift):
+def _moments_core(
+    problem, y0, t0, t1, ts, dt0, lr, batch, rtol, atol, *, solver_name, max_steps, discrete_step, noise_drift
+):
     n = y0.shape[0]
     args = (problem, lr, batch, _fourth(problem))
     state0 = (y0, y0, jnp.zeros((n, n)))
@@ -331,7 +337,10 @@ def _check(problem, m0, v0, t0, t1, ts, method):
     require(ts.ndim == 1 and ts.size >= 1, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
     require(bool(np.all(np.diff(ts) >= 0)), "ts must be sorted in increasing order")
     require(ts[0] >= t0 and ts[-1] <= t1, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
-    require(method in DIFFRAX_SOLVERS and method != "euler", f"method must be an adaptive diffrax solver ({', '.join(sorted(set(DIFFRAX_SOLVERS) - {'euler'}))}), got {method!r}")
+    require(
+        method in DIFFRAX_SOLVERS and method != "euler",
+        f"method must be an adaptive diffrax solver ({', '.join(sorted(set(DIFFRAX_SOLVERS) - {'euler'}))}), got {method!r}",
+    )
     return m0, v0, t0, t1, ts
 
 
@@ -390,14 +399,42 @@ def moments(
     """
     m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, method)
     require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0 (the SGD step in ODE time), got {lr}")
-    require(isinstance(batch_size, (int, np.integer)) and batch_size >= 1, f"batch_size must be an integer >= 1, got {batch_size!r}")
-    out, status, _, t_end = _moments_core(
-        problem, flatten_state(m0, v0), jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts), None, jnp.asarray(float(lr)), jnp.asarray(float(batch_size)),
-        jnp.asarray(rtol), jnp.asarray(atol),
-        solver_name=method, max_steps=max_steps, discrete_step=bool(discrete_step), noise_drift=bool(noise_drift),
+    require(
+        isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
+        f"batch_size must be an integer >= 1, got {batch_size!r}",
     )
-    return _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw,
-                   kind="online", lr=float(lr), batch_size=int(batch_size), num_train=None)
+    out, status, _, t_end = _moments_core(
+        problem,
+        flatten_state(m0, v0),
+        jnp.asarray(t0),
+        jnp.asarray(t1),
+        jnp.asarray(ts),
+        None,
+        jnp.asarray(float(lr)),
+        jnp.asarray(float(batch_size)),
+        jnp.asarray(rtol),
+        jnp.asarray(atol),
+        solver_name=method,
+        max_steps=max_steps,
+        discrete_step=bool(discrete_step),
+        noise_drift=bool(noise_drift),
+    )
+    return _result(
+        problem,
+        ts,
+        m0,
+        out,
+        status,
+        t_end,
+        method,
+        t1,
+        max_steps,
+        throw,
+        kind="online",
+        lr=float(lr),
+        batch_size=int(batch_size),
+        num_train=None,
+    )
 
 
 # --- sample paths ------------------------------------------------------------------------
@@ -437,8 +474,15 @@ def _paths_core(problem, y0, keys, t0, t1, ts, dt, lr, batch):
         bm = diffrax.VirtualBrownianTree(t0, t1, tol=dt / 2, shape=(P,), key=key)
         terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
         sol = diffrax.diffeqsolve(
-            terms, diffrax.Euler(), t0, t1, dt, y0, saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.ConstantStepSize(), max_steps=None,
+            terms,
+            diffrax.Euler(),
+            t0,
+            t1,
+            dt,
+            y0,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            max_steps=None,
         )
         return sol.ys
 
@@ -468,17 +512,30 @@ def sample_paths(
     """
     m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, "tsit5")
     require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0, got {lr}")
-    require(isinstance(batch_size, (int, np.integer)) and batch_size >= 1, f"batch_size must be an integer >= 1, got {batch_size!r}")
-    require(isinstance(num_paths, (int, np.integer)) and num_paths >= 1, f"num_paths must be an integer >= 1, got {num_paths!r}")
+    require(
+        isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
+        f"batch_size must be an integer >= 1, got {batch_size!r}",
+    )
+    require(
+        isinstance(num_paths, (int, np.integer)) and num_paths >= 1,
+        f"num_paths must be an integer >= 1, got {num_paths!r}",
+    )
     dt = lr / 4 if dt is None else float(dt)
     require(np.isfinite(dt) and 0 < dt <= t1 - t0, f"dt must lie in (0, t1 - t0], got {dt}")
     ys = _paths_core(
-        problem, flatten_state(m0, v0), jax.random.split(key, int(num_paths)), *map(jnp.asarray, (t0, t1, ts, dt, float(lr), float(batch_size)))
+        problem,
+        flatten_state(m0, v0),
+        jax.random.split(key, int(num_paths)),
+        *map(jnp.asarray, (t0, t1, ts, dt, float(lr), float(batch_size))),
     )
     L, P = m0.shape
     return SamplePaths(
-        t=jnp.asarray(ts), m=ys[..., : L * P].reshape(ys.shape[:2] + (L, P)), v=ys[..., L * P :],
-        lr=float(lr), batch_size=int(batch_size), dt=dt,
+        t=jnp.asarray(ts),
+        m=ys[..., : L * P].reshape(ys.shape[:2] + (L, P)),
+        v=ys[..., L * P :],
+        lr=float(lr),
+        batch_size=int(batch_size),
+        dt=dt,
     )
 
 
@@ -513,7 +570,9 @@ def _sensitivity_field(t, state, problem):
 def _sensitivity_core(problem, y0, t0, t1, ts, rtol, atol, *, solver_name, max_steps):
     P = problem.num_atoms
     state0 = (y0, jnp.zeros((y0.shape[0], P * P)))
-    return integrate(_sensitivity_field, state0, problem, t0, t1, ts, None, rtol, atol, solver_name=solver_name, max_steps=max_steps)
+    return integrate(
+        _sensitivity_field, state0, problem, t0, t1, ts, None, rtol, atol, solver_name=solver_name, max_steps=max_steps
+    )
 
 
 def response(
@@ -535,7 +594,11 @@ def response(
     """
     m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, method)
     (y, S), status, _, t_end = _sensitivity_core(
-        problem, flatten_state(m0, v0), *map(jnp.asarray, (t0, t1, ts, rtol, atol)), solver_name=method, max_steps=max_steps
+        problem,
+        flatten_state(m0, v0),
+        *map(jnp.asarray, (t0, t1, ts, rtol, atol)),
+        solver_name=method,
+        max_steps=max_steps,
     )
     if int(status) != Status.SUCCESS:
         raise SolverError(status_message(status, t_end, method, t1, max_steps, 0))
@@ -563,14 +626,31 @@ def training_set_spread(
     (module docstring). The mean is the flow with `C` (its shift is `O(1/num_train)`).
     Returns a `Fluctuations` (`kind="training_set"`).
     """
-    require(isinstance(num_train, (int, np.integer)) and num_train >= 1, f"num_train must be an integer >= 1, got {num_train!r}")
+    require(
+        isinstance(num_train, (int, np.integer)) and num_train >= 1,
+        f"num_train must be an integer >= 1, got {num_train!r}",
+    )
     y, S = response(problem, m0, v0, t1, ts=ts, t0=t0, method=method, rtol=rtol, atol=atol, max_steps=max_steps)
     K = moment_covariance(problem)
     cov = jnp.einsum("tia,ab,tjb->tij", S, K, S) / num_train
     ts = np.linspace(float(t0), float(t1), 101) if ts is None else np.asarray(ts, dtype=float)
     m0 = jnp.asarray(m0, dtype=float)
-    return _result(problem, ts, m0, (y, y, cov), jnp.asarray(Status.SUCCESS), t1, method, t1, max_steps, True,
-                   kind="training_set", lr=None, batch_size=None, num_train=int(num_train))
+    return _result(
+        problem,
+        ts,
+        m0,
+        (y, y, cov),
+        jnp.asarray(Status.SUCCESS),
+        t1,
+        method,
+        t1,
+        max_steps,
+        True,
+        kind="training_set",
+        lr=None,
+        batch_size=None,
+        num_train=int(num_train),
+    )
 
 
 # --- plotting ------------------------------------------------------------------------------
@@ -590,7 +670,14 @@ def draw_band(axes, fluct: Fluctuations, *, width: float = 2.0, color: str = "0.
         mean, std = np.asarray(mean_j), np.asarray(std_j)
         first = i == 0 or (ax is axes[1] and i == L * P)
         ax.plot(t, mean, ":", color=color, lw=1.2, label="fluctuation theory" if first else None)
-        ax.fill_between(t, mean - width * std, mean + width * std, color=color, alpha=0.15, lw=0,
-                        label=f"$\\pm{width:g}\\sigma$ (theory)" if first else None)
+        ax.fill_between(
+            t,
+            mean - width * std,
+            mean + width * std,
+            color=color,
+            alpha=0.15,
+            lw=0,
+            label=f"$\\pm{width:g}\\sigma$ (theory)" if first else None,
+        )
     for ax in axes[:2]:
         ax.legend(fontsize=7, ncol=2)

@@ -118,7 +118,9 @@ class FullBatch(Mode):
 
     def __check_init__(self):
         require(
-            isinstance(self.num_train, (int, np.integer)) and not isinstance(self.num_train, bool) and self.num_train >= 1,
+            isinstance(self.num_train, (int, np.integer))
+            and not isinstance(self.num_train, bool)
+            and self.num_train >= 1,
             f"fullbatch mode needs num_train >= 1 (training images), got {self.num_train!r}",
         )
 
@@ -137,7 +139,9 @@ class Online(Mode):
 
     def __check_init__(self):
         require(
-            isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool) and self.batch_size >= 1,
+            isinstance(self.batch_size, (int, np.integer))
+            and not isinstance(self.batch_size, bool)
+            and self.batch_size >= 1,
             f"online mode needs batch_size >= 1 (images per SGD step), got {self.batch_size!r}",
         )
 
@@ -167,7 +171,10 @@ def _as_mode(mode, batch_size, num_train) -> Mode:
                 )
         return mode
     if not (isinstance(mode, str) and mode in MODES):
-        require(False, f"mode must be one of {MODES} or a Mode (Population(), FullBatch(num_train), Online(batch_size)), got {mode!r}")
+        require(
+            False,
+            f"mode must be one of {MODES} or a Mode (Population(), FullBatch(num_train), Online(batch_size)), got {mode!r}",
+        )
     if mode == "online":
         return Online(_plain_int(batch_size))
     if mode == "fullbatch":
@@ -398,7 +405,9 @@ def empirical_problem(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> 
 # --- the simulation ----------------------------------------------------------------------
 
 
-def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds) -> tuple[int, Mode]:
+def _check_args(
+    problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds
+) -> tuple[int, Mode]:
     """Returns the number of steps and the `Mode`."""
     require(isinstance(problem, TeacherStudent), f"problem must be a TeacherStudent, got {type(problem).__name__}")
     mode = _as_mode(mode, batch_size, num_train)
@@ -406,7 +415,9 @@ def _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num
     require_finite("m0", m0)
     require_finite("v0", v0)
     require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0 (the ODE time step), got {lr}")
-    require((steps is None) != (t1 is None), "give exactly one of steps (number of updates) or t1 (ODE time = lr * steps)")
+    require(
+        (steps is None) != (t1 is None), "give exactly one of steps (number of updates) or t1 (ODE time = lr * steps)"
+    )
     if steps is None:
         require(np.isfinite(t1) and t1 > 0, f"t1 must be > 0, got {t1}")
         steps = int(round(t1 / lr))
@@ -520,7 +531,9 @@ def _prepare(setup: _Setup, m0, v0, key, num_seeds: int, num_test: int, num_trai
     about a second of compilation): the test set first, then `num_train` per seed.
     """
     k_data, k_init, k_run = jax.random.split(key, 3)
-    K = jax.vmap(lambda k: _init_kernels(setup.problem, m0, k, init_scale, setup.gram_pinv))(jax.random.split(k_init, num_seeds))
+    K = jax.vmap(lambda k: _init_kernels(setup.problem, m0, k, init_scale, setup.gram_pinv))(
+        jax.random.split(k_init, num_seeds)
+    )
     states = (
         (K.astype(setup.dtype), jnp.broadcast_to(v0.astype(setup.dtype), (num_seeds,) + v0.shape)),
         jax.random.split(k_run, num_seeds),
@@ -626,7 +639,9 @@ def simulate(
     """
     m0 = jnp.asarray(m0, dtype=float)
     v0 = jnp.asarray(v0, dtype=float)
-    steps, mode = _check_args(problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds)
+    steps, mode = _check_args(
+        problem, m0, v0, mode, lr, steps, t1, batch_size, num_train, num_test, record_every, num_seeds
+    )
     dtype = jnp.dtype(dtype)
     require(dtype in (jnp.float32, jnp.float64), f"dtype must be float32 or float64, got {dtype}")
     require(seeds_by in ("auto", "vmap", "map"), f"seeds_by must be 'auto', 'vmap' or 'map', got {seeds_by!r}")
@@ -646,7 +661,9 @@ def simulate(
         dtype=dtype,
         seeds_by=seeds_by,
     )
-    states, train, test = _prepare(setup, m0, v0, key, int(num_seeds), int(num_test), mode.training_images(), init_scale)
+    states, train, test = _prepare(
+        setup, m0, v0, key, int(num_seeds), int(num_test), mode.training_images(), init_scale
+    )
     train_moments = None
     if train is not None:
         train_moments = jax.vmap(lambda c: empirical_moments(problem, c))(train[2])

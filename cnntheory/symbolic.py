@@ -153,7 +153,9 @@ def _matrix(value, shape: tuple[int, int], name: str, exact: bool = True) -> sp.
         arr = np.asarray(value, dtype=object)
         require(arr.ndim in (1, 2), f"{name} must be a vector or a matrix, got {arr.ndim} dimensions")
         arr = arr.reshape(shape) if arr.size == shape[0] * shape[1] else arr
-        mat = sp.ImmutableMatrix(arr.shape[0], arr.shape[1] if arr.ndim == 2 else 1, [_exact(x, exact) for x in arr.ravel()])
+        mat = sp.ImmutableMatrix(
+            arr.shape[0], arr.shape[1] if arr.ndim == 2 else 1, [_exact(x, exact) for x in arr.ravel()]
+        )
     require(mat.shape == shape, f"{name} must have shape {shape}, got {mat.shape}")
     return mat
 
@@ -169,7 +171,9 @@ def _indexed(name: str, *idx: _Index) -> str:
     return f"{name}_{''.join(parts) if all(len(s) == 1 for s in parts) else ','.join(parts)}"
 
 
-def dirichlet_multinomial_moments(alpha: Sequence | np.ndarray, num_patches: int | sp.Expr | None, pooling: str = "sum") -> sp.ImmutableMatrix:
+def dirichlet_multinomial_moments(
+    alpha: Sequence | np.ndarray, num_patches: int | sp.Expr | None, pooling: str = "sum"
+) -> sp.ImmutableMatrix:
     r"""The loss matrix `C` exactly, as a sympy matrix (rationals for rational `alpha`).
 
     Derived from the general Dirichlet moment `E[prod_p rho_p^{k_p}] =
@@ -200,9 +204,13 @@ def dirichlet_multinomial_moments(alpha: Sequence | np.ndarray, num_patches: int
         require(pooling == "mean", "num_patches=None (continuum moments) needs pooling='mean'")
         return second
     N = _exact(num_patches)
-    require(not N.is_number or bool(N.is_integer and N >= 1), f"num_patches must be a positive integer, got {num_patches}")
+    require(
+        not N.is_number or bool(N.is_integer and N >= 1), f"num_patches must be a positive integer, got {num_patches}"
+    )
     mean = [rho_moment({p: 1}) for p in range(P)]
-    counts = sp.ImmutableMatrix(P, P, lambda p, q: sp.simplify(N * (N - 1) * second[p, q] + (N * mean[p] if p == q else 0)))
+    counts = sp.ImmutableMatrix(
+        P, P, lambda p, q: sp.simplify(N * (N - 1) * second[p, q] + (N * mean[p] if p == q else 0))
+    )
     return counts if pooling == "sum" else sp.ImmutableMatrix(counts / N**2).applyfunc(sp.simplify)
 
 
@@ -392,12 +400,22 @@ def _split_teacher_student(flow: SymbolicFlow):
     tau = sp.Dummy("tau")
     phi = _abstract("phi", 0)
     L, P, Lstar = flow.sizes
-    b = sp.ImmutableMatrix(P, 1, lambda p, _: sum(flow.teacher_head[l] * phi(flow.teacher_overlaps[l, p]) for l in range(Lstar)))
+    b = sp.ImmutableMatrix(
+        P, 1, lambda p, _: sum(flow.teacher_head[l] * phi(flow.teacher_overlaps[l, p]) for l in range(Lstar))
+    )
     if flow.teacher_activation is not None:  # phi at numbers is a number: print it
         concrete = get_activation(flow.teacher_activation).sympy
         b = b.replace(lambda a: isinstance(a, _Abstract) and a.args[0].is_number, lambda a: concrete(a.args[0]))
     _, dm, dv = _gradient_flow(
-        flow.m, flow.v, tau * b, flow.moments, flow.gram, flow.lr_kernel, flow.lr_head, flow.patch_dim, _abstract("sigma", 0)
+        flow.m,
+        flow.v,
+        tau * b,
+        flow.moments,
+        flow.gram,
+        flow.lr_kernel,
+        flow.lr_head,
+        flow.patch_dim,
+        _abstract("sigma", 0),
     )
     lhs = [f"m_{{{s.name[2:]}}}" for s in flow.m] + [f"v_{{{s.name[2:]}}}" for s in flow.v]
     rows = []
@@ -461,7 +479,10 @@ def pretty(flow: SymbolicFlow | Sequence[int]) -> str:
     """The equations as unicode text (`sympy.pretty`), teacher term minus student term."""
     flow = _as_flow(flow)
     # `v^*_1` is LaTeX-friendly; sympy.pretty renders it `v_1__*`, so write `v*_1` (-> v*₁).
-    starred = {s: sp.Symbol(s.name.replace("^*", "*"), real=True) for s in flow.teacher_head.free_symbols | flow.teacher_overlaps.free_symbols}
+    starred = {
+        s: sp.Symbol(s.name.replace("^*", "*"), real=True)
+        for s in flow.teacher_head.free_symbols | flow.teacher_overlaps.free_symbols
+    }
     out = []
     for lhs, teacher, student in _split_teacher_student(flow):
         name = lhs.replace("{", "").replace("}", "")
@@ -510,7 +531,9 @@ def _compile(flow: SymbolicFlow, exprs: list[sp.Expr]) -> Callable:
         "with flow.subs({...}) or build it with symbolic.from_problem(problem, L)",
     )
     abstract = [f for e in exprs for f in e.atoms(sp.Function) if isinstance(f, _Abstract)]
-    require(not abstract, "to_jax: the flow uses an undefined activation (sigma or phi); derive it with a named activation")
+    require(
+        not abstract, "to_jax: the flow uses an undefined activation (sigma or phi); derive it with a named activation"
+    )
     import jax.scipy.special  # noqa: F401  (the generated code refers to jax.scipy.special.erf)
 
     return sp.lambdify(flow.state, exprs, modules="jax", printer=_Printer({"fully_qualified_modules": True}), cse=True)
@@ -560,10 +583,15 @@ def stationary_points_linear(flow: SymbolicFlow) -> list[dict]:
     `sympy.solve` returns (families on which it divides by a state variable are generic).
     """
     require(flow.activation == "linear", f"stationary_points_linear needs activation='linear', got {flow.activation!r}")
+
     # Floats make sympy.solve drop solution families (rounded products such as C G b make
     # the equations inconsistent): re-derive with the parameters' exact binary values.
     def q(x):
-        return x.applyfunc(lambda e: sp.nsimplify(e, rational=True)) if isinstance(x, sp.MatrixBase) else sp.nsimplify(x, rational=True)
+        return (
+            x.applyfunc(lambda e: sp.nsimplify(e, rational=True))
+            if isinstance(x, sp.MatrixBase)
+            else sp.nsimplify(x, rational=True)
+        )
 
     fields = ("moments", "gram", "teacher_head", "teacher_overlaps", "lr_kernel", "lr_head", "patch_dim")
     exact = derive(*flow.sizes, flow.activation, flow.teacher_activation, **{f: q(getattr(flow, f)) for f in fields})

@@ -73,7 +73,13 @@ def render(results: Path = RESULTS) -> str:
         parts.append(f"## {path.stem.replace('_', ' ').capitalize()}\n\nFrom `benchmarks/results/{path.name}`.\n")
         table = path.with_suffix(".md")
         if table.exists():
-            parts.append("\n".join(line.replace("# ", "### ", 1) if line.startswith("# ") else line for line in table.read_text().splitlines()) + "\n")
+            parts.append(
+                "\n".join(
+                    line.replace("# ", "### ", 1) if line.startswith("# ") else line
+                    for line in table.read_text().splitlines()
+                )
+                + "\n"
+            )
         parts.append("\n".join(_section(json.loads(path.read_text()), "Data", 3)))
     return "\n".join(parts)
 

@@ -54,7 +54,11 @@ def cnn_output(kernels, head, images, act, pool_scale):
     w = kernels.reshape(L, 1, k, k)  # OIHW
     x = images[:, None, :, :]  # NCHW
     pre = jax.lax.conv_general_dilated(
-        x, w, window_strides=(k, k), padding="VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        x,
+        w,
+        window_strides=(k, k),
+        padding="VALID",
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
         precision=jax.lax.Precision.HIGHEST,
     )  # (n, L, M, M)
     h = act(pre / D)
@@ -70,7 +74,9 @@ def brute_force_loss(K, v, Kstar, vstar, images, probs, sigma, phi, pool_scale):
 
 @functools.partial(jax.jit, static_argnames=("sigma", "phi"))
 def _flow(K, v, Kstar, vstar, atoms, images, probs, sigma, phi, pool_scale, eta_K, eta_v):
-    loss, (gK, gv) = jax.value_and_grad(brute_force_loss, argnums=(0, 1))(K, v, Kstar, vstar, images, probs, sigma, phi, pool_scale)
+    loss, (gK, gv) = jax.value_and_grad(brute_force_loss, argnums=(0, 1))(
+        K, v, Kstar, vstar, images, probs, sigma, phi, pool_scale
+    )
     D = atoms.shape[1]
     dK = -eta_K * gK
     dv = -eta_v * gv

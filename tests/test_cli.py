@@ -13,7 +13,9 @@ from cnntheory._cli import build_parser, main
 
 
 def test_shape_counting_command_writes_figure_arrays_and_parameters(tmp_path, capsys):
-    code = main(["shape-counting", "--t1", "5", "--num-points", "11", "--activation", "sigmoid", "--out", str(tmp_path)])
+    code = main(
+        ["shape-counting", "--t1", "5", "--num-points", "11", "--activation", "sigmoid", "--out", str(tmp_path)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     for kind in ("png", "npz", "json"):
@@ -25,7 +27,9 @@ def test_shape_counting_command_writes_figure_arrays_and_parameters(tmp_path, ca
     assert json.loads(str(data["params"])) == params
     # The saved trajectory is the solve of the same problem (independent call, 1e-12: same solver, same inputs).
     problem = ct.shape_counting(activation="sigmoid", alpha=(2.0, 1.0))
-    ref = ct.solve(problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01]), 5.0, ts=jnp.linspace(0, 5, 11))
+    ref = ct.solve(
+        problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01]), 5.0, ts=jnp.linspace(0, 5, 11)
+    )
     np.testing.assert_allclose(data["m_alpha_2_1"], ref.m, atol=1e-12)
     np.testing.assert_allclose(data["loss_alpha_2_1"], ref.loss, atol=1e-12)
 

@@ -21,14 +21,33 @@ def problem():
 @pytest.fixture(scope="module")
 def fullbatch(problem):
     return sim.simulate(
-        problem, M0, V0, mode="fullbatch", lr=0.02, steps=200, record_every=20, key=jax.random.key(3), num_seeds=3, num_train=64, num_test=128
+        problem,
+        M0,
+        V0,
+        mode="fullbatch",
+        lr=0.02,
+        steps=200,
+        record_every=20,
+        key=jax.random.key(3),
+        num_seeds=3,
+        num_train=64,
+        num_test=128,
     )
 
 
 def shifted(traj, dm, dv):
     """`traj` with `m + dm`, `v + dv` (to compare against known offsets)."""
     return cnntheory.Trajectory(
-        traj.t, traj.m + dm, traj.v + dv, traj.loss, traj.status, traj.num_steps, traj.num_segments, traj.t_end, traj.method, traj.message
+        traj.t,
+        traj.m + dm,
+        traj.v + dv,
+        traj.loss,
+        traj.status,
+        traj.num_steps,
+        traj.num_segments,
+        traj.t_end,
+        traj.method,
+        traj.message,
     )
 
 

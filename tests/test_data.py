@@ -107,7 +107,9 @@ def test_shape_atoms_exact_overlap(overlap):
     np.testing.assert_allclose(atoms[0], np.asarray(shape_atoms(k))[0], atol=1e-15)
 
 
-@pytest.mark.parametrize("kw, words", [(dict(k=2), "k must be"), (dict(k=5, overlap=1.0), "overlap"), (dict(k=5, overlap=-1.5), "overlap")])
+@pytest.mark.parametrize(
+    "kw, words", [(dict(k=2), "k must be"), (dict(k=5, overlap=1.0), "overlap"), (dict(k=5, overlap=-1.5), "overlap")]
+)
 def test_shape_atoms_rejects(kw, words):
     with pytest.raises(ValueError, match=words):
         shape_atoms(**kw)
@@ -146,7 +148,15 @@ def enumerated_count_moments(alpha, N):
 
 @pytest.mark.parametrize(
     "alpha, M",
-    [((1.0, 1.0), 1), ((1.0, 1.0), 2), ((2.0, 1.0), 2), ((2.0, 1.0), 3), ((0.5, 1.5, 3.0), 2), ((0.3, 0.7, 1.0, 2.0), 3), ((4.0,), 2)],
+    [
+        ((1.0, 1.0), 1),
+        ((1.0, 1.0), 2),
+        ((2.0, 1.0), 2),
+        ((2.0, 1.0), 3),
+        ((0.5, 1.5, 3.0), 2),
+        ((0.3, 0.7, 1.0, 2.0), 3),
+        ((4.0,), 2),
+    ],
 )
 @pytest.mark.parametrize("pooling", ["sum", "mean"])
 def test_moments_exact_enumeration(alpha, M, pooling):
@@ -159,7 +169,9 @@ def test_moments_exact_enumeration(alpha, M, pooling):
     expected = Enn if pooling == "sum" else Enn / N**2
     # Sums of O(N^2) terms, each exact to a few ulps: 1e-12 relative to the largest entry.
     np.testing.assert_allclose(np.asarray(mix.moments), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
-    np.testing.assert_allclose(np.asarray(count_moments(jnp.asarray(alpha), N)), Enn, rtol=0, atol=1e-12 * np.abs(Enn).max())
+    np.testing.assert_allclose(
+        np.asarray(count_moments(jnp.asarray(alpha), N)), Enn, rtol=0, atol=1e-12 * np.abs(Enn).max()
+    )
 
 
 @pytest.mark.parametrize("alpha", [(1.0, 1.0), (2.0, 1.0), (0.5, 1.5, 3.0)])
@@ -208,7 +220,7 @@ def test_sampled_images_contain_their_counts_and_match_moments():
     est = prods.mean(0)
     se = prods.std(0, ddof=1) / math.sqrt(n_img)
     err = np.abs(est - np.asarray(mix.moments))
-    assert np.all(err < 5 * se), (err / se)
+    assert np.all(err < 5 * se), err / se
     # ... and the first moment, same criterion.
     se1 = c.std(0, ddof=1) / math.sqrt(n_img)
     assert np.all(np.abs(c.mean(0) - N * alpha / alpha.sum()) < 5 * se1)
@@ -223,7 +235,9 @@ def test_images_from_labels_layout():
     img = np.asarray(mix.images_from_labels(jnp.asarray(labels)))[0]
     for i in range(M):
         for j in range(M):
-            np.testing.assert_array_equal(img[i * k : (i + 1) * k, j * k : (j + 1) * k], atoms[labels[0, i, j]].reshape(k, k))
+            np.testing.assert_array_equal(
+                img[i * k : (i + 1) * k, j * k : (j + 1) * k], atoms[labels[0, i, j]].reshape(k, k)
+            )
     np.testing.assert_array_equal(np.asarray(extract_patches(img[None], k))[0], atoms[labels[0].ravel()])
 
 

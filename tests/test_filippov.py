@@ -41,7 +41,9 @@ EULER_MAX = int(T1 / 1e-3) + 16
 
 def example_problem():
     mixture = PatchMixture(atoms_from_gram(G, 3), ALPHA, None, "mean")
-    return TeacherStudent(mixture, V_STAR, teacher_activation="relu", student_activation="relu", lr_kernel=9.0, lr_head=1.0)
+    return TeacherStudent(
+        mixture, V_STAR, teacher_activation="relu", student_activation="relu", lr_kernel=9.0, lr_head=1.0
+    )
 
 
 def richardson(problem, m0, v0, t1, ts, steps, max_steps, batched=False, **kw):
@@ -165,7 +167,12 @@ def test_simultaneous_events_of_twin_units(example):
     sol = solve(example, m0, v0, T1, ts=TS, **TOL)
     events = sol.events.to_list()
     # Both units slide at one instant, and both surfaces repel at one instant.
-    assert [(e[1], e[2], e[3]) for e in events] == [(0, 1, "slide"), (1, 1, "slide"), (0, 1, "repulsive"), (1, 1, "repulsive")]
+    assert [(e[1], e[2], e[3]) for e in events] == [
+        (0, 1, "slide"),
+        (1, 1, "slide"),
+        (0, 1, "repulsive"),
+        (1, 1, "repulsive"),
+    ]
     assert events[0][0] == events[1][0] and events[2][0] == events[3][0]
     # The units' sums are taken in different orders: equal up to rounding.
     np.testing.assert_allclose(np.asarray(sol.m[:, 0]), np.asarray(sol.m[:, 1]), rtol=0, atol=1e-14)
@@ -204,8 +211,14 @@ def random_problem(rng, L, P, teacher, pooling, M, k=3):
     atoms *= k / np.linalg.norm(atoms, axis=1, keepdims=True)
     mixture = PatchMixture(atoms, rng.uniform(0.5, 2.0, P), M, pooling)
     scale = 1.0 / M**2 if pooling == "sum" else 1.0
-    problem = TeacherStudent(mixture, rng.normal(size=P), teacher_activation=teacher, student_activation="relu",
-                             lr_kernel=scale * k * k, lr_head=scale)
+    problem = TeacherStudent(
+        mixture,
+        rng.normal(size=P),
+        teacher_activation=teacher,
+        student_activation="relu",
+        lr_kernel=scale * k * k,
+        lr_head=scale,
+    )
     return problem, 0.3 * rng.normal(size=(L, P)), 0.7 * rng.normal(size=L)
 
 
@@ -216,7 +229,9 @@ def _random_batch(index):
     problem = stack_problems([p for p, _, _ in items])
     m0, v0 = np.stack([m for _, m, _ in items]), np.stack([v for _, _, v in items])
     sol = solve_batch(problem, m0, v0, RANDOM_T1, ts=RANDOM_TS, batch_problem=True, **TOL)
-    (rich_m, rich_v), _ = richardson(problem, m0, v0, RANDOM_T1, RANDOM_TS, RANDOM_STEPS, RANDOM_MAX, batched=True, batch_problem=True)
+    (rich_m, rich_v), _ = richardson(
+        problem, m0, v0, RANDOM_T1, RANDOM_TS, RANDOM_STEPS, RANDOM_MAX, batched=True, batch_problem=True
+    )
     return sol, rich_m, rich_v
 
 
@@ -284,7 +299,9 @@ def test_event_record_layout(example, example_minus):
         ev.of_kind("bounce")
     with pytest.raises(ValueError, match="repulsive must be one of"):
         solve(example, M0, V0, T1, repulsive="down")
-    smooth = solve(TeacherStudent(example.mixture, V_STAR, teacher_activation="relu", student_activation="softplus"), M0, V0, 1.0)
+    smooth = solve(
+        TeacherStudent(example.mixture, V_STAR, teacher_activation="relu", student_activation="softplus"), M0, V0, 1.0
+    )
     assert smooth.events.t.shape == (0,) and int(smooth.events.count) == 0 and smooth.events.to_list() == []
     assert isinstance(Events.empty(3, (2,)).count, jnp.ndarray)
 
@@ -305,7 +322,9 @@ def test_sliding_solve_matches_numpy_on_random_sliding_sets():
             expected = np.zeros(P)
             expected[s] = np.linalg.solve(G[np.ix_(s, s)], b[l, s])
             # Relative to the solution's size: the sub-Grams' condition numbers reach ~1e3 here.
-            np.testing.assert_allclose(x[l], expected, rtol=0, atol=1e-12 * max(1.0, np.abs(expected).max()) * np.linalg.cond(G))
+            np.testing.assert_allclose(
+                x[l], expected, rtol=0, atol=1e-12 * max(1.0, np.abs(expected).max()) * np.linalg.cond(G)
+            )
 
 
 def test_research_size_relu_solve_runs_and_converges():

@@ -32,8 +32,12 @@ def random_problem(seed, P=3, L=2, M=2, pooling="sum", activation="softplus", k=
     gram = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
     mixture = ct.PatchMixture(ct.atoms_from_gram(gram, k, seed=seed), rng.uniform(0.5, 2.0, P), M, pooling)
     problem = ct.TeacherStudent(
-        mixture, rng.standard_normal(P), teacher_activation="tanh", student_activation=activation,
-        lr_kernel=float(k * k), lr_head=1.0,
+        mixture,
+        rng.standard_normal(P),
+        teacher_activation="tanh",
+        student_activation=activation,
+        lr_kernel=float(k * k),
+        lr_head=1.0,
     )
     m0 = 0.5 * rng.standard_normal((L, P))
     v0 = 0.5 * rng.standard_normal(L)
@@ -75,8 +79,13 @@ def test_count_moments_match_enumeration_of_compositions(pooling):
             continue
         n = np.array(n)
         # Dirichlet-multinomial pmf of the composition n
-        logp = (gammaln(N + 1) - gammaln(n + 1).sum() + gammaln(alpha.sum()) - gammaln(N + alpha.sum())
-                + (gammaln(n + alpha) - gammaln(alpha)).sum())
+        logp = (
+            gammaln(N + 1)
+            - gammaln(n + 1).sum()
+            + gammaln(alpha.sum())
+            - gammaln(N + alpha.sum())
+            + (gammaln(n + alpha) - gammaln(alpha)).sum()
+        )
         nt = n if pooling == "sum" else n / N
         outer = np.ones(())
         for k in (1, 2, 3, 4):
@@ -187,8 +196,19 @@ def online_runs():
         (*random_problem(5, P=3, L=2, M=2, pooling="mean", activation="sigmoid"), 0.02, 2, 2.0),
     ]:
         steps = int(round(t1 / lr))
-        s = sim.simulate(problem, m0, v0, mode="online", lr=lr, steps=steps, record_every=steps // 2,
-                         key=jax.random.key(7), num_seeds=256, batch_size=B, num_test=0)
+        s = sim.simulate(
+            problem,
+            m0,
+            v0,
+            mode="online",
+            lr=lr,
+            steps=steps,
+            record_every=steps // 2,
+            key=jax.random.key(7),
+            num_seeds=256,
+            batch_size=B,
+            num_test=0,
+        )
         runs.append((problem, m0, v0, lr, B, t1, s))
     return runs
 
@@ -252,7 +272,14 @@ def test_training_set_spread_matches_many_training_sets():
     # the stacked problem: every leaf broadcast over the sets, then each set's C_hat (400 constructors are slow)
     batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (sets,) + x.shape), problem)
     batch = eqx.tree_at(lambda p: p.moments, batch, C_hat)
-    traj = ct.solve_batch(batch, jnp.broadcast_to(m0, (sets,) + m0.shape), jnp.broadcast_to(v0, (sets,) + v0.shape), t1, ts=ts, batch_problem=True)
+    traj = ct.solve_batch(
+        batch,
+        jnp.broadcast_to(m0, (sets,) + m0.shape),
+        jnp.broadcast_to(v0, (sets,) + v0.shape),
+        t1,
+        ts=ts,
+        batch_problem=True,
+    )
     y = np.concatenate([np.asarray(traj.m).reshape(sets, 2, -1), np.asarray(traj.v)], axis=2)
     pred = fl.training_set_spread(problem, m0, v0, t1, num_train=n_train, ts=ts)
     # 400 sets: the std has relative SE 3.5%; 4 SE plus the O(1/sqrt(n_train)) nonlinearity
@@ -295,13 +322,37 @@ def test_public_module_and_cli_band(tmp_path, capsys):
 
     assert ct.fluctuations is fl
     out = tmp_path / "sim"
-    code = main(["simulate", "--mode", "online", "--activation", "tanh", "--band", "--t1", "1", "--lr", "0.05",
-                 "--batch", "4", "--seeds", "4", "--n-test", "8", "--eps", "0.3", "--out", str(out)])
+    code = main(
+        [
+            "simulate",
+            "--mode",
+            "online",
+            "--activation",
+            "tanh",
+            "--band",
+            "--t1",
+            "1",
+            "--lr",
+            "0.05",
+            "--batch",
+            "4",
+            "--seeds",
+            "4",
+            "--n-test",
+            "8",
+            "--eps",
+            "0.3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     data = np.load(out / "simulate_online.npz")
     # the band saved is the theory of the same run (independent call)
     problem = ct.shape_counting(0.8, (1.0, 1.0), "tanh", 4, "mean")
-    ref = fl.moments(problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.3, -0.3]), 1.0, lr=0.05, batch_size=4, ts=data["t"])
+    ref = fl.moments(
+        problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.3, -0.3]), 1.0, lr=0.05, batch_size=4, ts=data["t"]
+    )
     np.testing.assert_allclose(data["band_std_v"], ref.std_v, rtol=1e-10)
     assert (out / "simulate_online.png").exists()
     assert main(["simulate", "--mode", "fullbatch", "--band", "--activation", "tanh"]) == 2

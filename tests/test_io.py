@@ -17,7 +17,13 @@ def test_arrays_parameters_and_figure_round_trip(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     arrays = {"t": np.linspace(0, 1, 5), "m": jnp.ones((5, 2, 2))}
-    params = {"lr": np.float64(0.1), "alpha": (2.0, 1.0), "shape": jnp.array([2, 2]), "out": pathlib.Path("x"), "nested": {1: [np.int64(3)]}}
+    params = {
+        "lr": np.float64(0.1),
+        "alpha": (2.0, 1.0),
+        "shape": jnp.array([2, 2]),
+        "out": pathlib.Path("x"),
+        "nested": {1: [np.int64(3)]},
+    }
     paths = save_results(tmp_path / "new" / "folder", "run", arrays=arrays, params=params, figure=fig)
     plt.close(fig)
     assert set(paths) == {"npz", "json", "png"} and all(p.exists() for p in paths.values())

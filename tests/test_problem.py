@@ -56,10 +56,27 @@ def test_brute_force_convolution(student, L, P, teacher, Lstar, pooling):
     images, probs = enumerate_images(atoms, alpha, M)
     sigma, phi = ACTIVATIONS[student].fn, ACTIVATIONS[teacher].fn
     loss_bf, dm_bf, dv_bf = brute_force_flow(
-        jnp.asarray(K), jnp.asarray(v), jnp.asarray(Kstar), jnp.asarray(vstar), jnp.asarray(atoms), images, probs, sigma=sigma, phi=phi, pooling=pooling, eta_K=eta_K, eta_v=eta_v
+        jnp.asarray(K),
+        jnp.asarray(v),
+        jnp.asarray(Kstar),
+        jnp.asarray(vstar),
+        jnp.asarray(atoms),
+        images,
+        probs,
+        sigma=sigma,
+        phi=phi,
+        pooling=pooling,
+        eta_K=eta_K,
+        eta_v=eta_v,
     )
     problem = TeacherStudent(
-        PatchMixture(atoms, alpha, M, pooling), vstar, overlaps, teacher_activation=teacher, student_activation=student, lr_kernel=eta_K, lr_head=eta_v
+        PatchMixture(atoms, alpha, M, pooling),
+        vstar,
+        overlaps,
+        teacher_activation=teacher,
+        student_activation=student,
+        lr_kernel=eta_K,
+        lr_head=eta_v,
     )
     m = jnp.asarray(K @ atoms.T / k**2)
     if student == "relu":
@@ -84,8 +101,18 @@ def test_brute_force_larger_image():
     images, probs = enumerate_images(atoms, alpha, M)
     for pooling in ("sum", "mean"):
         loss_bf, dm_bf, dv_bf = brute_force_flow(
-            jnp.asarray(K), jnp.asarray(v), jnp.asarray(Kstar), jnp.asarray(vstar), jnp.asarray(atoms), images, probs,
-            sigma=ACTIVATIONS["tanh"].fn, phi=ACTIVATIONS["indicator"].fn, pooling=pooling, eta_K=1.0, eta_v=1.0,
+            jnp.asarray(K),
+            jnp.asarray(v),
+            jnp.asarray(Kstar),
+            jnp.asarray(vstar),
+            jnp.asarray(atoms),
+            images,
+            probs,
+            sigma=ACTIVATIONS["tanh"].fn,
+            phi=ACTIVATIONS["indicator"].fn,
+            pooling=pooling,
+            eta_K=1.0,
+            eta_v=1.0,
         )
         problem = TeacherStudent(PatchMixture(atoms, alpha, M, pooling), vstar, student_activation="tanh")
         m = jnp.asarray(K @ atoms.T / k**2)
@@ -106,8 +133,13 @@ def test_rhs_is_gradient_flow_of_loss(student, pooling, M):
     rng = np.random.default_rng(5)
     atoms = atoms_from_gram(GRAMS[P], 3, seed=2)
     problem = TeacherStudent(
-        PatchMixture(atoms, (0.5, 1.0, 2.0), M, pooling), rng.normal(size=4), rng.normal(size=(4, P)),
-        teacher_activation="sigmoid", student_activation=student, lr_kernel=2.5, lr_head=0.7,
+        PatchMixture(atoms, (0.5, 1.0, 2.0), M, pooling),
+        rng.normal(size=4),
+        rng.normal(size=(4, P)),
+        teacher_activation="sigmoid",
+        student_activation=student,
+        lr_kernel=2.5,
+        lr_head=0.7,
     )
     m = jnp.asarray(rng.normal(size=(L, P)))
     v = jnp.asarray(rng.normal(size=L))
@@ -243,7 +275,15 @@ def test_indicator_teacher_needs_unit_diagonal_gram():
     TeacherStudent(_mixture(atoms=atoms), [1.0, -1.0], teacher_overlaps=np.eye(2))
 
 
-@pytest.mark.parametrize("m, v", [(np.zeros((2, 3)), np.zeros(2)), (np.zeros((2, 2)), np.zeros(3)), (np.zeros(2), np.zeros(2)), (np.zeros((2, 2)), np.zeros((2, 1)))])
+@pytest.mark.parametrize(
+    "m, v",
+    [
+        (np.zeros((2, 3)), np.zeros(2)),
+        (np.zeros((2, 2)), np.zeros(3)),
+        (np.zeros(2), np.zeros(2)),
+        (np.zeros((2, 2)), np.zeros((2, 1))),
+    ],
+)
 def test_loss_and_rhs_reject_bad_shapes(m, v):
     problem = TeacherStudent(_mixture(), [1.0, -1.0])
     with pytest.raises(ValueError, match="must have shape"):

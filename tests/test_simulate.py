@@ -56,7 +56,16 @@ def general_problem():
 @pytest.fixture(scope="module")
 def population_run(relu_problem):
     s = sim.simulate(
-        relu_problem, M0, V0, mode="population", lr=LR, steps=2000, record_every=200, key=jax.random.key(0), num_seeds=2, num_test=64
+        relu_problem,
+        M0,
+        V0,
+        mode="population",
+        lr=LR,
+        steps=2000,
+        record_every=200,
+        key=jax.random.key(0),
+        num_seeds=2,
+        num_test=64,
     )
     return s
 
@@ -64,7 +73,17 @@ def population_run(relu_problem):
 @pytest.fixture(scope="module")
 def fullbatch_run(relu_problem):
     return sim.simulate(
-        relu_problem, M0, V0, mode="fullbatch", lr=LR, steps=1000, record_every=100, key=jax.random.key(1), num_seeds=3, num_train=128, num_test=64
+        relu_problem,
+        M0,
+        V0,
+        mode="fullbatch",
+        lr=LR,
+        steps=1000,
+        record_every=100,
+        key=jax.random.key(1),
+        num_seeds=3,
+        num_train=128,
+        num_test=64,
     )
 
 
@@ -106,7 +125,9 @@ def test_patch_network_equals_the_convolution(fixture, pooling, request):
 
     conv = lambda K, v, x, act, pool: sim.network(K, v, x, act, pool)  # noqa: E731
     gather = lambda K, v, x, act, pool: sim.patch_network(K, v, x, mix.atoms, act, pool)  # noqa: E731
-    np.testing.assert_allclose(gather(K, v, labels, problem.sigma, pooling), conv(K, v, images, problem.sigma, pooling), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        gather(K, v, labels, problem.sigma, pooling), conv(K, v, images, problem.sigma, pooling), rtol=1e-12, atol=1e-13
+    )
     g_conv = jax.grad(loss)((K, v), conv, images)
     g_gather = jax.grad(loss)((K, v), gather, labels)
     for a, b in zip(g_gather, g_conv, strict=True):
@@ -183,7 +204,17 @@ def test_population_equals_euler_map(population_run, relu_problem):
 def test_population_general_problem_equals_euler_map(general_problem):
     m0 = jnp.array([[0.2, -0.1, 0.4], [0.3, 0.5, -0.2]])
     v0 = jnp.array([0.1, 0.2])
-    s = sim.simulate(general_problem, m0, v0, mode="population", lr=0.02, steps=500, record_every=50, key=jax.random.key(2), num_test=0)
+    s = sim.simulate(
+        general_problem,
+        m0,
+        v0,
+        mode="population",
+        lr=0.02,
+        steps=500,
+        record_every=50,
+        key=jax.random.key(2),
+        num_test=0,
+    )
     m_ref, v_ref = euler_map(general_problem, m0, v0, 0.02, 500, 50)
     np.testing.assert_allclose(s.m[0], m_ref, atol=1e-12)
     np.testing.assert_allclose(s.v[0], v_ref, atol=1e-12)
@@ -207,7 +238,6 @@ def test_fullbatch_equals_empirical_euler_map(fullbatch_run, relu_problem):
     assert float(jnp.abs(s.train_moments[0] - s.train_moments[1]).max()) > 1e-4
 
 
-
 @pytest.mark.parametrize("mode,kwargs", [("fullbatch", dict(num_train=32)), ("online", dict(batch_size=8))])
 def test_no_test_set(relu_problem, mode, kwargs):
     # num_test=0: no test loss and no predictions, and the training itself is unchanged.
@@ -218,6 +248,7 @@ def test_no_test_set(relu_problem, mode, kwargs):
     if mode == "online":  # the test images come from the data key; online batches do not
         np.testing.assert_array_equal(without.m, with_test.m)
     assert without.m.shape == with_test.m.shape and bool(jnp.isfinite(without.loss).all())
+
 
 def test_predictions_per_label(fullbatch_run, relu_problem):
     s = fullbatch_run
@@ -242,7 +273,19 @@ def test_online_mean_within_statistical_band():
     """
     problem = cnntheory.shape_counting(activation="softplus", patches_per_side=4, pooling="mean")
     lr, steps, S = 0.005, 600, 16
-    s = sim.simulate(problem, M0, V0, mode="online", lr=lr, steps=steps, record_every=60, batch_size=16, key=jax.random.key(11), num_seeds=S, num_test=0)
+    s = sim.simulate(
+        problem,
+        M0,
+        V0,
+        mode="online",
+        lr=lr,
+        steps=steps,
+        record_every=60,
+        batch_size=16,
+        key=jax.random.key(11),
+        num_seeds=S,
+        num_test=0,
+    )
     m_ref, v_ref = euler_map(problem, M0, V0, lr, steps, 60)
     for x, ref in ((s.m, m_ref), (s.v, v_ref)):
         x, ref = np.asarray(x)[:, 1:], np.asarray(ref)[1:]  # t = 0 has no spread
@@ -289,7 +332,9 @@ def test_bad_initial_state(relu_problem):
     with pytest.raises(ValueError, match="m must have shape"):
         sim.simulate(relu_problem, jnp.zeros((2, 3)), V0, mode="population", lr=0.1, steps=1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="m0 has non-finite"):
-        sim.simulate(relu_problem, M0.at[0, 0].set(jnp.nan), V0, mode="population", lr=0.1, steps=1, key=jax.random.key(0))
+        sim.simulate(
+            relu_problem, M0.at[0, 0].set(jnp.nan), V0, mode="population", lr=0.1, steps=1, key=jax.random.key(0)
+        )
 
 
 def test_continuum_mixture_needs_population_without_test_set():
@@ -301,12 +346,16 @@ def test_continuum_mixture_needs_population_without_test_set():
 def test_divergence_is_reported_with_its_step():
     # Linear student on continuum moments: GD on a quartic, unstable for a large step.
     problem = cnntheory.shape_counting(activation="linear", patches_per_side=None)
-    kw = dict(mode="population", lr=LR_DIVERGE, steps=40, record_every=2, key=jax.random.key(0), num_seeds=2, num_test=0)
+    kw = dict(
+        mode="population", lr=LR_DIVERGE, steps=40, record_every=2, key=jax.random.key(0), num_seeds=2, num_test=0
+    )
     with pytest.raises(sim.SimulationDiverged, match=r"diverged .* at step \d+ .*lr=") as info:
         sim.simulate(problem, M0, V0, **kw)
     assert 0 < info.value.step < 40 and info.value.lr == LR_DIVERGE
     s = sim.simulate(problem, M0, V0, throw=False, **kw)
-    assert np.all(np.asarray(s.status) == cnntheory.Status.DIVERGED) and np.all(np.asarray(s.diverged_at) == info.value.step)
+    assert np.all(np.asarray(s.status) == cnntheory.Status.DIVERGED) and np.all(
+        np.asarray(s.diverged_at) == info.value.step
+    )
     assert "diverged" in s.message
     recorded = np.arange(s.t.shape[0]) * 2
     after = recorded > info.value.step
@@ -320,13 +369,30 @@ def test_divergence_is_reported_with_its_step():
 def test_cli_registers_simulate():
     from cnntheory._cli import build_parser
 
-    args = build_parser().parse_args(["simulate", "--mode", "fullbatch", "--lr", "0.05", "--n-train", "64", "--float32"])
+    args = build_parser().parse_args(
+        ["simulate", "--mode", "fullbatch", "--lr", "0.05", "--n-train", "64", "--float32"]
+    )
     assert args.func.__module__ == "cnntheory._commands.simulate"
-    assert (args.mode, args.lr, args.n_train, args.float32, args.out) == ("fullbatch", 0.05, 64, True, "cnntheory-output/simulate")
+    assert (args.mode, args.lr, args.n_train, args.float32, args.out) == (
+        "fullbatch",
+        0.05,
+        64,
+        True,
+        "cnntheory-output/simulate",
+    )
 
 
 def test_seeds_by_vmap_and_map_agree(relu_problem):
-    kw = dict(mode="fullbatch", lr=LR, steps=50, record_every=10, key=jax.random.key(1), num_seeds=2, num_train=32, num_test=16)
+    kw = dict(
+        mode="fullbatch",
+        lr=LR,
+        steps=50,
+        record_every=10,
+        key=jax.random.key(1),
+        num_seeds=2,
+        num_train=32,
+        num_test=16,
+    )
     a = sim.simulate(relu_problem, M0, V0, seeds_by="vmap", **kw)
     b = sim.simulate(relu_problem, M0, V0, seeds_by="map", **kw)
     np.testing.assert_allclose(a.m, b.m, atol=1e-14)
@@ -386,4 +452,8 @@ def test_mode_object_and_conflicting_keyword(relu_problem, mode, keywords, match
 def test_mode_objects_own_their_objective(relu_problem):
     assert [m.name for m in (sim.Population(), sim.FullBatch(2), sim.Online(2))] == list(sim.MODES)
     assert not sim.Population().samples and sim.FullBatch(2).samples and sim.Online(2).samples
-    assert (sim.Population().training_images(), sim.FullBatch(5).training_images(), sim.Online(5).training_images()) == (0, 5, 0)
+    assert (
+        sim.Population().training_images(),
+        sim.FullBatch(5).training_images(),
+        sim.Online(5).training_images(),
+    ) == (0, 5, 0)

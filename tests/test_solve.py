@@ -339,7 +339,9 @@ def test_solve_batch_rejects_unstacked_problem():
 def test_diverging_euler_raises():
     # Large learning rates make the Euler map of the (linear-activation) flow unstable.
     problem = shape_counting(activation="linear")
-    problem = type(problem)(problem.mixture, problem.teacher_head, student_activation="linear", lr_kernel=1e4, lr_head=1e4)
+    problem = type(problem)(
+        problem.mixture, problem.teacher_head, student_activation="linear", lr_kernel=1e4, lr_head=1e4
+    )
     with pytest.raises(SolverError, match="diverged") as info:
         solve(problem, M0, V0, 10.0, ts=[10.0], method="euler", dt0=1.0)
     assert "dt0" in str(info.value)

@@ -30,8 +30,13 @@ def random_problem(seed=0, L_star=3, P=3, k=3):
     mixture = PatchMixture(atoms, alpha=rng.uniform(0.5, 2.0, size=P), patches_per_side=None, pooling="mean")
     overlaps = 0.8 * rng.normal(size=(L_star, P))
     return TeacherStudent(
-        mixture, rng.normal(size=L_star), overlaps, teacher_activation="sigmoid", student_activation="sigmoid",
-        lr_kernel=2.0, lr_head=0.7,
+        mixture,
+        rng.normal(size=L_star),
+        overlaps,
+        teacher_activation="sigmoid",
+        student_activation="sigmoid",
+        lr_kernel=2.0,
+        lr_head=0.7,
     )
 
 
@@ -61,8 +66,14 @@ def test_new_numbers_do_not_recompile(monkeypatch):
     assert len(traces) > 0
     n = len(traces)
     other = TeacherStudent(
-        problem.mixture, 2 * problem.teacher_head, 0.5 * problem.teacher_overlaps, "sigmoid", "sigmoid",
-        lr_kernel=3.0, lr_head=0.2, moments=1.1 * problem.moments,
+        problem.mixture,
+        2 * problem.teacher_head,
+        0.5 * problem.teacher_overlaps,
+        "sigmoid",
+        "sigmoid",
+        lr_kernel=3.0,
+        lr_head=0.2,
+        moments=1.1 * problem.moments,
     )
     solve(problem, m0, v0, 2 * T1, ts=np.linspace(0.5, 2 * T1, 9))  # new t1 and save times
     solve(problem, m0, v0, T1, ts=TS, rtol=1e-6, atol=1e-9, t0=-1.0)  # new tolerances and t0
@@ -95,8 +106,14 @@ def test_jit_and_vmap_match_plain_calls(smooth):
 
 def eqx_replace_head(problem, head):
     return TeacherStudent(
-        problem.mixture, head, problem.teacher_overlaps, problem.teacher_activation, problem.student_activation,
-        problem.lr_kernel, problem.lr_head, problem.moments,
+        problem.mixture,
+        head,
+        problem.teacher_overlaps,
+        problem.teacher_activation,
+        problem.student_activation,
+        problem.lr_kernel,
+        problem.lr_head,
+        problem.moments,
     )
 
 
@@ -130,8 +147,14 @@ def _fields(problem):
 
 def _rebuild(problem, f):
     return TeacherStudent(
-        problem.mixture, f["teacher_head"], f["teacher_overlaps"], problem.teacher_activation, problem.student_activation,
-        f["lr_kernel"], f["lr_head"], f["moments"],
+        problem.mixture,
+        f["teacher_head"],
+        f["teacher_overlaps"],
+        problem.teacher_activation,
+        problem.student_activation,
+        f["lr_kernel"],
+        f["lr_head"],
+        f["moments"],
     )
 
 
@@ -163,7 +186,11 @@ def test_grad_matches_finite_differences(smooth, output):
         if name in params[0]:
             direction[0][name] = jnp.asarray(d)
         else:
-            direction = (direction[0], jnp.asarray(d), direction[2]) if name == "m0" else (direction[0], direction[1], jnp.asarray(d))
+            direction = (
+                (direction[0], jnp.asarray(d), direction[2])
+                if name == "m0"
+                else (direction[0], direction[1], jnp.asarray(d))
+            )
         ad = sum(jnp.sum(g * u) for g, u in zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True))
         plus, minus = (jax.tree.map(lambda p, u, s=s: p + s * u, params, direction) for s in (H, -H))
         fd = (objective(plus) - objective(minus)) / (2 * H)

@@ -54,7 +54,13 @@ def assert_close(actual, desired, tol=1e-12):
 # --- symbolic RHS == vectorised RHS -------------------------------------------------------
 # Every activation at one size; several sizes for a few (derivation and compile cost time).
 CASES = [(a, (2, 3, 2)) for a in STUDENT_ACTIVATIONS]
-CASES += [("relu", (1, 1, 1)), ("relu", (3, 2, 1)), ("gelu", (3, 2, 3)), ("sigmoid", (1, 4, 1)), ("softplus", (1, 1, 2))]
+CASES += [
+    ("relu", (1, 1, 1)),
+    ("relu", (3, 2, 1)),
+    ("gelu", (3, 2, 3)),
+    ("sigmoid", (1, 4, 1)),
+    ("softplus", (1, 1, 2)),
+]
 
 
 @pytest.mark.parametrize("activation,sizes", CASES)
@@ -176,9 +182,21 @@ def seed_equations(flow):
     m, v, C, G = flow.m, flow.v, flow.moments, flow.gram
     vs, ms = flow.teacher_head, flow.teacher_overlaps
     pq = list(itertools.product(range(P), repeat=2))
-    eq1 = {(l, r): sum(v[l] * vs[k] * C[p, q] * phi(ms[k, p]) * dsigma(m[l, q]) * G[r, q] for k in range(Lstar) for p, q in pq) for l in range(L) for r in range(P)}
-    eq2 = {(l, r): sum(v[l] * v[k] * C[p, q] * sigma(m[k, p]) * dsigma(m[l, q]) * G[r, q] for k in range(L) for p, q in pq) for l in range(L) for r in range(P)}
-    eq3 = {l: sum(vs[k] * C[p, q] * phi(ms[k, p]) * sigma(m[l, q]) for k in range(Lstar) for p, q in pq) for l in range(L)}
+    eq1 = {
+        (l, r): sum(
+            v[l] * vs[k] * C[p, q] * phi(ms[k, p]) * dsigma(m[l, q]) * G[r, q] for k in range(Lstar) for p, q in pq
+        )
+        for l in range(L)
+        for r in range(P)
+    }
+    eq2 = {
+        (l, r): sum(v[l] * v[k] * C[p, q] * sigma(m[k, p]) * dsigma(m[l, q]) * G[r, q] for k in range(L) for p, q in pq)
+        for l in range(L)
+        for r in range(P)
+    }
+    eq3 = {
+        l: sum(vs[k] * C[p, q] * phi(ms[k, p]) * sigma(m[l, q]) for k in range(Lstar) for p, q in pq) for l in range(L)
+    }
     eq4 = {l: sum(v[k] * C[p, q] * sigma(m[k, p]) * sigma(m[l, q]) for k in range(L) for p, q in pq) for l in range(L)}
     return eq1, eq2, eq3, eq4
 
@@ -303,7 +321,20 @@ def test_errors():
     with pytest.raises(ValueError, match="free parameters"):
         symbolic.to_jax(flow)
     with pytest.raises(ValueError, match="undefined activation"):
-        symbolic.to_jax(symbolic.derive(1, 1, activation=None, moments=[[1]], gram=[[1]], teacher_head=[1], teacher_overlaps=[[1]], lr_kernel=1, lr_head=1, patch_dim=1))
+        symbolic.to_jax(
+            symbolic.derive(
+                1,
+                1,
+                activation=None,
+                moments=[[1]],
+                gram=[[1]],
+                teacher_head=[1],
+                teacher_overlaps=[[1]],
+                lr_kernel=1,
+                lr_head=1,
+                patch_dim=1,
+            )
+        )
     with pytest.raises(ValueError, match="L must be a positive integer"):
         symbolic.derive(0, 2)
     with pytest.raises(ValueError, match="linear"):

@@ -37,7 +37,11 @@ def test_status_codes_are_stable():
         (Status.MAX_SEGMENTS, {"max_segments": 9}, "more than max_segments=9 relu mode switches before t=1.5"),
         (Status.DIVERGED, {"method": "tsit5"}, "diverged (non-finite or |state| > 1e+100) near t=1.5"),
         (Status.DIVERGED, {"method": "euler"}, "reduce dt0"),
-        (Status.FAILED, {"method": "RK45", "detail": "step size too small"}, "the solver 'RK45' failed at t=1.5: step size too small"),
+        (
+            Status.FAILED,
+            {"method": "RK45", "detail": "step size too small"},
+            "the solver 'RK45' failed at t=1.5: step size too small",
+        ),
     ],
 )
 def test_status_describe(status, kwargs, words):
@@ -47,7 +51,10 @@ def test_status_describe(status, kwargs, words):
 def test_status_message_uses_describe_and_names_the_batch_element():
     codes = np.array([0, Status.MAX_SEGMENTS, Status.DIVERGED])
     message = status_message(codes, np.array([2.0, 1.5, 0.5]), "tsit5", None, 10, 20)
-    assert message == Status.MAX_SEGMENTS.describe(1.5, max_segments=20) + " (first failing batch element 1, 2 of 3 failed)"
+    assert (
+        message
+        == Status.MAX_SEGMENTS.describe(1.5, max_segments=20) + " (first failing batch element 1, 2 of 3 failed)"
+    )
     assert status_message(0, 2.0, "tsit5", None, 10, 20) == Status.SUCCESS.describe()
 
 
@@ -147,7 +154,11 @@ def test_config_and_keywords_give_identical_trajectories(activation, options):
     by_config = solve(problem, M0, V0, 2.0, ts=ts, config=SolverConfig(**options))
     for name in ("m", "v", "loss", "status", "num_steps", "num_segments", "t_end"):
         np.testing.assert_array_equal(getattr(by_keywords, name), getattr(by_config, name))
-    assert (by_keywords.method, by_keywords.max_steps, by_keywords.max_segments) == (by_config.method, by_config.max_steps, by_config.max_segments)
+    assert (by_keywords.method, by_keywords.max_steps, by_keywords.max_segments) == (
+        by_config.method,
+        by_config.max_steps,
+        by_config.max_segments,
+    )
     assert by_keywords.events.to_list() == by_config.events.to_list()
 
 

@@ -31,13 +31,32 @@ def run(args) -> int:
     from .._io import save_results
     from ..gaussian._committee import committee_curves, committee_figure
 
-    curves = committee_curves(tuple(args.K), tuple(args.patches), lr=args.lr, patch_lr=args.patch_lr, t1=args.t1, num_saves=args.num_points, seed=args.seed)
+    curves = committee_curves(
+        tuple(args.K),
+        tuple(args.patches),
+        lr=args.lr,
+        patch_lr=args.patch_lr,
+        t1=args.t1,
+        num_saves=args.num_points,
+        seed=args.seed,
+    )
     fig = committee_figure(curves)
     for K, err, h in zip(curves["K"], curves["committee_error"], curves["plateau_height"], strict=True):
         mid = err[len(err) // 8]
-        print(f"K = M = {K}: Saad-Solla plateau {h:.6f}, solved error at alpha = {curves['t'][len(err) // 8]:g}: {mid:.6f}, final {err[-1]:.2e}")
-    params = {"command": "committee", "K": args.K, "patches": args.patches, "lr": args.lr, "patch_lr": args.patch_lr,
-              "t1": args.t1, "seed": args.seed, "activation": "scaled_erf", "pooling": "sum"}
+        print(
+            f"K = M = {K}: Saad-Solla plateau {h:.6f}, solved error at alpha = {curves['t'][len(err) // 8]:g}: {mid:.6f}, final {err[-1]:.2e}"
+        )
+    params = {
+        "command": "committee",
+        "K": args.K,
+        "patches": args.patches,
+        "lr": args.lr,
+        "patch_lr": args.patch_lr,
+        "t1": args.t1,
+        "seed": args.seed,
+        "activation": "scaled_erf",
+        "pooling": "sum",
+    }
     arrays = {k: np.asarray(v) for k, v in curves.items()}
     for kind, path in save_results(args.out, "committee", arrays=arrays, params=params, figure=fig).items():
         print(f"wrote {kind}: {path}")

@@ -23,14 +23,23 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("cnntheory-output/energy"), help="output folder (default cnntheory-output/energy)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("cnntheory-output/energy"),
+        help="output folder (default cnntheory-output/energy)",
+    )
     parser.add_argument("--dataset", choices=DATASETS, default="photos", help="bundled image set (default photos)")
     parser.add_argument("--images", type=positive_int, default=1024, help="number of images / crops (default 1024)")
     parser.add_argument("--size", type=positive_int, default=24, help="crop side for photos / powerlaw (default 24)")
     parser.add_argument("--patch", type=positive_int, default=3, help="first-layer filter side k (default 3)")
-    parser.add_argument("--linear-steps", type=positive_int, default=200, help="GD steps of the linear CNN (default 200)")
+    parser.add_argument(
+        "--linear-steps", type=positive_int, default=200, help="GD steps of the linear CNN (default 200)"
+    )
     parser.add_argument("--linear-seeds", type=positive_int, default=32, help="seeds of the linear CNN (default 32)")
-    parser.add_argument("--steps", type=positive_int, default=1000, help="SGD steps of the nonlinear CNN (default 1000)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=1000, help="SGD steps of the nonlinear CNN (default 1000)"
+    )
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds of the nonlinear CNN (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.set_defaults(func=run)
@@ -56,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     fig = plot_report(report, title=f"{args.dataset}: {images.shape[0]} images {images.shape[1:]}, k = {args.patch}")
     fig.savefig(stem.with_suffix(".png"), dpi=200)
     params = {"dataset": args.dataset, "images": list(images.shape), "classes": classes, **dataclasses.asdict(config)}
-    stem.with_suffix(".json").write_text(json.dumps({"parameters": params, "correlations": report.correlations()}, indent=2))
+    stem.with_suffix(".json").write_text(
+        json.dumps({"parameters": params, "correlations": report.correlations()}, indent=2)
+    )
     np.savez(
         stem.with_suffix(".npz"), lambdas=report.pca.lambdas, basis=report.pca.basis, linear_steps=report.linear_steps,
         linear_mean=report.linear_mean, linear_expected=report.linear_expected, control=report.control,

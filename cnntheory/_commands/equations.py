@@ -32,9 +32,19 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--latex", action="store_true", help="print LaTeX (an aligned block) instead of unicode text")
-    parser.add_argument("--sizes", type=_sizes, default=(2, 2, 2), metavar="L,P[,Lstar]", help="student units, atoms, teacher units (default 2,2,2)")
-    parser.add_argument("--activation", choices=names, default=ABSTRACT, help="student activation (default: undefined sigma)")
-    parser.add_argument("--teacher-activation", choices=names, default=ABSTRACT, help="teacher activation (default: undefined phi)")
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=(2, 2, 2),
+        metavar="L,P[,Lstar]",
+        help="student units, atoms, teacher units (default 2,2,2)",
+    )
+    parser.add_argument(
+        "--activation", choices=names, default=ABSTRACT, help="student activation (default: undefined sigma)"
+    )
+    parser.add_argument(
+        "--teacher-activation", choices=names, default=ABSTRACT, help="teacher activation (default: undefined phi)"
+    )
     parser.add_argument("--plain", action="store_true", help="write the moments as C_pq instead of E_pi[pi_p pi_q]")
     parser.add_argument(
         "--learning-rates",
@@ -52,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
     rates = {} if args.learning_rates else {"lr_kernel": symbolic.D, "lr_head": 1}
     L, P, *rest = args.sizes
-    flow = symbolic.derive(L, P, rest[0] if rest else None, activation=activation(args.activation), teacher_activation=activation(args.teacher_activation), **rates)
+    flow = symbolic.derive(
+        L,
+        P,
+        rest[0] if rest else None,
+        activation=activation(args.activation),
+        teacher_activation=activation(args.teacher_activation),
+        **rates,
+    )
     print(symbolic.latex(flow, notation="plain" if args.plain else "seed") if args.latex else symbolic.pretty(flow))
     return 0

@@ -15,7 +15,12 @@ def register(subparsers) -> None:
         "Saturated states that are stationary only in the limit |m| -> infinity (e.g. sigmoid with "
         "sigma' ~ 1e-9) are counted and listed apart as asymptotic.",
     )
-    p.add_argument("--alpha", type=_floats, action="append", help="Dirichlet parameters, e.g. 1,1 (repeatable; default 1,1 and 2,1)")
+    p.add_argument(
+        "--alpha",
+        type=_floats,
+        action="append",
+        help="Dirichlet parameters, e.g. 1,1 (repeatable; default 1,1 and 2,1)",
+    )
     p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of X and O (default 0.8)")
     p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
     p.add_argument("--units", type=positive_int, default=2, help="student units L (default 2)")
@@ -35,7 +40,15 @@ def run(args) -> int:
     from ..analysis import count_kinds, find_fixed_points, fixed_point_families, fixed_point_table
 
     alphas = args.alpha or [(1.0, 1.0), (2.0, 1.0)]
-    params = {"command": "fixed-points", "overlap": args.overlap, "activation": args.activation, "units": args.units, "starts": args.starts, "seed": args.seed, "results": {}}
+    params = {
+        "command": "fixed-points",
+        "overlap": args.overlap,
+        "activation": args.activation,
+        "units": args.units,
+        "starts": args.starts,
+        "seed": args.seed,
+        "results": {},
+    }
     arrays = {}
     for alpha in alphas:
         problem = shape_counting(args.overlap, alpha, args.activation)
@@ -45,7 +58,10 @@ def run(args) -> int:
         counts = count_kinds(points)
         print(f"\nalpha = {tuple(alpha)}, {args.activation}: {counts['fixed']} distinct fixed points and "
               f"{counts['asymptotic']} asymptotic (saturated) states, in {len(families)} families")  # fmt: skip
-        for asymptotic, heading in ((False, "fixed points"), (True, "asymptotic states: stationary only as |m| -> infinity (sigma' ~ 0)")):
+        for asymptotic, heading in (
+            (False, "fixed points"),
+            (True, "asymptotic states: stationary only as |m| -> infinity (sigma' ~ 0)"),
+        ):
             group = [p for p in points if p.asymptotic == asymptotic]
             fams = [(rep, n) for rep, n in families if rep.asymptotic == asymptotic]
             if not group:
@@ -54,7 +70,11 @@ def run(args) -> int:
             print(fixed_point_table(group if args.all else [rep for rep, _ in fams]))
             if not args.all:
                 print("family sizes:", [n for _, n in fams])
-        params["results"][f"alpha_{tag}"] = {**counts, "families": [dict(rep.row(), count=n) for rep, n in families], "points": [p.row() for p in points]}
+        params["results"][f"alpha_{tag}"] = {
+            **counts,
+            "families": [dict(rep.row(), count=n) for rep, n in families],
+            "points": [p.row() for p in points],
+        }
         arrays[f"m_alpha_{tag}"] = np.stack([np.asarray(p.m) for p in points])
         arrays[f"v_alpha_{tag}"] = np.stack([np.asarray(p.v) for p in points])
         arrays[f"loss_alpha_{tag}"] = np.array([p.loss for p in points])

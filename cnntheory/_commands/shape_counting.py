@@ -28,12 +28,19 @@ def register(subparsers) -> None:
         description="Order-parameter dynamics of the shape-counting teacher-student CNN: "
         "one panel per Dirichlet law alpha, order parameters m_lp(t), head v(t), loss.",
     )
-    p.add_argument("--alpha", type=_floats, action="append", help="Dirichlet parameters, e.g. 1,1 (repeat for more panels; default 1,1 and 2,1)")
+    p.add_argument(
+        "--alpha",
+        type=_floats,
+        action="append",
+        help="Dirichlet parameters, e.g. 1,1 (repeat for more panels; default 1,1 and 2,1)",
+    )
     p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
     p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
     p.add_argument("--t1", type=positive_float, default=60.0, help="final time (default 60)")
     p.add_argument("--eps", type=finite_float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
-    p.add_argument("--m0", type=_floats, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22 (default 0.3,0.25,0.2,0.28)")
+    p.add_argument(
+        "--m0", type=_floats, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22 (default 0.3,0.25,0.2,0.28)"
+    )
     p.add_argument("--method", default="tsit5", help="diffrax solver name or scipy method (default tsit5)")
     p.add_argument("--rtol", type=positive_float, default=1e-8)
     p.add_argument("--atol", type=positive_float, default=1e-10)
@@ -78,10 +85,13 @@ def run(args) -> int:
         arrays.update({f"m_alpha_{tag}": traj.m, f"v_alpha_{tag}": traj.v, f"loss_alpha_{tag}": traj.loss})
         record = traj.events if traj.events is not None else Events.empty()
         events[f"alpha_{tag}"] = [dict(t=t, unit=l, atom=p, kind=kind, to=to) for t, l, p, kind, to in record.to_list()]
-        print(f"alpha = {tuple(alpha)}: final m = {np.round(np.asarray(traj.m[-1]), 5).tolist()}, v = {np.round(np.asarray(traj.v[-1]), 5).tolist()}, "
-              f"loss = {float(traj.loss[-1]):.3e} ({int(traj.num_segments)} segments, {int(record.count)} relu events, {timings[f'alpha_{tag}']:.2f} s incl. compile)")
+        print(
+            f"alpha = {tuple(alpha)}: final m = {np.round(np.asarray(traj.m[-1]), 5).tolist()}, v = {np.round(np.asarray(traj.v[-1]), 5).tolist()}, "
+            f"loss = {float(traj.loss[-1]):.3e} ({int(traj.num_segments)} segments, {int(record.count)} relu events, {timings[f'alpha_{tag}']:.2f} s incl. compile)"
+        )
     fig = trajectory_figure(
-        trajs, suptitle=f"Shape counting: {args.activation}, overlap {args.overlap:g}, $v(0) = (\\varepsilon, -\\varepsilon)$, $\\varepsilon = {args.eps:g}$"
+        trajs,
+        suptitle=f"Shape counting: {args.activation}, overlap {args.overlap:g}, $v(0) = (\\varepsilon, -\\varepsilon)$, $\\varepsilon = {args.eps:g}$",
     )
     params = {
         "command": "shape-counting",

@@ -31,7 +31,9 @@ def register(subparsers) -> None:
     length.add_argument("--steps", type=positive_int, default=None, help="number of steps")
     length.add_argument("--t1", type=positive_float, default=None, help="final ODE time = lr x steps (default 40)")
     p.add_argument("--seeds", type=positive_int, default=8, help="independent runs (default 8)")
-    p.add_argument("--record-every", type=positive_int, default=None, help="steps between records (default: 100 records)")
+    p.add_argument(
+        "--record-every", type=positive_int, default=None, help="steps between records (default: 100 records)"
+    )
     p.add_argument("--n-train", type=positive_int, default=1024, help="training images for fullbatch (default 1024)")
     p.add_argument("--n-test", type=positive_int, default=1024, help="held-out test images (default 1024)")
     p.add_argument("--patches-per-side", type=positive_int, default=4, help="M (d = k M; default 4)")
@@ -43,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     p.add_argument("--float32", action="store_true", help="simulate in float32 (default float64)")
     p.add_argument(
-        "--band", action="store_true",
+        "--band",
+        action="store_true",
         help="online mode, smooth activation: draw the fluctuation theory's predicted seed mean and +-2 sigma band "
         "(cnntheory.fluctuations.moments) over the seeds",
     )
@@ -91,7 +94,9 @@ def run(args) -> int:
         from .._activations import get_activation
 
         if args.mode != "online":
-            raise ValueError(f"--band predicts the spread of online SGD: use it with --mode online, not --mode {args.mode}")
+            raise ValueError(
+                f"--band predicts the spread of online SGD: use it with --mode online, not --mode {args.mode}"
+            )
         if not get_activation(args.activation).smooth:
             raise ValueError(
                 f"--band needs a smooth --activation (e.g. softplus, sigmoid, tanh), got {args.activation!r}: the "
@@ -106,9 +111,20 @@ def run(args) -> int:
     start = time.perf_counter()
     try:
         s = sim.simulate(
-            problem, m0, v0, mode=args.mode, lr=args.lr, steps=steps, record_every=record_every, key=jax.random.key(args.seed),
-            num_seeds=args.seeds, batch_size=args.batch, num_train=args.n_train, num_test=args.n_test,
-            dtype=jnp.float32 if args.float32 else jnp.float64, progress=True,
+            problem,
+            m0,
+            v0,
+            mode=args.mode,
+            lr=args.lr,
+            steps=steps,
+            record_every=record_every,
+            key=jax.random.key(args.seed),
+            num_seeds=args.seeds,
+            batch_size=args.batch,
+            num_train=args.n_train,
+            num_test=args.n_test,
+            dtype=jnp.float32 if args.float32 else jnp.float64,
+            progress=True,
         )
     except sim.SimulationDiverged as err:  # a failed run, not a bad argument: exit status 1
         raise SystemExit(f"cnntheory simulate: {err}") from None
@@ -117,19 +133,26 @@ def run(args) -> int:
     solve_kw = {"method": args.method} if args.method != "euler" else {"method": "euler", "dt0": args.lr}
     traj = cmp.matching_solve(problem, s, m0, v0, **solve_kw)
     fields = ("m", "v", "train_loss" if args.mode != "online" else "loss")
-    comparison = cmp.compare(s, traj, problem=problem, fields=fields + (("predictions",) if s.predictions is not None else ()))
+    comparison = cmp.compare(
+        s, traj, problem=problem, fields=fields + (("predictions",) if s.predictions is not None else ())
+    )
     test = None
     if s.test_loss is not None:
-        population = traj if args.mode != "fullbatch" else cmp.matching_solve(problem, s, m0, v0, finite_data=False, **solve_kw)
+        population = (
+            traj if args.mode != "fullbatch" else cmp.matching_solve(problem, s, m0, v0, finite_data=False, **solve_kw)
+        )
         test = cmp.compare(s, population, fields=("test_loss",))["test_loss"].summary()
     ode_seconds = time.perf_counter() - start
     print(s.message)
     print(comparison.table())
     alpha = ", ".join(f"{a:g}" for a in args.alpha)
     fig = cmp.plot_comparison(
-        s, traj, problem,
+        s,
+        traj,
+        problem,
         title=f"{args.mode}: {args.activation}, overlap {args.overlap:g}, alpha = ({alpha}), lr = {args.lr:g}"
-        + (f", B = {args.batch}" if args.mode == "online" else "") + f", {args.seeds} seeds"
+        + (f", B = {args.batch}" if args.mode == "online" else "")
+        + f", {args.seeds} seeds"
         + (" (theory: C_hat ODE per seed)" if args.mode == "fullbatch" else ""),
     )
     band = None
@@ -138,9 +161,20 @@ def run(args) -> int:
 
         band = fl.moments(problem, m0, v0, float(s.t[-1]), lr=args.lr, batch_size=args.batch, ts=s.t)
         fl.draw_band(fig.axes[:2], band)
-    arrays: dict[str, Array | None] = {"t": s.t, "m": s.m, "v": s.v, "loss": s.loss, "train_loss": s.train_loss, "theory_m": traj.m, "theory_v": traj.v, "theory_loss": traj.loss}
+    arrays: dict[str, Array | None] = {
+        "t": s.t,
+        "m": s.m,
+        "v": s.v,
+        "loss": s.loss,
+        "train_loss": s.train_loss,
+        "theory_m": traj.m,
+        "theory_v": traj.v,
+        "theory_loss": traj.loss,
+    }
     if s.test_loss is not None:
-        arrays.update(test_loss=s.test_loss, label_values=s.label_values, label_counts=s.label_counts, predictions=s.predictions)
+        arrays.update(
+            test_loss=s.test_loss, label_values=s.label_values, label_counts=s.label_counts, predictions=s.predictions
+        )
     if s.train_moments is not None:
         arrays["train_moments"] = s.train_moments
     if band is not None:

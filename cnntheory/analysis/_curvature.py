@@ -58,7 +58,9 @@ def _unflat_params(theta, L, D):
     return theta[: L * D].reshape(L, D), theta[L * D :]
 
 
-def hessian(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], K_perp=None) -> Float[Array, "n n"]:
+def hessian(
+    problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], K_perp=None
+) -> Float[Array, "n n"]:
     """Hessian of `parameter_loss` at the in-span lift of `(m, v)` (flat order `(vec K, v)`)."""
     L, D = m.shape[0], problem.patch_dim
     K = kernels_from_order(problem, m) + (0.0 if K_perp is None else K_perp)
@@ -83,7 +85,9 @@ def _top_eigenvalues(problem, m, v, K_perp, scaled):
     return jax.vmap(one)(m, v)
 
 
-def sharpness(problem: TeacherStudent, traj: Trajectory, K_perp=None, *, metric: str = "euclidean") -> Float[Array, " T"]:
+def sharpness(
+    problem: TeacherStudent, traj: Trajectory, K_perp=None, *, metric: str = "euclidean"
+) -> Float[Array, " T"]:
     """Top Hessian eigenvalue at every saved state of a single trajectory.
 
     `metric="euclidean"`: of `H`; `"lr"`: of `Lambda^{1/2} H Lambda^{1/2}` (module docstring).
@@ -117,7 +121,9 @@ class Landscape(eqx.Module):
 def _filter_normalise(d, theta, L, D):
     dK, dv = _unflat_params(d, L, D)
     K, v = _unflat_params(theta, L, D)
-    dK = dK * (jnp.linalg.norm(K, axis=1, keepdims=True) / jnp.maximum(jnp.linalg.norm(dK, axis=1, keepdims=True), 1e-300))
+    dK = dK * (
+        jnp.linalg.norm(K, axis=1, keepdims=True) / jnp.maximum(jnp.linalg.norm(dK, axis=1, keepdims=True), 1e-300)
+    )
     dv = dv * (jnp.linalg.norm(v) / jnp.maximum(jnp.linalg.norm(dv), 1e-300))
     return _flat_params(dK, dv)
 
@@ -140,13 +146,18 @@ def landscape(
     with `n` points each (odd `n` puts the state itself at the centre).
     """
     L, D = m.shape[0], problem.patch_dim
-    theta = _flat_params(kernels_from_order(problem, jnp.asarray(m)) + (0.0 if K_perp is None else K_perp), jnp.asarray(v, dtype=float))
+    theta = _flat_params(
+        kernels_from_order(problem, jnp.asarray(m)) + (0.0 if K_perp is None else K_perp), jnp.asarray(v, dtype=float)
+    )
     if directions is None:
         key = jax.random.PRNGKey(0) if key is None else key
         raw = jax.random.normal(key, (2, theta.size))
         directions = jnp.stack([_filter_normalise(d, theta, L, D) for d in raw])
     directions = jnp.asarray(directions, dtype=float)
-    require(directions.shape == (2, theta.size), f"directions must have shape (2, L*D + L) = (2, {theta.size}), got {directions.shape}")
+    require(
+        directions.shape == (2, theta.size),
+        f"directions must have shape (2, L*D + L) = (2, {theta.size}), got {directions.shape}",
+    )
     grid = jnp.linspace(-extent, extent, n)
     f = lambda a, b: parameter_loss(problem, *_unflat_params(theta + a * directions[0] + b * directions[1], L, D))  # noqa: E731
     loss = jax.vmap(lambda a: jax.vmap(lambda b: f(a, b))(grid))(grid)

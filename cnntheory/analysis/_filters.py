@@ -59,7 +59,9 @@ def filters_figure(problem: TeacherStudent, times, theory_m, *, t, simulated_ker
     if simulated_kernels is not None:
         sources.append(("simulation", np.asarray(t_sim), np.asarray(moving_part(problem, simulated_kernels))))
     L = sources[0][2].shape[1]
-    fig, axes = plt.subplots(L * len(sources), len(times), figsize=(1.6 * len(times), 1.7 * L * len(sources)), squeeze=False)
+    fig, axes = plt.subplots(
+        L * len(sources), len(times), figsize=(1.6 * len(times), 1.7 * L * len(sources)), squeeze=False
+    )
     for l in range(L):
         scale = max(np.abs(K[:, l]).max() for _, _, K in sources) or 1.0
         for s, (name, ts, K) in enumerate(sources):

@@ -279,12 +279,16 @@ def find_fixed_points(
         m0, v0, slide = _random_starts(problem, int(L), int(num_starts), key, m_scale, v_scale, slide_prob, hybrid)
     else:
         m0, v0 = (jnp.asarray(a, dtype=float) for a in starts)
-        require(m0.ndim == 3 and m0.shape[1:] == (L, problem.num_atoms) and v0.shape == m0.shape[:2],
-                f"starts must be (m0s, v0s) of shapes (S, {L}, {problem.num_atoms}) and (S, {L}), got {m0.shape}, {v0.shape}")
+        require(
+            m0.ndim == 3 and m0.shape[1:] == (L, problem.num_atoms) and v0.shape == m0.shape[:2],
+            f"starts must be (m0s, v0s) of shapes (S, {L}, {problem.num_atoms}) and (S, {L}), got {m0.shape}, {v0.shape}",
+        )
         slide = (m0 == 0) & hybrid
     side = (m0 > 0).astype(m0.dtype)
     y0 = jax.vmap(_flat)(m0, v0)
-    ys, res, Js, thetas = _solve_starts(problem, y0, side, slide, hybrid=hybrid, max_steps=max_steps, newton_steps=newton_steps)
+    ys, res, Js, thetas = _solve_starts(
+        problem, y0, side, slide, hybrid=hybrid, max_steps=max_steps, newton_steps=newton_steps
+    )
     ys, res, Js, thetas, side, slide = map(np.asarray, (ys, res, Js, thetas, side, slide))
     points: list[FixedPoint] = []
     keys: list[np.ndarray] = []
@@ -314,7 +318,9 @@ def fixed_point_table(points: list[FixedPoint], digits: int = 4) -> str:
     for i, p in enumerate(points):
         fmt = lambda a: np.array2string(np.round(np.real(np.asarray(a)), digits), separator=", ", max_line_width=200)  # noqa: E731
         kind = p.kind if not p.asymptotic else "asympt."
-        lines.append(f"{i:>3}  {p.loss:>10.4e}  {kind:<8}  {p.num_unstable:>3}  m={fmt(p.m).replace(chr(10), '')}  v={fmt(p.v)}  eig={fmt(p.eigenvalues)}")
+        lines.append(
+            f"{i:>3}  {p.loss:>10.4e}  {kind:<8}  {p.num_unstable:>3}  m={fmt(p.m).replace(chr(10), '')}  v={fmt(p.v)}  eig={fmt(p.eigenvalues)}"
+        )
     return "\n".join(lines)
 
 

@@ -67,7 +67,14 @@ class _LossCurve(Protocol):
     def loss(self) -> Array: ...
 
 
-def plateau_mask(t: Float[AnyArray, " T"], loss: Float[AnyArray, " T"], *, flatness: float = 0.1, drop: float = 2.0, floor: float = 1e-300):
+def plateau_mask(
+    t: Float[AnyArray, " T"],
+    loss: Float[AnyArray, " T"],
+    *,
+    flatness: float = 0.1,
+    drop: float = 2.0,
+    floor: float = 1e-300,
+):
     """Boolean `(T,)`: where the loss is on a plateau (module docstring)."""
     times, values = np.asarray(t, float), np.maximum(np.asarray(loss, float), floor)
     log_loss = np.log(values)
@@ -94,7 +101,10 @@ def find_plateaus(
       state of least `|F|`.
     """
     t, loss = np.asarray(traj.t), np.asarray(traj.loss)
-    require(loss.ndim == 1, f"find_plateaus takes one trajectory (loss of shape (T,)), got loss shape {loss.shape}; index the batch first")
+    require(
+        loss.ndim == 1,
+        f"find_plateaus takes one trajectory (loss of shape (T,)), got loss shape {loss.shape}; index the batch first",
+    )
     require(t.size >= 3, "find_plateaus needs at least 3 save times")
     min_length = 0.05 * (t[-1] - t[0]) if min_length is None else min_length
     out = []
@@ -108,7 +118,10 @@ def find_plateaus(
 
 def _shadowed_saddle(problem, traj, i0, i1):
     m, v = np.asarray(traj.m[i0 : i1 + 1]), np.asarray(traj.v[i0 : i1 + 1])
-    speed = [max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv)))) for dm, dv in (problem.rhs(jnp.asarray(a), jnp.asarray(b)) for a, b in zip(m, v, strict=True))]
+    speed = [
+        max(float(jnp.max(jnp.abs(dm))), float(jnp.max(jnp.abs(dv))))
+        for dm, dv in (problem.rhs(jnp.asarray(a), jnp.asarray(b)) for a, b in zip(m, v, strict=True))
+    ]
     j = int(np.argmin(speed))
     points = find_fixed_points(problem, m.shape[1], starts=(m[j][None], v[j][None]))
     return points[0] if points else None
@@ -151,7 +164,10 @@ def escape_time(
     compile). Returns an `EscapeFit` with the log fit.
     """
     eps_values = np.asarray(eps_values, float)
-    require(eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0), "eps_values must be >= 2 positive numbers")
+    require(
+        eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0),
+        "eps_values must be >= 2 positive numbers",
+    )
     L = np.shape(m0)[0]
     v_dir = np.array([(-1.0) ** l for l in range(L)]) if v_dir is None else np.asarray(v_dir, float)
     ts = np.linspace(0.0, t1, num_points)

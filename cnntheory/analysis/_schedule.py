@@ -38,9 +38,14 @@ class Schedule(eqx.Module):
     def __init__(self, times, problems):
         times = tuple(float(t) for t in np.atleast_1d(times))
         problems = tuple(problems)
-        require(len(times) == len(problems) >= 1, f"need one start time per problem, got {len(times)} times and {len(problems)} problems")
+        require(
+            len(times) == len(problems) >= 1,
+            f"need one start time per problem, got {len(times)} times and {len(problems)} problems",
+        )
         require(all(b > a for a, b in itertools.pairwise(times)), f"times must be strictly increasing, got {times}")
-        require(all(isinstance(p, TeacherStudent) for p in problems), "every entry of problems must be a TeacherStudent")
+        require(
+            all(isinstance(p, TeacherStudent) for p in problems), "every entry of problems must be a TeacherStudent"
+        )
         self.times = times
         self.problems = problems
 
@@ -55,14 +60,19 @@ def restrict_atoms(problem: TeacherStudent, present) -> TeacherStudent:
     the absent atoms. The teacher and the student are unchanged."""
     present = np.atleast_1d(np.asarray(present, int))
     P = problem.num_atoms
-    require(present.size >= 1 and np.all((present >= 0) & (present < P)), f"present must index atoms 0..{P - 1}, got {present}")
+    require(
+        present.size >= 1 and np.all((present >= 0) & (present < P)),
+        f"present must index atoms 0..{P - 1}, got {present}",
+    )
     mix = problem.mixture
     sub = PatchMixture(mix.atoms[present], mix.alpha[present], mix.patches_per_side, mix.pooling)
     C = jnp.zeros((P, P)).at[np.ix_(present, present)].set(sub.moments)
     return problem.with_moments(C)
 
 
-def solve_schedule(schedule: Schedule, m0: Float[AnyArray, "L P"], v0: Float[AnyArray, " L"], t1: float, *, ts=None, **solve_kwargs) -> Trajectory:
+def solve_schedule(
+    schedule: Schedule, m0: Float[AnyArray, "L P"], v0: Float[AnyArray, " L"], t1: float, *, ts=None, **solve_kwargs
+) -> Trajectory:
     """Integrate the flow through the schedule: one `cnntheory.solve` per segment, chained.
 
     `ts` (default 101 points on `[times[0], t1]`) are the save times; `solve_kwargs` go to
@@ -82,13 +92,28 @@ def solve_schedule(schedule: Schedule, m0: Float[AnyArray, "L P"], v0: Float[Any
         traj = solve(schedule.problems[i], m, v, b, t0=a, ts=seg_ts, **solve_kwargs)
         parts.append(traj)
         counts.append(mine.size)
-        nsteps, nseg, t_end, message = nsteps + int(traj.num_steps), nseg + int(traj.num_segments), float(traj.t_end), traj.message
+        nsteps, nseg, t_end, message = (
+            nsteps + int(traj.num_steps),
+            nseg + int(traj.num_segments),
+            float(traj.t_end),
+            traj.message,
+        )
         if int(traj.status) != Status.SUCCESS:
             status = int(traj.status)
             break
         m, v = traj.m[-1], traj.v[-1]
     cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
-    return Trajectory(cat("t"), cat("m"), cat("v"), cat("loss"), jnp.asarray(status), jnp.asarray(nsteps), jnp.asarray(nseg), jnp.asarray(t_end), parts[-1].method, message,
+    return Trajectory(
+        cat("t"),
+        cat("m"),
+        cat("v"),
+        cat("loss"),
+        jnp.asarray(status),
+        jnp.asarray(nsteps),
+        jnp.asarray(nseg),
+        jnp.asarray(t_end),
+        parts[-1].method,
+        message,
         events=Events.concatenate([p.events for p in parts if p.events is not None]),
     )
 
@@ -120,7 +145,9 @@ def simulate_schedule(schedule: Schedule, m0, v0, *, lr: float, key, t1: float, 
         steps = (b - a) / lr
         require(abs(steps - round(steps)) < 1e-9, f"segment [{a}, {b}] is not a whole number of steps lr={lr}")
         key, sub = jax.random.split(key)
-        sim = simulate(schedule.problems[i], m, v, lr=lr, key=sub, steps=int(round(steps)), num_seeds=1, **simulate_kwargs)
+        sim = simulate(
+            schedule.problems[i], m, v, lr=lr, key=sub, steps=int(round(steps)), num_seeds=1, **simulate_kwargs
+        )
         sims.append(sim)
         m, v = sim.m[0, -1], sim.v[0, -1]
     return sims

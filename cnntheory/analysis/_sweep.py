@@ -57,7 +57,11 @@ class SweepResult(eqx.Module):
         """`<stem>.npz` (arrays + coords) and `<stem>.json` (coords, dims, params) via `save_results`."""
         arrays = {"t": self.t, "m": self.m, "v": self.v, "loss": self.loss, "status": self.status}
         arrays.update({f"coord_{k}": np.asarray(v) for k, v in self.coords.items()})
-        meta = {"dims": list(self.coords) + ["t"], "coords": {k: np.asarray(v).tolist() for k, v in self.coords.items()}, **(params or {})}
+        meta = {
+            "dims": list(self.coords) + ["t"],
+            "coords": {k: np.asarray(v).tolist() for k, v in self.coords.items()},
+            **(params or {}),
+        }
         return save_results(out, stem, arrays=arrays, params=meta, figure=figure)
 
     @classmethod
@@ -101,7 +105,10 @@ def sweep(
     """
     require(isinstance(grid, dict) and len(grid) >= 1, "grid must be a non-empty dict of name -> values")
     coords = {k: np.atleast_1d(np.asarray(v)) for k, v in grid.items()}
-    require(all(v.ndim == 1 and v.size >= 1 for v in coords.values()), "every grid entry must be a non-empty 1-D sequence of values")
+    require(
+        all(v.ndim == 1 and v.size >= 1 for v in coords.values()),
+        "every grid entry must be a non-empty 1-D sequence of values",
+    )
     points = [dict(zip(coords, vals, strict=True)) for vals in itertools.product(*coords.values())]
     devices = list(jax.devices() if devices is None else devices)
     nd = len(devices)
@@ -130,4 +137,11 @@ def sweep(
         bar.close()
     m, v, loss, status = (np.concatenate(x) for x in zip(*pieces, strict=True))
     shape = tuple(len(c) for c in coords.values())
-    return SweepResult(coords, ts, m.reshape(shape + m.shape[1:]), v.reshape(shape + v.shape[1:]), loss.reshape(shape + loss.shape[1:]), status.reshape(shape))
+    return SweepResult(
+        coords,
+        ts,
+        m.reshape(shape + m.shape[1:]),
+        v.reshape(shape + v.shape[1:]),
+        loss.reshape(shape + loss.shape[1:]),
+        status.reshape(shape),
+    )

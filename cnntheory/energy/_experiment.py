@@ -86,11 +86,15 @@ class EnergyReport:
             for part, f in fits.items():
                 out[f"nonlinear_{kind}_labels_{part}_vs_formula"] = stats(f)
         if {"true", "random"} <= set(self.small):
-            out["nonlinear_true_vs_random_labels"] = float(pearson(self.small["true"]["learned"].mean(0), self.small["random"]["learned"].mean(0)))
+            out["nonlinear_true_vs_random_labels"] = float(
+                pearson(self.small["true"]["learned"].mean(0), self.small["random"]["learned"].mean(0))
+            )
         return out
 
 
-def run_experiment(images, labels=None, *, classes: int = 10, config: EnergyConfig = EnergyConfig(), progress: bool = True) -> EnergyReport:
+def run_experiment(
+    images, labels=None, *, classes: int = 10, config: EnergyConfig = EnergyConfig(), progress: bool = True
+) -> EnergyReport:
     """Run the pipeline of this module's docstring on `images` `(n, C, H, W)` (labels optional)."""
     images = as_images(images)
     cfg = config
@@ -105,7 +109,15 @@ def run_experiment(images, labels=None, *, classes: int = 10, config: EnergyConf
     exact = ExactLinearCNN(pooled, np.zeros(len(lin_images)), cfg.linear_filters)
     eta = 0.5 / (cfg.linear_filters * exact.alphas[0])
     every = max(cfg.linear_steps // cfg.linear_records, 1)
-    lin_kwargs = dict(k=cfg.k, num_filters=cfg.linear_filters, eta=eta, steps=every * cfg.linear_records, seeds=cfg.linear_seeds, record_every=every, seed=cfg.seed)
+    lin_kwargs = dict(
+        k=cfg.k,
+        num_filters=cfg.linear_filters,
+        eta=eta,
+        steps=every * cfg.linear_records,
+        seeds=cfg.linear_seeds,
+        record_every=every,
+        seed=cfg.seed,
+    )
     run = train_linear_cnn(lin_images, None, **lin_kwargs)
     learned = energy_profile(run.filters, pca.basis, run.initial[:, None])  # (S, T, D)
     linear_mean = learned.mean(axis=0)
@@ -131,7 +143,9 @@ def run_experiment(images, labels=None, *, classes: int = 10, config: EnergyConf
             "raw": energy_profile(sr.filters[:, -1], pca.basis),
             "learned": energy_profile(sr.filters[:, -1], pca.basis, sr.initial),
         }
-        small_fits[kind] = {part: [fit_steps(p, pca.lambdas) for p in profiles] for part, profiles in small[kind].items()}
+        small_fits[kind] = {
+            part: [fit_steps(p, pca.lambdas) for p in profiles] for part, profiles in small[kind].items()
+        }
         steps_bar.update()
 
     # control: He-normal first layers (std sqrt(2 / D)), untrained
@@ -141,4 +155,17 @@ def run_experiment(images, labels=None, *, classes: int = 10, config: EnergyConf
     control_fits = [fit_steps(p, pca.lambdas) for p in control]
     steps_bar.update()
     steps_bar.close()
-    return EnergyReport(cfg, pca, run.steps, linear_mean, linear_expected, linear_fit, linear_true, linear_true_fit, small, small_fits, control, control_fits)
+    return EnergyReport(
+        cfg,
+        pca,
+        run.steps,
+        linear_mean,
+        linear_expected,
+        linear_fit,
+        linear_true,
+        linear_true_fit,
+        small,
+        small_fits,
+        control,
+        control_fits,
+    )

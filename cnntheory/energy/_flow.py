@@ -41,13 +41,24 @@ def _solve(w0, pooled, labels, times, rtol, atol):
 
 
 def gradient_flow(
-    pooled: Float[AnyArray, "n D"], labels: Float[AnyArray, " n"], w0: Float[AnyArray, "K D"], times: Float[AnyArray, " T"], *, rtol: float = 1e-10, atol: float = 1e-12
+    pooled: Float[AnyArray, "n D"],
+    labels: Float[AnyArray, " n"],
+    w0: Float[AnyArray, "K D"],
+    times: Float[AnyArray, " T"],
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
 ) -> Float[np.ndarray, "T K D"]:
     """Filters `W(tau)` `(T, K, D)` of the linear CNN's gradient flow at `times` (Tsit5, adaptive steps)."""
     pooled = jnp.asarray(pooled, dtype=float)
     labels = jnp.asarray(labels, dtype=float)
     w0 = jnp.asarray(w0, dtype=float)
     times = jnp.asarray(times, dtype=float)
-    require(times.ndim == 1 and times.size >= 1 and bool(jnp.all(times >= 0)) and bool(jnp.all(jnp.diff(times) >= 0)), "times must be a non-decreasing vector of tau >= 0")
-    require(w0.ndim == 2 and w0.shape[1] == pooled.shape[1], f"w0 must have shape (K, D={pooled.shape[1]}), got {w0.shape}")
+    require(
+        times.ndim == 1 and times.size >= 1 and bool(jnp.all(times >= 0)) and bool(jnp.all(jnp.diff(times) >= 0)),
+        "times must be a non-decreasing vector of tau >= 0",
+    )
+    require(
+        w0.ndim == 2 and w0.shape[1] == pooled.shape[1], f"w0 must have shape (K, D={pooled.shape[1]}), got {w0.shape}"
+    )
     return np.asarray(_solve(w0, pooled, labels, times, jnp.asarray(rtol), jnp.asarray(atol)))

@@ -43,7 +43,9 @@ def photo_crops(
     require(int(num_images) >= 1, f"num_images must be >= 1, got {num_images}")
     photos = _sample_photographs()
     H, W = photos[0].shape[1:]
-    require(1 <= int(size) <= min(H, W), f"size must be between 1 and {min(H, W)} (the photographs are {H}x{W}), got {size}")
+    require(
+        1 <= int(size) <= min(H, W), f"size must be between 1 and {min(H, W)} (the photographs are {H}x{W}), got {size}"
+    )
     rng = np.random.default_rng(seed)
     labels = np.arange(num_images) % len(photos)
     rows = rng.integers(0, H - size + 1, num_images)

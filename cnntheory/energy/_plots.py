@@ -30,7 +30,13 @@ def plot_report(report: EnergyReport, title: str = ""):
     ax.plot(i, normalise(report.small[kind]["learned"][0]), "o-", label="CNN layer 1, $W - W_0$")
     ax.plot(i, fit.profile, "k--", label=f"formula, t = {fit.t:.3g}")
     fit_raw = report.small_fits[kind]["raw"][0]
-    ax.plot(i, normalise(report.small[kind]["raw"][0]), "s:", alpha=0.6, label=f"CNN layer 1, $W$ (r = {fit_raw.correlation:.2f})")
+    ax.plot(
+        i,
+        normalise(report.small[kind]["raw"][0]),
+        "s:",
+        alpha=0.6,
+        label=f"CNN layer 1, $W$ (r = {fit_raw.correlation:.2f})",
+    )
     panel(ax, f"(a) nonlinear CNN ({kind} labels): r = {fit.correlation:.3f}")
     ax.legend(fontsize=8)
 

@@ -33,7 +33,9 @@ def energy_profile(filters, basis, initial=None) -> Float[np.ndarray, "... D"]:
         try:
             filters = filters - initial
         except ValueError:
-            require(False, f"initial must have (or broadcast to) the shape of filters {filters.shape}, got {initial.shape}")
+            require(
+                False, f"initial must have (or broadcast to) the shape of filters {filters.shape}, got {initial.shape}"
+            )
     require(basis.shape == (D, D), f"basis must be a square (D, D) matrix, got {basis.shape}")
     if filters.ndim >= 4 and int(np.prod(filters.shape[-3:])) == D:
         filters = filters.reshape(*filters.shape[:-3], D)  # conv weights (K, C, k, k)
@@ -68,7 +70,9 @@ class StepFit(eqx.Module):
     eta: float
 
 
-def fit_steps(profile, lambdas, eta: float | None = None, *, grid: int = 400, t_range: tuple[float, float] | None = None) -> StepFit:
+def fit_steps(
+    profile, lambdas, eta: float | None = None, *, grid: int = 400, t_range: tuple[float, float] | None = None
+) -> StepFit:
     r"""The `t` whose theorem profile has the highest Pearson correlation with `profile`.
 
     Searches a log grid of `grid` times (default from `1e-3 / (eta lambda_1^2)`, where every
@@ -81,10 +85,19 @@ def fit_steps(profile, lambdas, eta: float | None = None, *, grid: int = 400, t_
     lambdas = np.asarray(lambdas, dtype=float)
     if eta is None:
         eta = 0.5 / float(np.max(lambdas)) ** 2
-    require(profile.ndim == 1 and profile.shape == lambdas.shape, f"profile and lambdas must be vectors of one length, got {profile.shape} and {lambdas.shape}")
+    require(
+        profile.ndim == 1 and profile.shape == lambdas.shape,
+        f"profile and lambdas must be vectors of one length, got {profile.shape} and {lambdas.shape}",
+    )
     require(profile.size >= 3, f"need at least 3 components to fit a profile, got {profile.size}")
-    require(np.all(np.isfinite(profile)) and np.ptp(profile) > 0, "profile must be finite and not constant (a correlation needs spread)")
-    require(eta > 0 and eta * np.max(lambdas) ** 2 < 1, f"need 0 < eta < 1 / lambda_max^2 = {1 / np.max(lambdas) ** 2:.3g} for real t, got eta = {eta}")
+    require(
+        np.all(np.isfinite(profile)) and np.ptp(profile) > 0,
+        "profile must be finite and not constant (a correlation needs spread)",
+    )
+    require(
+        eta > 0 and eta * np.max(lambdas) ** 2 < 1,
+        f"need 0 < eta < 1 / lambda_max^2 = {1 / np.max(lambdas) ** 2:.3g} for real t, got eta = {eta}",
+    )
     positive = lambdas[lambdas > 0]
     require(positive.size >= 2, "lambdas need at least two positive entries")
     if t_range is None:

@@ -42,12 +42,16 @@ def _responses(filters, images, mean_patch):
     against the closed form to 1e-10.
     """
     k = filters.shape[-1]
-    cols = jax.lax.conv_general_dilated_patches(images, (k, k), (1, 1), "VALID", dimension_numbers=_DIMS)  # (n, D, H', W')
+    cols = jax.lax.conv_general_dilated_patches(
+        images, (k, k), (1, 1), "VALID", dimension_numbers=_DIMS
+    )  # (n, D, H', W')
     w = filters.reshape(filters.shape[0], -1)
     return jnp.einsum("ndhw,fd->nfhw", cols, w).mean(axis=(2, 3)) - w @ mean_patch
 
 
-def linear_cnn_output(filters: Float[AnyArray, "K C k k"], images: Float[AnyArray, "n C H W"], mean_patch: Float[AnyArray, " D"]) -> Float[Array, " n"]:
+def linear_cnn_output(
+    filters: Float[AnyArray, "K C k k"], images: Float[AnyArray, "n C H W"], mean_patch: Float[AnyArray, " D"]
+) -> Float[Array, " n"]:
     """`yhat(x) = sum_k [mean_ij (w_k * x)_ij - w_k . mu]` through a real convolution."""
     return jnp.sum(_responses(filters, images, mean_patch), axis=-1)
 
@@ -89,7 +93,10 @@ class CNNRun(eqx.Module):
 
 def _check_schedule(steps: int, record_every: int, seeds: int) -> np.ndarray:
     require(int(steps) >= 1, f"steps must be >= 1, got {steps}")
-    require(int(record_every) >= 1 and int(steps) % int(record_every) == 0, f"record_every must divide steps={steps}, got {record_every}")
+    require(
+        int(record_every) >= 1 and int(steps) % int(record_every) == 0,
+        f"record_every must divide steps={steps}, got {record_every}",
+    )
     require(int(seeds) >= 1, f"seeds must be >= 1, got {seeds}")
     return np.arange(0, int(steps) + 1, int(record_every))
 
@@ -235,7 +242,9 @@ def train_small_cnn(
     ws, losses = [], []
     for s in range(int(seeds)):
         params0 = jax.tree.map(lambda a: a.astype(dtype), _init_small_cnn(keys[s], C, k, tuple(widths), classes))
-        w_s, loss_s = _sgd_run(params0, x, y[s], keys[s], jnp.asarray(lr, dtype=dtype), len(record) - 1, int(record_every), int(batch))
+        w_s, loss_s = _sgd_run(
+            params0, x, y[s], keys[s], jnp.asarray(lr, dtype=dtype), len(record) - 1, int(record_every), int(batch)
+        )
         loss0 = _cross_entropy(params0, x[: int(batch)], y[s, : int(batch)])
         ws.append(jnp.concatenate([params0["conv1"][None], w_s]))
         losses.append(jnp.concatenate([loss0[None], loss_s]))

@@ -43,8 +43,12 @@ from .._validate import require
 
 def _lambdas(lambdas) -> np.ndarray:
     lambdas = np.asarray(lambdas, dtype=float)
-    require(lambdas.ndim == 1 and lambdas.size >= 1, f"lambdas must be a non-empty vector (D,), got shape {lambdas.shape}")
-    require(np.all(np.isfinite(lambdas)) and np.all(lambdas >= 0), "lambdas must be finite and >= 0 (standard deviations)")
+    require(
+        lambdas.ndim == 1 and lambdas.size >= 1, f"lambdas must be a non-empty vector (D,), got shape {lambdas.shape}"
+    )
+    require(
+        np.all(np.isfinite(lambdas)) and np.all(lambdas >= 0), "lambdas must be finite and >= 0 (standard deviations)"
+    )
     return lambdas
 
 
@@ -119,7 +123,10 @@ class ExactLinearCNN(eqx.Module):
         pooled = np.asarray(pooled, dtype=float)
         labels = np.asarray(labels, dtype=float)
         require(pooled.ndim == 2, f"pooled must be a (N, D) array of pooled patches, got shape {pooled.shape}")
-        require(labels.shape == (pooled.shape[0],), f"labels must have shape (N,) = ({pooled.shape[0]},), got {labels.shape}")
+        require(
+            labels.shape == (pooled.shape[0],),
+            f"labels must have shape (N,) = ({pooled.shape[0]},), got {labels.shape}",
+        )
         require(int(num_filters) >= 1, f"num_filters must be >= 1, got {num_filters}")
         N = pooled.shape[0]
         self.A = pooled.T @ pooled / N
@@ -133,7 +140,10 @@ class ExactLinearCNN(eqx.Module):
         """`g_i(t)` and `g_i(t) / (K alpha_i)` (the latter `-> 2 eta t` as `alpha_i -> 0`), shapes `(T, D)`."""
         K = self.num_filters
         rate = 2 * eta * K * self.alphas
-        require(np.max(rate) < 2, f"2 eta K alpha_max = {np.max(rate):.3g} >= 2: GD diverges; use eta < {1 / (K * np.max(self.alphas)):.3g}")
+        require(
+            np.max(rate) < 2,
+            f"2 eta K alpha_max = {np.max(rate):.3g} >= 2: GD diverges; use eta < {1 / (K * np.max(self.alphas)):.3g}",
+        )
         over = 2 * eta * _growth(rate, t)  # g / (K alpha)
         return over * K * self.alphas, over
 
@@ -148,7 +158,10 @@ class ExactLinearCNN(eqx.Module):
     def _delta(self, gains, wbar0) -> np.ndarray:
         g, over = gains
         wbar0 = np.zeros(self.b.shape) if wbar0 is None else np.asarray(wbar0, dtype=float)
-        require(wbar0.shape == self.b.shape, f"wbar0 must be the mean initial filter, shape {self.b.shape}, got {wbar0.shape}")
+        require(
+            wbar0.shape == self.b.shape,
+            f"wbar0 must be the mean initial filter, shape {self.b.shape}, got {wbar0.shape}",
+        )
         coeff = over * (self.vectors.T @ self.b) - g * (self.vectors.T @ wbar0)
         return coeff @ self.vectors.T
 
@@ -165,7 +178,9 @@ class ExactLinearCNN(eqx.Module):
         w0 = np.asarray(w0, dtype=float)
         return w0 + self.delta(t, eta, w0.mean(axis=0))[..., None, :]
 
-    def delta_std(self, t, eta: float, basis, label_std: float = 1.0, init_std: float = 0.0) -> Float[np.ndarray, "... D"]:
+    def delta_std(
+        self, t, eta: float, basis, label_std: float = 1.0, init_std: float = 0.0
+    ) -> Float[np.ndarray, "... D"]:
         r"""Standard deviation of `Delta(t) . u_i` over i.i.d. labels `N(0, label_std^2)` and filters `N(0, init_std^2 I)`.
 
         Conditional on the images, `v_j . b ~ N(0, label_std^2 alpha_j / N)` and
@@ -179,6 +194,8 @@ class ExactLinearCNN(eqx.Module):
         overlap = (np.asarray(basis, dtype=float).T @ self.vectors) ** 2  # (i, j) = (u_i . v_j)^2
         return np.sqrt(var_v @ overlap.T)
 
-    def expected_energy(self, t, eta: float, basis, label_std: float = 1.0, init_std: float = 0.0) -> Float[np.ndarray, "... D"]:
+    def expected_energy(
+        self, t, eta: float, basis, label_std: float = 1.0, init_std: float = 0.0
+    ) -> Float[np.ndarray, "... D"]:
         """`E|Delta(t) . u_i|`: the expected energy profile of `W(t) - W(0)` (a folded-Gaussian mean)."""
         return np.sqrt(2 / np.pi) * self.delta_std(t, eta, basis, label_std, init_std)

@@ -15,7 +15,21 @@ from ._simulate import GaussianSimulation, kernels_from_overlaps, network, simul
 from ._solve import GaussianTrajectory, solve
 
 __all__ = [
-    "CLOSED_FORMS", "POOLINGS", "escape_time", "GaussianFixedPoint", "find_fixed_point", "flow_jacobian", "GaussianTeacherStudent", "GaussianTrajectory", "solve",
-    "GaussianSimulation", "kernels_from_overlaps", "network", "simulate", "closed_form", "expectation",
-    "gaussian_expectation", "hermite_rule",
+    "CLOSED_FORMS",
+    "POOLINGS",
+    "escape_time",
+    "GaussianFixedPoint",
+    "find_fixed_point",
+    "flow_jacobian",
+    "GaussianTeacherStudent",
+    "GaussianTrajectory",
+    "solve",
+    "GaussianSimulation",
+    "kernels_from_overlaps",
+    "network",
+    "simulate",
+    "closed_form",
+    "expectation",
+    "gaussian_expectation",
+    "hermite_rule",
 ]

@@ -31,7 +31,16 @@ def initial_overlaps(K: int, M: int, *, q0: float = 0.2, r0: float = 1e-3, asymm
     return q0 * np.eye(K), r0 + asymmetry * rng.uniform(size=(K, M))
 
 
-def committee_curves(Ks=(2, 3, 4), patches=(1, 4, 16), *, lr: float = 0.1, patch_lr: float = 1.0, t1: float = 8000.0, num_saves: int = 801, seed: int = 0) -> dict:
+def committee_curves(
+    Ks=(2, 3, 4),
+    patches=(1, 4, 16),
+    *,
+    lr: float = 0.1,
+    patch_lr: float = 1.0,
+    t1: float = 8000.0,
+    num_saves: int = 801,
+    seed: int = 0,
+) -> dict:
     """Solve the figure's flows; returns the arrays (times, errors, plateau heights)."""
     out: dict[str, Any] = {"t": np.linspace(0.0, t1, num_saves), "K": np.asarray(Ks), "patches": np.asarray(patches)}
     errors = []

@@ -19,13 +19,31 @@ from ._problem import GaussianTeacherStudent
 from ._solve import solve
 
 
-def escape_time(problem: GaussianTeacherStudent, Q0, R0, v0, eps_values, t1: float, *, direction=None, fraction: float = 0.5, num_points: int = 2001, seed: int = 0, **solve_kwargs) -> EscapeFit:
+def escape_time(
+    problem: GaussianTeacherStudent,
+    Q0,
+    R0,
+    v0,
+    eps_values,
+    t1: float,
+    *,
+    direction=None,
+    fraction: float = 0.5,
+    num_points: int = 2001,
+    seed: int = 0,
+    **solve_kwargs,
+) -> EscapeFit:
     """Escape times for `R(0) = R0 + eps * direction` (default a seeded `U(0, 1)` draw)."""
     eps_values = np.asarray(eps_values, float)
-    require(eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0), "eps_values must be >= 2 positive numbers")
+    require(
+        eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0),
+        "eps_values must be >= 2 positive numbers",
+    )
     require(0 < fraction < 1, f"fraction must be in (0, 1), got {fraction}")
     R0 = np.asarray(R0, float)
-    direction = np.random.default_rng(seed).uniform(size=R0.shape) if direction is None else np.asarray(direction, float)
+    direction = (
+        np.random.default_rng(seed).uniform(size=R0.shape) if direction is None else np.asarray(direction, float)
+    )
     ts = np.linspace(0.0, t1, num_points)
     found = []
     for eps in eps_values:

@@ -67,7 +67,9 @@ def flow_jacobian(problem: GaussianTeacherStudent, Q, R, v) -> Float[Array, "n n
     return jax.jacfwd(lambda y: pack(*problem.rhs(*unpack(y, v))))(pack(jnp.asarray(Q), jnp.asarray(R), v))
 
 
-def find_fixed_point(problem: GaussianTeacherStudent, Q, R, v, *, tol: float = 1e-10, eig_tol: float = 1e-9) -> GaussianFixedPoint:
+def find_fixed_point(
+    problem: GaussianTeacherStudent, Q, R, v, *, tol: float = 1e-10, eig_tol: float = 1e-9
+) -> GaussianFixedPoint:
     """Polish `(Q, R, v)` into a fixed point of `problem.rhs`; raises `ValueError` if the
     residual stays above `tol` (start closer, or the flow has no fixed point nearby)."""
     Q, R, v = (jnp.asarray(x, dtype=jnp.float64) for x in (Q, R, v))
@@ -75,12 +77,23 @@ def find_fixed_point(problem: GaussianTeacherStudent, Q, R, v, *, tol: float = 1
     pack, unpack = _packing(problem, K)
     field = jax.jit(lambda y: pack(*problem.rhs(*unpack(y, v))))
     jac = jax.jit(jax.jacfwd(lambda y: pack(*problem.rhs(*unpack(y, v)))))
-    sol = scipy.optimize.root(lambda y: np.asarray(field(y)), np.asarray(pack(Q, R, v)), jac=lambda y: np.asarray(jac(y)), method="hybr", tol=1e-14)
+    sol = scipy.optimize.root(
+        lambda y: np.asarray(field(y)),
+        np.asarray(pack(Q, R, v)),
+        jac=lambda y: np.asarray(jac(y)),
+        method="hybr",
+        tol=1e-14,
+    )
     y = jnp.asarray(sol.x)
     residual = float(jnp.max(jnp.abs(field(y))))
-    require(residual < tol, f"no fixed point found from this start (residual {residual:.2e} > tol={tol:g}): start closer to one")
+    require(
+        residual < tol,
+        f"no fixed point found from this start (residual {residual:.2e} > tol={tol:g}): start closer to one",
+    )
     eig = np.linalg.eigvals(np.asarray(jac(y)))
     eig = eig[np.argsort(-eig.real)]
     Qf, Rf, vf = unpack(y, v)
     unstable = int(np.sum(eig.real > eig_tol))
-    return GaussianFixedPoint(Qf, Rf, vf, float(problem.error(Qf, Rf, vf)), jnp.asarray(eig), _classify(eig, eig_tol), residual, unstable)
+    return GaussianFixedPoint(
+        Qf, Rf, vf, float(problem.error(Qf, Rf, vf)), jnp.asarray(eig), _classify(eig, eig_tol), residual, unstable
+    )

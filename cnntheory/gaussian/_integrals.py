@@ -110,7 +110,12 @@ def _erf_I4(C):
     )
 
     def L(c):
-        return L4 * (1 + C[c, c]) - C[1, c] ** 2 * (1 + C[0, 0]) - C[0, c] ** 2 * (1 + C[1, 1]) + 2 * C[0, 1] * C[0, c] * C[1, c]
+        return (
+            L4 * (1 + C[c, c])
+            - C[1, c] ** 2 * (1 + C[0, 0])
+            - C[0, c] ** 2 * (1 + C[1, 1])
+            + 2 * C[0, 1] * C[0, c] * C[1, c]
+        )
 
     return 4 / (_PI**2 * jnp.sqrt(L4)) * jnp.arcsin(L0 / jnp.sqrt(L(2) * L(3)))
 
@@ -184,7 +189,15 @@ def _relu_I3(C):
 
 
 _CLOSED: dict[str, dict[str, Callable]] = {
-    "scaled_erf": {"mean": _zero_mean, "I2": _erf_I2, "I3": _erf_I3, "I4": _erf_I4, "J2": _erf_J2, "J3": _erf_J3, "M1": _erf_M1},
+    "scaled_erf": {
+        "mean": _zero_mean,
+        "I2": _erf_I2,
+        "I3": _erf_I3,
+        "I4": _erf_I4,
+        "J2": _erf_J2,
+        "J3": _erf_J3,
+        "M1": _erf_M1,
+    },
     "linear": _LINEAR,
     "relu": {
         "mean": lambda c: jnp.sqrt(c / (2 * _PI)),

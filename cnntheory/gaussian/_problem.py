@@ -126,7 +126,10 @@ class GaussianTeacherStudent(eqx.Module):
         quadrature_points: int = 16,
         method: str = "auto",
     ):
-        require(isinstance(num_patches, (int, np.integer)) and num_patches >= 1, f"num_patches must be an integer >= 1, got {num_patches!r}")
+        require(
+            isinstance(num_patches, (int, np.integer)) and num_patches >= 1,
+            f"num_patches must be an integer >= 1, got {num_patches!r}",
+        )
         require(pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {pooling!r}")
         require(method in ("auto", "quadrature"), f"method must be 'auto' or 'quadrature', got {method!r}")
         head = jnp.atleast_1d(jnp.asarray(teacher_head, dtype=jnp.float64))
@@ -137,7 +140,10 @@ class GaussianTeacherStudent(eqx.Module):
         require_finite("teacher_head", head)
         require_finite("teacher_overlaps", T)
         require(bool(jnp.allclose(T, T.T)), "teacher_overlaps must be symmetric (it is K* K*^T / D)")
-        require(float(jnp.min(jnp.linalg.eigvalsh(T))) > -1e-12, "teacher_overlaps must be positive semi-definite (it is K* K*^T / D)")
+        require(
+            float(jnp.min(jnp.linalg.eigvalsh(T))) > -1e-12,
+            "teacher_overlaps must be positive semi-definite (it is K* K*^T / D)",
+        )
         require(float(lr) > 0, f"lr must be > 0, got {lr}")
         require(float(noise_std) >= 0, f"noise_std must be >= 0, got {noise_std}")
         self.num_patches = int(num_patches)
@@ -166,7 +172,14 @@ class GaussianTeacherStudent(eqx.Module):
         return jnp.block([[Q, R], [R.T, self.teacher_overlaps]])
 
     def _expectation(self, kind, which=()):
-        return expectation(kind, self.student_activation, self.teacher_activation, which=which, n=self.quadrature_points, method=self.method)
+        return expectation(
+            kind,
+            self.student_activation,
+            self.teacher_activation,
+            which=which,
+            n=self.quadrature_points,
+            method=self.method,
+        )
 
     def _tensor(self, kind, C, K):
         """The expectation `kind` for every index tuple, as an array (slot layout `_SLOTS`)."""

@@ -75,7 +75,9 @@ class GaussianSimulation(eqx.Module):
         return self.error
 
 
-def network(K: Float[Array, "L D"], v: Float[Array, " L"], patches: Float[Array, "N D"], activation, pooling_constant) -> Float[Array, ""]:
+def network(
+    K: Float[Array, "L D"], v: Float[Array, " L"], patches: Float[Array, "N D"], activation, pooling_constant
+) -> Float[Array, ""]:
     """`c sum_l v_l sum_i g(K_l . x_i / sqrt D)` for one image of patches `(N, D)`."""
     g = get_activation(activation)
     fields = patches @ K.T / jnp.sqrt(K.shape[-1])
@@ -93,7 +95,10 @@ def kernels_from_overlaps(T, Q0, R0, dim: int, key):
     A = jnp.linalg.solve(Lt, R0.T).T  # A Lt^T = R0
     rest = Q0 - A @ A.T
     w, vecs = jnp.linalg.eigh(rest)
-    require(float(jnp.min(w)) > -1e-10, "Q0, R0 and T are not the overlaps of real kernels: Q0 - R0 T^{-1} R0^T must be positive semi-definite")
+    require(
+        float(jnp.min(w)) > -1e-10,
+        "Q0, R0 and T are not the overlaps of real kernels: Q0 - R0 T^{-1} R0^T must be positive semi-definite",
+    )
     B = vecs * jnp.sqrt(jnp.maximum(w, 0.0))
     scale = jnp.sqrt(dim)
     return scale * Lt @ U, scale * (A @ U + B @ V)
@@ -138,7 +143,9 @@ def _run(problem, Kstar, K0, v0, key, num_records, record_every):
     return orders, losses
 
 
-def teacher_labels(problem: GaussianTeacherStudent, Kstar: Float[Array, "M D"], X: Float[Array, "P N D"], key) -> Float[Array, " P"]:
+def teacher_labels(
+    problem: GaussianTeacherStudent, Kstar: Float[Array, "M D"], X: Float[Array, "P N D"], key
+) -> Float[Array, " P"]:
     """Labels `c sum_m v*_m sum_i g*(nu_mi) + sigma xi` of the images `X` `(P, N, D)`."""
     gs = get_activation(problem.teacher_activation)
     nu = X @ Kstar.T / jnp.sqrt(X.shape[-1])  # (P, N, M)
@@ -146,7 +153,13 @@ def teacher_labels(problem: GaussianTeacherStudent, Kstar: Float[Array, "M D"], 
     return clean + problem.noise_std * jax.random.normal(key, clean.shape)
 
 
-def fullbatch_step(problem: GaussianTeacherStudent, K: Float[Array, "L D"], v: Float[Array, " L"], X: Float[Array, "P N D"], y: Float[Array, " P"]):
+def fullbatch_step(
+    problem: GaussianTeacherStudent,
+    K: Float[Array, "L D"],
+    v: Float[Array, " L"],
+    X: Float[Array, "P N D"],
+    y: Float[Array, " P"],
+):
     """One full-batch gradient step on `1/(2P) sum_mu (f - y)^2`; returns `(K, v, loss)` with
     the loss of the state before the step. The gradient is written out (tested against `jax.grad`):
     `grad_{K_l} = (c v_l / (P sqrt D)) sum_mu Delta^mu sum_i g'(lambda^mu_li) x^mu_i`,
@@ -202,24 +215,45 @@ def simulate(
     training set of `n_train` images (required there); `mode="population"`: the ODE
     solution in the same format (one "seed").
     """
-    require(mode in ("online", "fullbatch", "population"), f"mode must be 'online', 'fullbatch' or 'population', got {mode!r}")
+    require(
+        mode in ("online", "fullbatch", "population"),
+        f"mode must be 'online', 'fullbatch' or 'population', got {mode!r}",
+    )
     if mode == "fullbatch":
         require(
             isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool) and n_train >= 1,
             f"n_train must be a positive integer (the training-set size) for mode='fullbatch', got {n_train!r}",
         )
     else:
-        require(n_train is None, f"n_train is only used by mode='fullbatch'; got n_train={n_train!r} with mode={mode!r}")
+        require(
+            n_train is None, f"n_train is only used by mode='fullbatch'; got n_train={n_train!r} with mode={mode!r}"
+        )
     Q0, R0, v0 = (jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, v0))
     L, M = Q0.shape[0], problem.num_teachers
     require_shape("R0", R0, (L, M))
     require_shape("v0", v0, (L,))
-    require(int(dim) >= 1 and float(t1) > 0 and num_records >= 1 and seeds >= 1, "dim, t1, num_records and seeds must be positive")
+    require(
+        int(dim) >= 1 and float(t1) > 0 and num_records >= 1 and seeds >= 1,
+        "dim, t1, num_records and seeds must be positive",
+    )
     if mode == "population":
         ts = jnp.linspace(0.0, float(t1), num_records + 1)
         tr = solve(problem, Q0, R0, v0, t1, ts=ts)
         ones = jnp.zeros((1,), int)
-        return GaussianSimulation(ts, tr.Q[None], tr.R[None], tr.v[None], tr.error[None], tr.error[None], ones, tr.message, mode, int(dim), 0, 0)
+        return GaussianSimulation(
+            ts,
+            tr.Q[None],
+            tr.R[None],
+            tr.v[None],
+            tr.error[None],
+            tr.error[None],
+            ones,
+            tr.message,
+            mode,
+            int(dim),
+            0,
+            0,
+        )
     key = jax.random.PRNGKey(0) if key is None else key
     record_every = max(1, int(round(float(t1) * dim / num_records)))
     steps = record_every * num_records
@@ -248,4 +282,6 @@ def simulate(
     status = bad.astype(int)
     n_bad = int(bad.sum())
     message = "all runs finished" if n_bad == 0 else f"{n_bad} of {seeds} runs diverged: reduce lr"
-    return GaussianSimulation(t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every, int(n_train or 0))
+    return GaussianSimulation(
+        t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every, int(n_train or 0)
+    )

@@ -97,7 +97,10 @@ def solve(
         require_finite(name, x)
     require(bool(jnp.allclose(Q0, Q0.T)), "Q0 must be symmetric (it is K K^T / D)")
     ts = jnp.linspace(0.0, float(t1), num_saves) if ts is None else jnp.asarray(ts, dtype=jnp.float64)
-    require(bool(jnp.all(jnp.diff(ts) > 0)) and float(ts[0]) >= 0 and float(ts[-1]) <= float(t1), "ts must be increasing within [0, t1]")
+    require(
+        bool(jnp.all(jnp.diff(ts) > 0)) and float(ts[0]) >= 0 and float(ts[-1]) <= float(t1),
+        "ts must be increasing within [0, t1]",
+    )
     dt0 = 1e-2 if dt0 is None else dt0
     f64 = lambda x: jnp.asarray(x, dtype=jnp.float64)  # noqa: E731 (arrays: no recompiles)
     ys, error, status, num_steps, t_end = _solve(

@@ -21,14 +21,19 @@ def _realizable(seed):
     rng = np.random.default_rng(seed)
     mixture = ct.PatchMixture(ct.shape_atoms(5, rng.uniform(0.2, 0.8)), tuple(rng.uniform(0.5, 3.0, 2)), None, "mean")
     head = rng.normal(size=2) + np.array([1.0, -1.0])
-    problem = ct.TeacherStudent(mixture, head, teacher_activation="tanh", student_activation="tanh", lr_kernel=25.0, lr_head=1.0)
+    problem = ct.TeacherStudent(
+        mixture, head, teacher_activation="tanh", student_activation="tanh", lr_kernel=25.0, lr_head=1.0
+    )
     return problem, problem.teacher_overlaps, jnp.asarray(head)
 
 
 def _gd_distance(problem, m, v, lr, steps=200, size=1e-8, seed=0):
     """Distance (metric `Lambda^{-1}`) from the minimum after `steps` GD steps from a random perturbation of size `size`."""
     K0 = kernels_from_order(problem, m)
-    dK, dv = jax.random.normal(jax.random.key(seed), (2, *K0.shape))[0], jax.random.normal(jax.random.key(seed + 1), v.shape)
+    dK, dv = (
+        jax.random.normal(jax.random.key(seed), (2, *K0.shape))[0],
+        jax.random.normal(jax.random.key(seed + 1), v.shape),
+    )
     # Distances in the metric Lambda^{-1}, where the linearised map I - lr Lambda^{1/2} H Lambda^{1/2}
     # is symmetric, so below the edge the norm cannot grow (in the Euclidean norm the oblique
     # projection onto the zero modes may lengthen a perturbation by a few per cent).

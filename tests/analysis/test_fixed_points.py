@@ -30,7 +30,9 @@ def test_sigmoid_saturated_states_are_counted_apart(sigmoid_points):
     # 237 roots pass max |F| < 1e-10, of which 232 sit at |m| ~ 20.
     assert an.count_kinds(points) == {"fixed": 5, "asymptotic": 232}
     first_asymptotic = [p.asymptotic for p in points].index(True)
-    assert not any(p.asymptotic for p in points[:first_asymptotic]) and all(p.asymptotic for p in points[first_asymptotic:])
+    assert not any(p.asymptotic for p in points[:first_asymptotic]) and all(
+        p.asymptotic for p in points[first_asymptotic:]
+    )
     for p in points:
         m = np.asarray(p.m)
         if p.asymptotic:
@@ -56,7 +58,9 @@ def test_true_fixed_point_with_a_saturated_entry_stays_a_fixed_point():
     # its residual stays zero whatever sigma' is there.
     mixture = PatchMixture(shape_atoms(3, 0.5), (2.0, 1.0), None, "mean")
     m_star, v_star = jnp.array([[25.0, 0.3], [0.1, -0.4]]), jnp.array([1.0, -0.7])
-    problem = ct.TeacherStudent(mixture, v_star, m_star, teacher_activation="sigmoid", student_activation="sigmoid", lr_kernel=9.0)
+    problem = ct.TeacherStudent(
+        mixture, v_star, m_star, teacher_activation="sigmoid", student_activation="sigmoid", lr_kernel=9.0
+    )
     (point,) = an.find_fixed_points(problem, 2, starts=(m_star[None], v_star[None]))
     assert point.loss < 1e-28
     assert np.array_equal(np.asarray(point.saturated), [[True, False], [False, False]])
@@ -114,7 +118,9 @@ def test_flow_jacobian_matches_finite_differences():
     J = np.asarray(an.flow_jacobian(problem, m, v))
     y = np.concatenate([np.ravel(m), v])
     h = 1e-6
-    F = lambda y: np.concatenate([np.ravel(a) for a in problem.rhs(jnp.asarray(y[:4]).reshape(2, 2), jnp.asarray(y[4:]))])  # noqa: E731
+    F = lambda y: np.concatenate(
+        [np.ravel(a) for a in problem.rhs(jnp.asarray(y[:4]).reshape(2, 2), jnp.asarray(y[4:]))]
+    )  # noqa: E731
     fd = np.stack([(F(y + h * e) - F(y - h * e)) / (2 * h) for e in np.eye(6)], axis=1)
     np.testing.assert_allclose(J, fd, atol=1e-8)
 

@@ -21,7 +21,18 @@ def test_plateau_detection():
 
 def _fake(t, loss):
     T = t.size
-    return ct.Trajectory(jnp.asarray(t), jnp.zeros((T, 1, 1)), jnp.zeros((T, 1)), jnp.asarray(loss), jnp.asarray(0), jnp.asarray(0), jnp.asarray(1), jnp.asarray(t[-1]), "none", "")
+    return ct.Trajectory(
+        jnp.asarray(t),
+        jnp.zeros((T, 1, 1)),
+        jnp.zeros((T, 1)),
+        jnp.asarray(loss),
+        jnp.asarray(0),
+        jnp.asarray(0),
+        jnp.asarray(1),
+        jnp.asarray(t[-1]),
+        "none",
+        "",
+    )
 
 
 def test_seed_plateau_shadows_symmetric_saddle():

@@ -36,7 +36,9 @@ def test_population_schedule_is_the_chained_euler_map():
 
 def test_sampling_modes_refuse_moments_that_the_sampler_cannot_draw():
     with pytest.raises(ValueError, match="population"):
-        simulate_schedule(_live_ablation(), M0, V0, lr=LR, key=jax.random.PRNGKey(0), t1=4.0, mode="online", batch_size=8)
+        simulate_schedule(
+            _live_ablation(), M0, V0, lr=LR, key=jax.random.PRNGKey(0), t1=4.0, mode="online", batch_size=8
+        )
 
 
 def test_simulated_filters_match_the_theory_filters():
@@ -44,7 +46,18 @@ def test_simulated_filters_match_the_theory_filters():
     from cnntheory.simulate import simulate
 
     problem = ct.shape_counting(activation="tanh", k=3)
-    sim = simulate(problem, M0, V0, mode="population", lr=LR, key=jax.random.PRNGKey(1), t1=4.0, record_every=20, num_test=0, init_scale=1.0)
+    sim = simulate(
+        problem,
+        M0,
+        V0,
+        mode="population",
+        lr=LR,
+        key=jax.random.PRNGKey(1),
+        t1=4.0,
+        record_every=20,
+        num_test=0,
+        init_scale=1.0,
+    )
     kernels = sim.kernels[0]
     # The out-of-span part is real (init_scale=1) and never moves: removing its initial value
     # leaves exactly the in-span filter that the measured m determines (round-off only).

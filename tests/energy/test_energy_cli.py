@@ -6,7 +6,25 @@ from cnntheory._cli import main
 
 
 def test_energy_command_writes_its_outputs(tmp_path, capsys):
-    code = main(["energy", "--dataset", "digits", "--images", "128", "--steps", "20", "--seeds", "1", "--linear-steps", "8", "--linear-seeds", "2", "--out", str(tmp_path)])
+    code = main(
+        [
+            "energy",
+            "--dataset",
+            "digits",
+            "--images",
+            "128",
+            "--steps",
+            "20",
+            "--seeds",
+            "1",
+            "--linear-steps",
+            "8",
+            "--linear-seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     for suffix in ("png", "json", "npz"):
         assert (tmp_path / f"energy_digits.{suffix}").is_file()

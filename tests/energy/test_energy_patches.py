@@ -17,7 +17,12 @@ def test_patches_are_channel_row_col_rows_in_image_row_col_order(colour_images):
     patches = E.extract_all_patches(colour_images, k)
     n, C, H, W = colour_images.shape
     assert patches.shape == (n * (H - k + 1) * (W - k + 1), C * k * k)
-    ref = [colour_images[i, :, r : r + k, c : c + k].ravel() for i in range(n) for r in range(H - k + 1) for c in range(W - k + 1)]
+    ref = [
+        colour_images[i, :, r : r + k, c : c + k].ravel()
+        for i in range(n)
+        for r in range(H - k + 1)
+        for c in range(W - k + 1)
+    ]
     np.testing.assert_array_equal(patches, np.array(ref))
 
 

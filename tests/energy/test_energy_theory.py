@@ -18,7 +18,9 @@ def data():
 def test_exact_formula_is_the_gd_trajectory_at_every_step(data, true_labels):
     images, labels, pooled, _ = data
     eta = 0.05  # 2 eta K alpha_max ~ 1.1: a large, oscillating step is still exact
-    run = E.train_linear_cnn(images, labels if true_labels else None, k=k, num_filters=K, eta=eta, steps=60, seeds=2, init_std=0.1)
+    run = E.train_linear_cnn(
+        images, labels if true_labels else None, k=k, num_filters=K, eta=eta, steps=60, seeds=2, init_std=0.1
+    )
     for s in range(2):
         exact = E.ExactLinearCNN(pooled, run.labels[s], K)
         assert 2 * eta * K * exact.alphas.max() > 1
@@ -30,7 +32,9 @@ def test_exact_formula_is_the_gd_trajectory_at_every_step(data, true_labels):
 def test_the_factor_two_belongs_to_the_mean_of_squares(data):
     # with L = mean (yhat - y)^2 the rate is 2 eta K alpha; the 1/2-MSE rate eta K alpha misses by O(1)
     images, _, pooled, _ = data
-    run = E.train_linear_cnn(images, None, k=k, num_filters=K, eta=0.01, steps=20, seeds=1, init_std=0.0, record_every=20)
+    run = E.train_linear_cnn(
+        images, None, k=k, num_filters=K, eta=0.01, steps=20, seeds=1, init_std=0.0, record_every=20
+    )
     exact = E.ExactLinearCNN(pooled, run.labels[0], K)
     right = exact.delta(20, 0.01)
     half = exact.delta(20, 0.005) * 2  # eta -> eta/2 in g and g/(K alpha) = the 1/2-MSE formula
@@ -42,7 +46,9 @@ def test_the_factor_two_belongs_to_the_mean_of_squares(data):
 def test_mean_over_seeds_matches_the_expected_profile(data):
     images, _, pooled, pca = data
     eta, steps, seeds = 0.02, 40, 600
-    run = E.train_linear_cnn(images, None, k=k, num_filters=K, eta=eta, steps=steps, seeds=seeds, init_std=0.05, record_every=20)
+    run = E.train_linear_cnn(
+        images, None, k=k, num_filters=K, eta=eta, steps=steps, seeds=seeds, init_std=0.05, record_every=20
+    )
     # energy of the learned part W(t) - W(0): |Delta . u_i|, a folded Gaussian per seed
     energies = E.energy_profile(run.filters, pca.basis, run.initial[:, None])  # (S, T, D)
     exact = E.ExactLinearCNN(pooled, np.zeros(len(images)), K)
@@ -58,7 +64,9 @@ def test_theorem_limits():
     lam = np.array([2.0, 1.0, 0.5, 0.1])
     eta = 0.1
     # small t: proportional to lambda; large t: whitening 1 / (eta lambda)
-    np.testing.assert_allclose(E.theorem_profile(lam, 1, eta), E.early_limit(lam, 1), rtol=1e-14)  # one step: exactly lambda
+    np.testing.assert_allclose(
+        E.theorem_profile(lam, 1, eta), E.early_limit(lam, 1), rtol=1e-14
+    )  # one step: exactly lambda
     early = E.theorem_profile(lam, 10, 1e-6)  # t eta lambda^2 <= 4e-5
     np.testing.assert_allclose(early / E.early_limit(lam, 10), 1, rtol=1e-4)
     late = E.theorem_profile(lam, 1e6, eta)
@@ -70,7 +78,11 @@ def test_theorem_limits():
     # eta -> 0 at fixed tau = eta t: the flow form
     tau = 3.0
     for eta_small in (1e-4, 1e-5):
-        np.testing.assert_allclose(eta_small * E.theorem_profile(lam, tau / eta_small, eta_small), E.flow_profile(lam, tau), rtol=20 * eta_small)
+        np.testing.assert_allclose(
+            eta_small * E.theorem_profile(lam, tau / eta_small, eta_small),
+            E.flow_profile(lam, tau),
+            rtol=20 * eta_small,
+        )
     with pytest.raises(ValueError, match="diverges"):
         E.theorem_profile(lam, 3, eta=1.0)
 

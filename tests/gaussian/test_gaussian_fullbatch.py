@@ -15,7 +15,9 @@ Q0, R0, V0 = np.array([[0.5, 0.1], [0.1, 0.4]]), np.array([[0.2, 0.0], [0.1, 0.3
 
 @pytest.mark.parametrize("act,pooling", [("scaled_erf", "sum"), ("relu", "mean")])
 def test_one_step_is_a_jax_grad_step(act, pooling):
-    p = GaussianTeacherStudent(3, [1.0, 0.6], np.eye(2), act, act, lr=0.7, noise_std=0.3, train_head=True, pooling=pooling)
+    p = GaussianTeacherStudent(
+        3, [1.0, 0.6], np.eye(2), act, act, lr=0.7, noise_std=0.3, train_head=True, pooling=pooling
+    )
     D, P = 20, 7
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     Kstar, K = kernels_from_overlaps(p.teacher_overlaps, jnp.asarray(Q0), jnp.asarray(R0), D, k1)
@@ -44,7 +46,12 @@ def runs():
     """Fullbatch runs at n_train = 200, 800, 3200 (D = 50, 4 seeds), and the population gradient flow."""
     p = GaussianTeacherStudent(2, [1.0, 1.0], np.eye(2), lr=0.5)
     t1, D = 2.0, 50
-    sims = {n: simulate(p, Q0, R0, V0, dim=D, t1=t1, num_records=4, seeds=4, key=jax.random.PRNGKey(n), mode="fullbatch", n_train=n) for n in (200, 800, 3200)}
+    sims = {
+        n: simulate(
+            p, Q0, R0, V0, dim=D, t1=t1, num_records=4, seeds=4, key=jax.random.PRNGKey(n), mode="fullbatch", n_train=n
+        )
+        for n in (200, 800, 3200)
+    }
     # Gradient flow = the ODE's first-order part: scale lr by s and time by 1/s; the eta^2
     # terms are then a relative 1e-6, far below the tolerances below.
     s = 1e-6

@@ -73,7 +73,9 @@ def monte_carlo(kind, g, C, rng, n=400_000):
     return vals.mean(), vals.std() / np.sqrt(n)
 
 
-MC_CASES = [("scaled_erf", k) for k in ("I2", "I3", "I4", "J2")] + [("relu", k) for k in ("I2", "I3", "I4", "J2", "J3", "M1")]
+MC_CASES = [("scaled_erf", k) for k in ("I2", "I3", "I4", "J2")] + [
+    ("relu", k) for k in ("I2", "I3", "I4", "J2", "J3", "M1")
+]
 
 
 @pytest.mark.parametrize("name,kind", MC_CASES)

@@ -84,7 +84,9 @@ def test_trained_second_layer_learns_the_teacher():
     K = 2
     p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=0.5, train_head=True)
     rng = np.random.default_rng(0)
-    tr = solve(p, 0.3 * np.eye(K), 0.01 * rng.uniform(size=(K, K)), 0.1 * rng.uniform(size=K) + 0.2, 3000.0, num_saves=11)
+    tr = solve(
+        p, 0.3 * np.eye(K), 0.01 * rng.uniform(size=(K, K)), 0.1 * rng.uniform(size=K) + 0.2, 3000.0, num_saves=11
+    )
     assert float(tr.error[-1]) < 1e-8
     np.testing.assert_allclose(np.sort(np.asarray(tr.v[-1])), np.ones(K), atol=1e-4)
     np.testing.assert_allclose(np.sort(np.asarray(tr.R[-1]).max(1)), np.ones(K), atol=1e-4)
@@ -94,7 +96,16 @@ def test_trained_second_layer_learns_the_teacher():
 def test_noisy_teacher_asymptotic_error(K):
     sigma, eta = 0.1, 0.01
     p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=eta, noise_std=sigma)
-    tr = solve(p, 0.9 * np.eye(K), 0.9 * np.eye(K) + 0.01, np.ones(K), 20000.0, ts=jnp.asarray([20000.0]), rtol=1e-10, atol=1e-13)
+    tr = solve(
+        p,
+        0.9 * np.eye(K),
+        0.9 * np.eye(K) + 0.01,
+        np.ones(K),
+        20000.0,
+        ts=jnp.asarray([20000.0]),
+        rtol=1e-10,
+        atol=1e-13,
+    )
     coeff = float(tr.error[-1]) / (eta * sigma**2)
     # O(eta) correction to the leading coefficient: measured 0.25% (K = 1) and 0.4% (K = 2) at eta = 0.01.
     assert coeff == pytest.approx(K / (2 * np.sqrt(3) * np.pi), rel=0.01)
@@ -121,7 +132,9 @@ def test_escape_time_grows_like_log_of_asymmetry_over_eigenvalue(K):
     p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=0.1)
     Qs, Rs = symmetric_point(K)
     lam = float(np.real(find_fixed_point(p, Qs + 0.01 * jnp.eye(K), 1.02 * Rs, jnp.ones(K)).eigenvalues[0]))
-    fit = escape_time(p, 0.2 * np.eye(K), 1e-3 * np.ones((K, K)), np.ones(K), [1e-4, 1e-6, 1e-8], 4000.0 * K, num_points=801)
+    fit = escape_time(
+        p, 0.2 * np.eye(K), 1e-3 * np.ones((K, K)), np.ones(K), [1e-4, 1e-6, 1e-8], 4000.0 * K, num_points=801
+    )
     # Measured: slope within 1% of 1/lambda for K = 2 (the log-linear fit has r2 > 0.9999).
     assert fit.r2 > 0.999
     assert fit.slope == pytest.approx(1 / lam, rel=0.03)

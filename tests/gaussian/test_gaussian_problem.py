@@ -31,7 +31,9 @@ CASES = [
 def make(case, rng, lr=1.0):
     N, pooling, s, t, K, M, noise, head = case
     Q, R, T, v = random_state(rng, K, M)
-    p = GaussianTeacherStudent(N, rng.normal(size=M), T, s, t, lr=lr, noise_std=noise, train_head=head, pooling=pooling, quadrature_points=20)
+    p = GaussianTeacherStudent(
+        N, rng.normal(size=M), T, s, t, lr=lr, noise_std=noise, train_head=head, pooling=pooling, quadrature_points=20
+    )
     return p, jnp.asarray(Q), jnp.asarray(R), jnp.asarray(v)
 
 

@@ -107,7 +107,9 @@ def test_orthant4_exact_values_and_scipy():
         R = C / np.outer(sd, sd)
         ours = float(P4(jnp.asarray(R), 48))
         assert ours == pytest.approx(float(P4(jnp.asarray(R), 400)), abs=1e-13)
-        assert ours == pytest.approx(multivariate_normal(np.zeros(4), R, abseps=1e-8, releps=1e-8).cdf(np.zeros(4)), abs=2e-6)
+        assert ours == pytest.approx(
+            multivariate_normal(np.zeros(4), R, abseps=1e-8, releps=1e-8).cdf(np.zeros(4)), abs=2e-6
+        )
 
 
 def test_relu_identities_on_random_covariances():
@@ -131,7 +133,9 @@ def test_relu_identities_on_random_covariances():
         # (a, b) independent of (c, d): I4 = J2(a, b) I2(c, d); J3 = J2(a, b) E relu(c).
         blk = C.at[:2, 2:].set(0.0).at[2:, :2].set(0.0)
         assert float(I4(blk)) == pytest.approx(float(J2(blk[:2, :2]) * I2(blk[2:, 2:])), rel=1e-12)
-        assert float(J3(blk[:3, :3])) == pytest.approx(float(J2(blk[:2, :2])) * np.sqrt(float(blk[2, 2]) / (2 * np.pi)), rel=1e-12)
+        assert float(J3(blk[:3, :3])) == pytest.approx(
+            float(J2(blk[:2, :2])) * np.sqrt(float(blk[2, 2]) / (2 * np.pi)), rel=1e-12
+        )
         # theta(a)^2 relu(a) relu(d) = relu(a) relu(d): I4(a, a, a, d) = I2(a, d); also (a, b, a, b).
         assert float(I4(swap(C, [0, 0, 0, 3]))) == pytest.approx(float(I2(swap(C, [0, 3]))), rel=1e-12)
         assert float(I4(swap(C, [0, 1, 0, 1]))) == pytest.approx(float(I2(swap(C, [0, 1]))), rel=1e-12)

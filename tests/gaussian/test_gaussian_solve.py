@@ -67,7 +67,27 @@ def test_online_simulation_follows_the_ode(problem):
 def test_committee_command(tmp_path, capsys):
     from cnntheory._cli import main
 
-    assert main(["committee", "--K", "2", "--patches", "1", "2", "--t1", "300", "--lr", "1.0", "--num-points", "31", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "committee",
+                "--K",
+                "2",
+                "--patches",
+                "1",
+                "2",
+                "--t1",
+                "300",
+                "--lr",
+                "1.0",
+                "--num-points",
+                "31",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     for ext in ("png", "npz", "json"):
         assert (tmp_path / f"committee.{ext}").exists()
     data = np.load(tmp_path / "committee.npz")
