@@ -134,7 +134,7 @@ def _same(a, b) -> bool:
         return True
     if a is None or b is None or _traced(a) or _traced(b):
         return False
-    return a == b
+    return bool(a == b)
 
 
 @functools.lru_cache(maxsize=64)

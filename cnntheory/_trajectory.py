@@ -10,7 +10,7 @@ failed status into one.
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import diffrax
 import equinox as eqx
@@ -100,7 +100,8 @@ class _Result(eqx.Module):
     """
 
     exception: ClassVar[type[CnnTheoryError]] = CnnTheoryError
-    status: eqx.AbstractVar[Int[Array, "*B"]]
+    if TYPE_CHECKING:  # every subclass has a `status` field; not a field here (it would come first)
+        status: Int[Array, "*B"]
 
     @property
     def success(self) -> bool:
