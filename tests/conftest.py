@@ -64,3 +64,15 @@ class _PausedRaises:
 
 
 pytest.raises = _raises_unchecked
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    One process compiles thousands of XLA programs over the suite; kept alive, their code
+    mappings approach the kernel's per-process limit (`vm.max_map_count`, 65530 here), where
+    XLA:CPU's compiler crashes. Modules share no compiled state that matters for speed.
+    """
+    yield
+    jax.clear_caches()
