@@ -10,6 +10,18 @@ import numpy as np
 from ._solve import Trajectory
 
 
+def _line_colors() -> list:
+    """matplotlib's colour cycle (any colour spec: names, hex strings, RGB tuples)."""
+    import matplotlib.pyplot as plt
+
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _entry_color(colors: list, l: int, p: int, P: int):
+    """The colour of entry `m_lp`'s line, shared by its trajectory and its event marks."""
+    return colors[(l * P + p) % len(colors)]
+
+
 def plot_order_parameters(
     traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True, events: bool = True
 ):
@@ -23,10 +35,10 @@ def plot_order_parameters(
     t = np.asarray(traj.t)
     m, v = np.asarray(traj.m), np.asarray(traj.v)
     L, P = m.shape[1:]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _line_colors()
     for l in range(L):
         for p in range(P):
-            ax.plot(t, m[:, l, p], color=colors[(l * P + p) % len(colors)], lw=1.6, label=f"$m_{{{l + 1}{p + 1}}}$")
+            ax.plot(t, m[:, l, p], color=_entry_color(colors, l, p, P), lw=1.6, label=f"$m_{{{l + 1}{p + 1}}}$")
     for l in range(L):
         ax.plot(t, v[:, l], color="0.25", ls=("--", ":", "-.")[l % 3], lw=1.4, label=f"$v_{{{l + 1}}}$")
     ax.axhline(0, color="0.8", lw=0.8, zorder=0)
@@ -52,22 +64,21 @@ def mark_events(traj: Trajectory, ax, colors=None):
     repulsive surface), the colour is the entry's line colour in `plot_order_parameters`.
     Each kind that occurs gets one legend entry.
     """
-    import matplotlib.pyplot as plt
-
     if traj.events is None or np.ndim(traj.events.count) != 0:
         return ax
-    colors = colors or plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = colors or _line_colors()
     P = np.shape(traj.m)[-1]
     labelled = set()
     for t, l, p, kind, _ in traj.events.to_list():
+        color = _entry_color(colors, l, p, P)
         ax.plot(
             t,
             0.0,
             ls="none",
             marker=EVENT_MARKERS[kind],
             ms=8 if kind == "repulsive" else 6,
-            mfc="none" if kind in ("slide", "exit") else colors[(l * P + p) % len(colors)],
-            mec=colors[(l * P + p) % len(colors)],
+            mfc="none" if kind in ("slide", "exit") else color,
+            mec=color,
             mew=1.3,
             zorder=3,
             label=None if kind in labelled else f"{kind} event",

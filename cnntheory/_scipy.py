@@ -111,8 +111,11 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive
     L, P = m0.shape
     flow = _ScipyFlow(problem, L)
     if rhs is not None:
-        custom = jax.jit(lambda y: flatten_state(*rhs(*problem.unflatten(y))))
-        flow.smooth, flow.smooth_jac = custom, jax.jit(jax.jacfwd(lambda y: flatten_state(*rhs(*problem.unflatten(y)))))
+
+        def custom(y):
+            return flatten_state(*rhs(*problem.unflatten(y)))
+
+        flow.smooth, flow.smooth_jac = jax.jit(custom), jax.jit(jax.jacfwd(custom))
     y = np.concatenate([np.ravel(m0), np.asarray(v0)])
     out = np.full((len(ts), y.size), np.nan)
     saved = np.zeros(len(ts), dtype=bool)

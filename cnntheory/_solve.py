@@ -374,13 +374,16 @@ def solve_batch(
         "max_segments": max_segments,
         "max_events": max_events,
     }
+
+    def need_diffrax(name):
+        return f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {name!r}"
+
+    # Before the config is built: an unknown method gets this message, not the config's.
     if config is None and method not in DIFFRAX_SOLVERS:
-        require(False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}")
+        require(False, need_diffrax(method))
     config = _config(config, options)
     if config.is_scipy:
-        require(
-            False, f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {config.method!r}"
-        )
+        require(False, need_diffrax(config.method))
     m0, v0 = _float_array(m0), _float_array(v0)
     require(
         m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0],

@@ -116,9 +116,9 @@ class FixedPoint(eqx.Module):
 
 def _field(problem: TeacherStudent, y, side, slide, hybrid: bool):
     """The flat field of one mode (relu) or the plain flow (smooth activations)."""
-    m, v = problem.unflatten(y)
     if not hybrid:
         return problem.flat_rhs(y)
+    m, v = problem.unflatten(y)
     m = jnp.where(slide, 0.0, m)
     dm, dv, _ = mode_flow(problem, m, v, Mode(side, slide))
     return _flat(dm, dv)
