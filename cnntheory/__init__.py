@@ -17,7 +17,7 @@ from ._data import (  # noqa: E402
     extract_patches,
     shape_atoms,
 )
-from ._config import SolverConfig  # noqa: E402
+from ._config import SolverConfig, SolverOptions  # noqa: E402
 from ._problem import TeacherStudent, shape_counting  # noqa: E402
 from ._plots import mark_events, plot_loss, plot_order_parameters, trajectory_figure  # noqa: E402
 from ._solve import (  # noqa: E402

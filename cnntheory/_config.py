@@ -3,22 +3,30 @@ r"""`SolverConfig`: the options of a solve as one checked, immutable object.
 The numbers (`rtol`, `atol`, `dt0`) are pytree leaves, so a `SolverConfig` can be passed
 into a compiled function and new tolerances reuse the compiled program; the rest
 (`method`, `max_steps`, `max_segments`, `max_events`) are static: they fix the program.
+
+Every function of the package that integrates a flow takes its options the same way:
+`config=SolverConfig(...)`, or the same names as keywords (`SolverOptions`), which
+`resolve_config` turns into one `SolverConfig`. The names and their meaning are written
+once, here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from typing_extensions import TypedDict
 
 from ._integrate import DIFFRAX_SOLVERS
 from ._scipy import SCIPY_METHODS
 from ._validate import require
 
-__all__ = ["SolverConfig"]
+__all__ = ["SolverConfig", "SolverOptions", "resolve_config"]
 
 
 def _traced(x) -> bool:
@@ -92,3 +100,85 @@ class SolverConfig(eqx.Module):
     def is_scipy(self) -> bool:
         """True when `method` is a scipy `solve_ivp` method."""
         return self.method in SCIPY_METHODS
+
+
+class SolverOptions(TypedDict, total=False):
+    """The fields of `SolverConfig` as keywords: `**options: Unpack[SolverOptions]`.
+
+    A function that takes them builds its `SolverConfig` with `resolve_config`; the
+    meaning of each is in `SolverConfig`.
+    """
+
+    method: str
+    rtol: float
+    atol: float
+    dt0: float | None
+    max_steps: int
+    max_segments: int
+    max_events: int
+
+
+_OPTION_NAMES = tuple(SolverOptions.__annotations__)
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    if a is None or b is None or _traced(a) or _traced(b):
+        return False
+    return bool(a == b)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(defaults: SolverConfig, key) -> SolverConfig:
+    return _replace(defaults, {name: value for name, _, value in key})
+
+
+def _replace(defaults: SolverConfig, options: Mapping[str, object]) -> SolverConfig:
+    return defaults if not options else SolverConfig(**{**_fields(defaults), **options})
+
+
+def _fields(config: SolverConfig) -> dict:
+    return {name: getattr(config, name) for name in _OPTION_NAMES}
+
+
+def _built(defaults: SolverConfig, options: Mapping[str, object]) -> SolverConfig:
+    """`defaults` with `options` replaced, reused for repeated hashable options (it is immutable)."""
+    try:
+        return _cached(defaults, tuple((name, type(value), value) for name, value in options.items()))
+    except TypeError:  # an array or a tracer among the options (or in `defaults`)
+        return _replace(defaults, options)
+
+
+def resolve_config(
+    config: SolverConfig | None, options: Mapping[str, object], *, caller: str, defaults: SolverConfig | None = None
+) -> SolverConfig:
+    """The `SolverConfig` of a call to `caller`: `config`, or one built from `options`.
+
+    `options` are the solver keywords the caller was given (`SolverOptions`); a name
+    that is not one is a `TypeError` naming the valid ones. Without `config` they replace
+    the fields of `defaults` (the caller's defaults; `SolverConfig()` when `None`). With
+    `config`, a keyword that disagrees with the config's field is a `ValueError`: the
+    options come as one object or as keywords, not both.
+    """
+    unknown = [name for name in options if name not in _OPTION_NAMES]
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"the solver options are {', '.join(_OPTION_NAMES)} (see cnntheory.SolverConfig)"
+        )
+    if config is None:
+        return _built(_DEFAULT if defaults is None else defaults, options)
+    if not isinstance(config, SolverConfig):
+        require(False, f"config must be a cnntheory.SolverConfig, got {type(config).__name__}")
+    conflicts = [name for name, value in options.items() if not _same(value, getattr(config, name))]
+    if conflicts:
+        require(
+            False,
+            f"config= and the keyword(s) {', '.join(conflicts)} disagree: pass the solver options either as a SolverConfig "
+            f"or as keywords, not both (change a config with dataclasses.replace(config, {conflicts[0]}=...))",
+        )
+    return config
+
+
+_DEFAULT = SolverConfig()

@@ -61,7 +61,7 @@ new mode) that lives inside the jitted driver and batches under `vmap`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import diffrax
 import jax
@@ -69,9 +69,12 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Bool, Float
 
-from ._integrate import DIFFRAX_SOLVERS, controller, divergence_event_fn, saveat
+from ._integrate import controller, diffrax_solver, divergence_event_fn, saveat
 from ._problem import TeacherStudent
 from ._trajectory import EVENT_KINDS, Events, Status, diverged, status_from_result
+
+if TYPE_CHECKING:
+    from ._config import SolverConfig
 
 #: Denominators below this are treated as zero when solving for `theta`.
 _TINY = 1e-300
@@ -370,38 +373,23 @@ def _mode_event_condition(t, y, args, **kwargs):
 MODE_EVENT = diffrax.Event(_mode_event_condition, ROOT_FINDER, direction=False)
 
 
-def integrate_filippov(
-    problem,
-    m0,
-    v0,
-    t0,
-    t1,
-    ts,
-    dt0,
-    rtol,
-    atol,
-    *,
-    solver_name,
-    max_steps,
-    max_segments,
-    max_events=256,
-    repulsive="minus",
-):
+def integrate_filippov(problem, m0, v0, t0, t1, ts, config: SolverConfig, repulsive="minus"):
     """The Filippov solution from `(m0, v0)`: smooth segments per mode, `resolve_mode` between.
 
     Returns `(m, v, status, num_steps, num_segments, t_end, events)` with `m`, `v` at
-    `ts` and `events` the `Events` record (room for `max_events`). `repulsive` names the
-    branch taken where a surface repels (module docstring): a name, or its index in
-    `REPULSIVE_BRANCHES` (may be traced). Traceable (a
-    `lax.while_loop` over segments, one compiled segment whatever `L P`).
+    `ts` and `events` the `Events` record (room for `config.max_events`). `config` gives
+    the method and tolerances of each segment, `max_steps` per segment and the most
+    segments (`max_segments`). `repulsive` names the branch taken where a surface repels
+    (module docstring): a name, or its index in `REPULSIVE_BRANCHES` (may be traced).
+    Traceable (a `lax.while_loop` over segments, one compiled segment whatever `L P`).
     """
     L, P = m0.shape
     T = ts.shape[0]
     branch = jnp.asarray(REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else repulsive)
     watch = branch != 2
-    solver = DIFFRAX_SOLVERS[solver_name]()
-    step_control = controller(solver_name, rtol, atol)
-    m0, mode0, events0 = initial_mode(problem, m0, v0, Events.empty(max_events), t0, branch)
+    solver = diffrax_solver(config)
+    step_control = controller(config)
+    m0, mode0, events0 = initial_mode(problem, m0, v0, Events.empty(config.max_events), t0, branch)
 
     def segment(carry):
         t, m, v, mode, events, out_m, out_v, saved, status, nsteps, nseg = carry
@@ -410,12 +398,12 @@ def integrate_filippov(
             solver,
             t,
             t1,
-            dt0,
+            config.dt0,
             (m, v),
             args=(problem, mode, watch),
             saveat=saveat(jnp.clip(ts, t, t1)),
             stepsize_controller=step_control,
-            max_steps=max_steps,
+            max_steps=config.max_steps,
             event=MODE_EVENT,
             throw=False,
         )
@@ -446,7 +434,7 @@ def integrate_filippov(
 
     def unfinished(carry):
         t, *_, status, _, nseg = carry
-        return (t < t1) & (status == Status.SUCCESS) & (nseg < max_segments)
+        return (t < t1) & (status == Status.SUCCESS) & (nseg < config.max_segments)
 
     init = (
         t0,

@@ -1,7 +1,7 @@
 r"""The diffrax machinery shared by every flow of the package: solvers, step control, saving.
 
-`integrate` solves `dy/dt = field(t, y, args)` for a pytree state `y` with a named diffrax
-solver, saving at the times `ts` only (never dense output: diffrax allocates dense output
+`integrate` solves `dy/dt = field(t, y, args)` for a pytree state `y` with the diffrax
+solver a `SolverConfig` names, saving at the times `ts` only (never dense output: diffrax allocates dense output
 for `max_steps` steps up front) and stopping at divergence. It is the smooth path of
 `cnntheory.solve` and the integrator of every other flow the package defines (moment
 equations, Gaussian-patch order parameters); the relu (Filippov) driver builds its
@@ -10,11 +10,16 @@ segments from the same pieces.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import diffrax
 import jax
 from jax.flatten_util import ravel_pytree
 
 from ._trajectory import diverged, status_from_result
+
+if TYPE_CHECKING:
+    from ._config import SolverConfig
 
 DIFFRAX_SOLVERS = {
     "tsit5": diffrax.Tsit5,
@@ -36,11 +41,16 @@ def saveat(ts):
     return diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)])
 
 
-def controller(solver_name, rtol, atol):
+def controller(config: SolverConfig):
     """PID step control, or constant steps for `"euler"` (the gradient-descent map)."""
-    if solver_name == "euler":
+    if config.method == "euler":
         return diffrax.ConstantStepSize()
-    return diffrax.PIDController(rtol=rtol, atol=atol, dtmin=None)
+    return diffrax.PIDController(rtol=config.rtol, atol=config.atol, dtmin=None)
+
+
+def diffrax_solver(config: SolverConfig):
+    """The diffrax solver `config.method` names."""
+    return DIFFRAX_SOLVERS[config.method]()
 
 
 def divergence_event_fn(t, y, args, **kwargs):
@@ -48,8 +58,9 @@ def divergence_event_fn(t, y, args, **kwargs):
     return diverged(*y)
 
 
-def integrate(field, y0, args, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_steps):
-    """Solve `dy/dt = field(t, y, args)` from `y0` at `t0` to `t1`, saved at `ts`.
+def integrate(field, y0, args, t0, t1, ts, config: SolverConfig):
+    """Solve `dy/dt = field(t, y, args)` from `y0` at `t0` to `t1`, saved at `ts`, as
+    `config` says (method, tolerances, first step, `max_steps`).
 
     Returns `(ys, status, num_steps, t_end)`: `ys` the state at `ts` (a pytree with a
     leading time axis), `status` a `Trajectory` status code, `t_end` where it stopped.
@@ -66,15 +77,15 @@ def integrate(field, y0, args, t0, t1, ts, dt0, rtol, atol, *, solver_name, max_
 
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(flat_field),
-        DIFFRAX_SOLVERS[solver_name](),
+        diffrax_solver(config),
         t0,
         t1,
-        dt0,
+        config.dt0,
         flat0,
         args=args,
         saveat=saveat(ts),
-        stepsize_controller=controller(solver_name, rtol, atol),
-        max_steps=max_steps,
+        stepsize_controller=controller(config),
+        max_steps=config.max_steps,
         event=diffrax.Event(_flat_divergence_event_fn),
         throw=False,
     )

@@ -14,8 +14,8 @@ plain gradient-descent map (with `relu'(0) = 0`, as `jax.grad` computes it).
 Results are saved at the times `ts` only (never dense output: diffrax allocates dense
 output for `max_steps` steps up front).
 
-The options of a solve are one `SolverConfig` (`cnntheory._config`), built from the
-keywords of `solve` or passed as `config=`. This module holds the entry points and their
+The options of a solve are one `SolverConfig` (`cnntheory._config`), passed as `config=`
+or built from the same names given as keywords. This module holds the entry points and their
 checks; the result type is in `cnntheory._trajectory`, the shared diffrax pieces in
 `cnntheory._integrate`, the relu hybrid driver in `cnntheory._filippov` and the scipy
 backend in `cnntheory._scipy`.
@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
+from typing_extensions import Unpack
 
-from ._config import SolverConfig, _number, _traced
+from ._config import SolverConfig, SolverOptions, _number, _traced, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent
@@ -59,115 +60,60 @@ def _smooth_vector_field(t, y, problem):
     return problem.rhs(*y)
 
 
-def _integrate_smooth(problem, m0, v0, t0, t1, ts, config, repulsive, *, rhs=None):
-    del repulsive
-    c = config
-    field = _smooth_vector_field if rhs is None else (lambda t, y, args: rhs(*y))
-    (m, v), status, nsteps, t_end = integrate(
-        field, (m0, v0), problem, t0, t1, ts, c.dt0, c.rtol, c.atol, solver_name=c.method, max_steps=c.max_steps
-    )
-    return m, v, status, nsteps, jnp.asarray(1), t_end, Events.empty(0)
+def _custom_vector_field(t, y, problem, *, rhs):
+    return rhs(*y)
 
 
-def _integrate_hybrid(problem, m0, v0, t0, t1, ts, config, repulsive, *, rhs=None):
-    del rhs  # the hybrid scheme integrates the mode flows of `problem` itself
-    c = config
-    return integrate_filippov(
-        problem,
-        m0,
-        v0,
-        t0,
-        t1,
-        ts,
-        c.dt0,
-        c.rtol,
-        c.atol,
-        solver_name=c.method,
-        max_steps=c.max_steps,
-        max_segments=c.max_segments,
-        max_events=c.max_events,
-        repulsive=repulsive,
-    )
-
-
-_STATIC = ("hybrid", "batch_problem", "batched", "rhs")
-
-
-def _solve_one(problem, m0, v0, t0, t1, ts, config, repulsive, *, hybrid, rhs):
+def _solve_one(problem, m0, v0, t0, t1, ts, config, branch, *, hybrid, rhs):
     """One solve and the population loss along it, all inside the compiled function."""
-    core = _integrate_hybrid if hybrid else _integrate_smooth
-    m, v, status, nsteps, nseg, t_end, events = core(problem, m0, v0, t0, t1, ts, config, repulsive, rhs=rhs)
+    if hybrid:
+        m, v, status, nsteps, nseg, t_end, events = integrate_filippov(problem, m0, v0, t0, t1, ts, config, branch)
+    else:
+        field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
+        (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
+        nseg, events = jnp.asarray(1), Events.empty(0)
     return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, repulsive, *, hybrid, batch_problem, batched, rhs):
+@functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs"))
+def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, branch, *, hybrid, batch_problem, batched, rhs):
     """The whole solve, loss included, as one XLA program.
 
     Every number (times, save times, the tolerances and `dt0` of `config`, the problem's
-    arrays, the initial state, the relu branch index `repulsive`) is a traced argument:
+    arrays, the initial state, the relu branch index `branch`) is a traced argument:
     new values reuse the compiled program. The static fields of `config` (method, limits)
     fix the program.
     """
 
     def one(problem, m0, v0):
-        return _solve_one(problem, m0, v0, t0, t1, ts, config, repulsive, hybrid=hybrid, rhs=rhs)
+        return _solve_one(problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, rhs=rhs)
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
     m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
     # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
-    c = config
+    return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, events)
+
+
+def _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config: SolverConfig, events, detail="") -> Trajectory:
     return Trajectory(
-        ts, m, v, loss, status, nsteps, nseg, t_end, c.method, None, c.max_steps, c.max_segments, "", events
+        t=ts,
+        m=m,
+        v=v,
+        loss=loss,
+        status=status,
+        num_steps=nsteps,
+        num_segments=nseg,
+        t_end=t_end,
+        method=config.method,
+        max_steps=config.max_steps,
+        max_segments=config.max_segments,
+        detail=detail,
+        events=events,
     )
 
 
 # --- public API ---------------------------------------------------------------------------
-
-
-_DEFAULT = SolverConfig()
-
-
-def _same(a, b) -> bool:
-    if a is b:
-        return True
-    if a is None or b is None or _traced(a) or _traced(b):
-        return False
-    return bool(a == b)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached(key) -> SolverConfig:
-    return SolverConfig(**{name: value for name, _, value in key})
-
-
-def _built(items) -> SolverConfig:
-    """`SolverConfig(**dict(items))`, reused for repeated hashable options (it is immutable)."""
-    try:
-        return _cached(tuple((name, type(value), value) for name, value in items))
-    except TypeError:  # an array or a tracer among the options
-        return SolverConfig(**dict(items))
-
-
-def _config(config: SolverConfig | None, options: dict) -> SolverConfig:
-    """The `SolverConfig` of a call: `config`, or one built from the keywords `options`.
-
-    With `config`, a keyword left at its default defers to it; one set to another value
-    than the config's is a conflict.
-    """
-    if config is None:
-        return _built(tuple(options.items()))
-    if not isinstance(config, SolverConfig):
-        require(False, f"config must be a cnntheory.SolverConfig, got {type(config).__name__}")
-    conflicts = [k for k, x in options.items() if not (_same(x, getattr(_DEFAULT, k)) or _same(x, getattr(config, k)))]
-    if conflicts:
-        require(
-            False,
-            f"config= and the keyword(s) {', '.join(conflicts)} disagree: pass the solver options either as a SolverConfig "
-            f"or as keywords, not both (change a config with dataclasses.replace(config, {conflicts[0]}=...))",
-        )
-    return config
 
 
 def _check_common(problem, t0, t1, ts):
@@ -222,6 +168,18 @@ def _float_array(x):
     return x if isinstance(x, jax.Array) and x.dtype == jnp.float64 else jnp.asarray(x, dtype=float)
 
 
+def _prepare(caller, problem, t0, t1, ts, config, options, repulsive):
+    """The checks and the `SolverConfig` shared by `solve` and `solve_batch`.
+
+    Returns `(t0, t1, ts, config, branch, hybrid)`: `branch` the relu branch index and
+    `hybrid` whether the Filippov scheme integrates (a relu student, any method but Euler).
+    """
+    t0, t1, ts = _check_common(problem, t0, t1, ts)
+    config = _with_euler_steps(resolve_config(config, options, caller=caller), t0, t1)
+    hybrid = not problem.sigma.smooth and config.method != "euler"
+    return t0, t1, ts, config, _check_branch(repulsive), hybrid
+
+
 def solve(
     problem: TeacherStudent,
     m0: Float[AnyArray, "L P"],
@@ -230,17 +188,11 @@ def solve(
     *,
     ts: Times | None = None,
     t0: Scalar = 0.0,
-    method: str = "tsit5",
-    rtol: Scalar = 1e-8,
-    atol: Scalar = 1e-10,
-    dt0: Scalar | None = None,
-    max_steps: int = 100_000,
-    max_segments: int = 1000,
     throw: bool = True,
     rhs: Callable | None = None,
     repulsive: str = "minus",
-    max_events: int = 256,
     config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> Trajectory:
     """Integrate the population gradient flow of `problem` from `(m0, v0)` to `t1`.
 
@@ -249,10 +201,6 @@ def solve(
     - `problem`: a `TeacherStudent`; `m0`: `(L, P)`; `v0`: `(L,)`.
     - `t1`, `t0`: the interval; `ts`: save times in `[t0, t1]` (default 101 equally
       spaced). Nothing else is stored.
-    - `method`: a diffrax solver name, `"euler"` (fixed step `dt0`; saves should be
-      multiples of `dt0` for the exact gradient-descent map), or a scipy method.
-    - `rtol`, `atol`: adaptive step control; `max_steps`: per smooth segment.
-    - `max_segments`: the most relu mode switches (Filippov events) allowed.
     - `throw`: raise `SolverError` when the solve fails (else check `status`).
     - `rhs`: an alternative right-hand side `rhs(m, v) -> (dm/dt, dv/dt)` (e.g. generated
       by `cnntheory.symbolic.to_jax`) used instead of `problem.rhs`; smooth flows and
@@ -261,69 +209,49 @@ def solve(
       continuation is not unique): `"minus"` (default; leave to `m_lp < 0`, the
       gradient-descent limit with `relu'(0) = 0`), `"plus"` (leave to `m_lp > 0`) or
       `"stay"` (keep sliding). Each such moment is an event of kind `"repulsive"`.
-    - `max_events`: room in the `events` record of relu mode changes.
-    - `config`: the solver options (`method`, `rtol`, `atol`, `dt0`, `max_steps`,
-      `max_segments`, `max_events`) as one `SolverConfig`, instead of those keywords;
-      a keyword set to another value than the config's is a `ValueError`.
+    - `config`: the solver options as one `SolverConfig`: `method` (a diffrax solver
+      name, `"euler"` with fixed step `dt0` — saves should be multiples of `dt0` for the
+      exact gradient-descent map — or a scipy method), `rtol`, `atol`, `dt0`,
+      `max_steps` (per smooth segment), `max_segments` (relu mode switches) and
+      `max_events` (rows of the relu `events` record).
+    - `**options`: the same fields as keywords instead (`solve(..., method="dopri8",
+      rtol=1e-10)`); one that disagrees with a given `config` is a `ValueError`.
 
     Relu students are integrated as Filippov solutions (module docstring).
     `throw=True` is `Trajectory.raise_for_status()`.
     """
-    t0, t1, ts = _check_common(problem, t0, t1, ts)
-    options = {
-        "method": method,
-        "rtol": rtol,
-        "atol": atol,
-        "dt0": dt0,
-        "max_steps": max_steps,
-        "max_segments": max_segments,
-        "max_events": max_events,
-    }
-    config = _config(config, options)
+    t0, t1, ts, config, branch, hybrid = _prepare("solve", problem, t0, t1, ts, config, options, repulsive)
     m0, v0 = _float_array(m0), _float_array(v0)
     if not (m0.ndim == 2 and v0.shape == (m0.shape[0],) and m0.shape[1] == problem.mixture.atoms.shape[0]):
         problem.check_state(m0, v0)  # raises, naming the shapes
     _check_state("m0", m0)
     _check_state("v0", v0)
-    hybrid = not problem.sigma.smooth and config.method != "euler"
     if rhs is not None:
         require(
             not hybrid,
             "a custom rhs cannot be combined with the Filippov integration of a relu student: use method='euler' or a smooth activation",
         )
         require(callable(rhs), f"rhs must be a callable rhs(m, v) -> (dm, dv), got {type(rhs).__name__}")
-    branch = _check_branch(repulsive)
-    config = _with_euler_steps(config, t0, t1)
     if config.is_scipy:
-        require(
-            is_concrete(problem, m0, v0, t0, t1, ts, config),
-            f"method={config.method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad",
-        )
-        m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(
-            problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive=repulsive
-        )
-        loss = jax.vmap(problem.loss)(m, v)
-        traj = Trajectory(
-            jnp.asarray(ts),
-            m,
-            v,
-            loss,
-            jnp.asarray(status),
-            jnp.asarray(nsteps),
-            jnp.asarray(nseg),
-            jnp.asarray(t_end),
-            config.method,
-            None,
-            config.max_steps,
-            config.max_segments,
-            detail,
-            events,
-        )
+        traj = _solve_scipy(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive)
     else:
         traj = _compiled(
             problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs
         )
     return traj.raise_for_status() if throw else traj
+
+
+def _solve_scipy(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive) -> Trajectory:
+    require(
+        is_concrete(problem, m0, v0, t0, t1, ts, config),
+        f"method={config.method!r} (scipy) needs concrete inputs: use a diffrax method under jit / vmap / grad",
+    )
+    m, v, status, nsteps, nseg, t_end, detail, events = scipy_solve(
+        problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive=repulsive
+    )
+    loss = jax.vmap(problem.loss)(m, v)
+    status, nsteps, nseg, t_end = (jnp.asarray(x) for x in (status, nsteps, nseg, t_end))
+    return _trajectory(jnp.asarray(ts), m, v, loss, status, nsteps, nseg, t_end, config, events, detail)
 
 
 def stack_problems(problems: list[TeacherStudent]) -> TeacherStudent:
@@ -345,45 +273,26 @@ def solve_batch(
     *,
     ts: Times | None = None,
     t0: Scalar = 0.0,
-    method: str = "tsit5",
-    rtol: Scalar = 1e-8,
-    atol: Scalar = 1e-10,
-    dt0: Scalar | None = None,
-    max_steps: int = 100_000,
-    max_segments: int = 1000,
     batch_problem: bool = False,
     throw: bool = True,
     repulsive: str = "minus",
-    max_events: int = 256,
     config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> Trajectory:
     """Solve many initial conditions (and problems) at once: one `jit(vmap)` diffrax solve.
 
     `m0` is `(B, L, P)`, `v0` is `(B, L)`. With `batch_problem=True`, `problem` carries a
     leading batch axis `B` on its arrays (build it with `stack_problems`). Diffrax methods
-    only. The result has a leading batch axis on every field but `t`. `repulsive`,
-    `max_events` and `config` are as in `solve`.
+    only. The result has a leading batch axis on every field but `t`. `ts`, `t0`,
+    `throw`, `repulsive`, `config` and the solver `**options` are as in `solve`.
     """
-    t0, t1, ts = _check_common(problem, t0, t1, ts)
-    options = {
-        "method": method,
-        "rtol": rtol,
-        "atol": atol,
-        "dt0": dt0,
-        "max_steps": max_steps,
-        "max_segments": max_segments,
-        "max_events": max_events,
-    }
-
-    def need_diffrax(name):
-        return f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {name!r}"
-
+    method = options.get("method", config.method if isinstance(config, SolverConfig) else "tsit5")
     # Before the config is built: an unknown method gets this message, not the config's.
-    if config is None and method not in DIFFRAX_SOLVERS:
-        require(False, need_diffrax(method))
-    config = _config(config, options)
-    if config.is_scipy:
-        require(False, need_diffrax(config.method))
+    require(
+        method in DIFFRAX_SOLVERS,
+        f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}",
+    )
+    t0, t1, ts, config, branch, hybrid = _prepare("solve_batch", problem, t0, t1, ts, config, options, repulsive)
     m0, v0 = _float_array(m0), _float_array(v0)
     require(
         m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0],
@@ -400,9 +309,6 @@ def solve_batch(
         )
     first_problem = jax.tree_util.tree_map(lambda x: x[0], problem) if batch_problem else problem
     first_problem.check_state(m0[0], v0[0])
-    hybrid = not problem.sigma.smooth and config.method != "euler"
-    branch = _check_branch(repulsive)
-    config = _with_euler_steps(config, t0, t1)
     traj = _compiled(
         problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None
     )

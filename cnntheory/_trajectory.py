@@ -9,6 +9,7 @@ failed status into one.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import TYPE_CHECKING, ClassVar
 
@@ -252,6 +253,18 @@ class Trajectory(_Result):
     def y(self):
         """`(m, v)`, the state as a tuple (scipy's `y`)."""
         return self.m, self.v
+
+    @classmethod
+    def stack(cls, trajectories: list[Trajectory]) -> Trajectory:
+        """Unbatched solves at the same save times as one batched `Trajectory`.
+
+        Every array but `t` gets a leading batch axis; the message lists each distinct
+        message once.
+        """
+        first = trajectories[0]
+        batched = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trajectories)
+        message = "; ".join(dict.fromkeys(tr.message for tr in trajectories))
+        return dataclasses.replace(batched, t=first.t, fixed_message=message)
 
 
 def diverged(*state) -> Array:

@@ -17,11 +17,12 @@ All per component (e.g. `(L, P)` for `m`), with scalar summaries for tables and 
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+from typing_extensions import Unpack
 
+from ._config import SolverConfig, SolverOptions, resolve_config
 from ._problem import TeacherStudent
 from ._solve import Trajectory, solve
 from ._trajectory import Status
@@ -207,36 +208,26 @@ def matching_solve(
     v0: Float[AnyArray, " L"],
     *,
     finite_data: bool = True,
-    **solve_kwargs,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> Trajectory:
     """The theory for `sim`, saved at `sim.t`.
 
     The population ODE of `problem`, except for a `fullbatch` simulation with
     `finite_data=True`: then one finite-data ODE per seed, with that seed's `C_hat`
-    (`sim.train_moments`), stacked on a leading seed axis. `solve_kwargs` go to
-    `cnntheory.solve` (e.g. `method="euler", dt0=sim.lr` for the exact gradient-descent
-    map).
+    (`sim.train_moments`), stacked on a leading seed axis. The solver options (`config`
+    or its fields as keywords) are as in `cnntheory.solve`, e.g. `method="euler",
+    dt0=sim.lr` for the exact gradient-descent map.
     """
+    config = resolve_config(config, options, caller="matching_solve")
     ts = sim.t
     t1 = float(ts[-1])
     if sim.mode == "fullbatch" and finite_data and sim.train_moments is not None:
         # One solve per seed (the problems share their structure, so one compilation).
-        trajs = [solve(problem.with_moments(C), m0, v0, t1, ts=ts, **solve_kwargs) for C in sim.train_moments]
-        stack = lambda name: jnp.stack([getattr(tr, name) for tr in trajs])  # noqa: E731
-        return Trajectory(
-            trajs[0].t,
-            stack("m"),
-            stack("v"),
-            stack("loss"),
-            stack("status"),
-            stack("num_steps"),
-            stack("num_segments"),
-            stack("t_end"),
-            trajs[0].method,
-            "; ".join(dict.fromkeys(tr.message for tr in trajs)),
-            events=jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tr.events for tr in trajs]),
+        return Trajectory.stack(
+            [solve(problem.with_moments(C), m0, v0, t1, ts=ts, config=config) for C in sim.train_moments]
         )
-    return solve(problem, m0, v0, t1, ts=ts, **solve_kwargs)
+    return solve(problem, m0, v0, t1, ts=ts, config=config)
 
 
 def plot_comparison(

@@ -102,7 +102,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+from typing_extensions import Unpack
 
+from ._config import SolverConfig, SolverOptions, resolve_config
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent, flatten_state
 from ._trajectory import CnnTheoryError, SolverError, Status, _Result, status_message
@@ -314,17 +316,17 @@ def _moment_field(t, state, args, discrete_step, noise_drift):
 
 
 @eqx.filter_jit
-def _moments_core(
-    problem, y0, t0, t1, ts, dt0, lr, batch, rtol, atol, *, solver_name, max_steps, discrete_step, noise_drift
-):
+def _moments_core(problem, y0, t0, t1, ts, lr, batch, config, *, discrete_step, noise_drift):
     n = y0.shape[0]
     args = (problem, lr, batch, _fourth(problem))
     state0 = (y0, y0, jnp.zeros((n, n)))
     field = functools.partial(_moment_field, discrete_step=discrete_step, noise_drift=noise_drift)
-    return integrate(field, state0, args, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps)
+    return integrate(field, state0, args, t0, t1, ts, config)
 
 
-def _check(problem, m0, v0, t0, t1, ts, method):
+def _check(caller, problem, m0, v0, t0, t1, ts, config, options):
+    """The checked `(m0, v0, t0, t1, ts)` and the `SolverConfig` of a call to `caller`."""
+    config = resolve_config(config, options, caller=caller)
     require(isinstance(problem, TeacherStudent), f"problem must be a TeacherStudent, got {type(problem).__name__}")
     m0 = jnp.asarray(m0, dtype=float)
     v0 = jnp.asarray(v0, dtype=float)
@@ -338,14 +340,15 @@ def _check(problem, m0, v0, t0, t1, ts, method):
     require(bool(np.all(np.diff(ts) >= 0)), "ts must be sorted in increasing order")
     require(ts[0] >= t0 and ts[-1] <= t1, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
     require(
-        method in DIFFRAX_SOLVERS and method != "euler",
-        f"method must be an adaptive diffrax solver ({', '.join(sorted(set(DIFFRAX_SOLVERS) - {'euler'}))}), got {method!r}",
+        config.method in DIFFRAX_SOLVERS and config.method != "euler",
+        f"method must be an adaptive diffrax solver ({', '.join(sorted(set(DIFFRAX_SOLVERS) - {'euler'}))}), "
+        f"got {config.method!r}",
     )
-    return m0, v0, t0, t1, ts
+    return m0, v0, t0, t1, ts, config
 
 
-def _result(problem, ts, m0, out, status, t_end, method, t1, max_steps, throw, **params):
-    message = status_message(status, t_end, method, t1, max_steps, 0)
+def _result(problem, ts, m0, out, status, t_end, config, t1, throw, **params):
+    message = status_message(status, t_end, config.method, t1, config.max_steps, 0)
     y_flow, mu, cov = out
     P = problem.num_atoms
     L = m0.shape[0]
@@ -374,13 +377,11 @@ def moments(
     batch_size: int,
     ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
-    method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 100_000,
     discrete_step: bool = True,
     noise_drift: bool = True,
     throw: bool = True,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> Fluctuations:
     r"""Seed mean and covariance of online SGD with step `lr` and batch `B`, from `(m0, v0)`.
 
@@ -391,13 +392,13 @@ def moments(
 
     **Arguments:** `problem` (a smooth student activation; its mixture gives the images'
     counts), `m0` `(L, P)`, `v0` `(L,)`, `t1`; `lr` the SGD step; `batch_size` `B`; `ts`
-    save times (default 101 in `[t0, t1]`); `method`, `rtol`, `atol`, `max_steps` as in
-    `cnntheory.solve`. `discrete_step=False` drops the `-(lr/2) J F` term,
+    save times (default 101 in `[t0, t1]`); `config` (or its fields as keywords: `method`,
+    `rtol`, `atol`, `max_steps`, ...) as in `cnntheory.solve`, adaptive diffrax methods. `discrete_step=False` drops the `-(lr/2) J F` term,
     `noise_drift=False` the `1/2 F'':Sigma` term (to see each contribution).
 
     **Returns:** a `Fluctuations` (`kind="online"`).
     """
-    m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, method)
+    m0, v0, t0, t1, ts, config = _check("moments", problem, m0, v0, t0, t1, ts, config, options)
     require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0 (the SGD step in ODE time), got {lr}")
     require(
         isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
@@ -409,13 +410,9 @@ def moments(
         jnp.asarray(t0),
         jnp.asarray(t1),
         jnp.asarray(ts),
-        None,
         jnp.asarray(float(lr)),
         jnp.asarray(float(batch_size)),
-        jnp.asarray(rtol),
-        jnp.asarray(atol),
-        solver_name=method,
-        max_steps=max_steps,
+        config,
         discrete_step=bool(discrete_step),
         noise_drift=bool(noise_drift),
     )
@@ -426,9 +423,8 @@ def moments(
         out,
         status,
         t_end,
-        method,
+        config,
         t1,
-        max_steps,
         throw,
         kind="online",
         lr=float(lr),
@@ -510,7 +506,7 @@ def sample_paths(
     the equations of `moments` to first order. Euler–Maruyama with step `dt` (default
     `lr / 4`) on a diffrax `VirtualBrownianTree`, `num_paths` paths `vmap`ped.
     """
-    m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, "tsit5")
+    m0, v0, t0, t1, ts, _ = _check("sample_paths", problem, m0, v0, t0, t1, ts, None, {})
     require(np.isfinite(lr) and lr > 0, f"lr must be a finite number > 0, got {lr}")
     require(
         isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
@@ -567,12 +563,10 @@ def _sensitivity_field(t, state, problem):
 
 
 @eqx.filter_jit
-def _sensitivity_core(problem, y0, t0, t1, ts, rtol, atol, *, solver_name, max_steps):
+def _sensitivity_core(problem, y0, t0, t1, ts, config):
     P = problem.num_atoms
     state0 = (y0, jnp.zeros((y0.shape[0], P * P)))
-    return integrate(
-        _sensitivity_field, state0, problem, t0, t1, ts, None, rtol, atol, solver_name=solver_name, max_steps=max_steps
-    )
+    return integrate(_sensitivity_field, state0, problem, t0, t1, ts, config)
 
 
 def response(
@@ -583,25 +577,19 @@ def response(
     *,
     ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
-    method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 100_000,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> tuple[Float[Array, "T n"], Float[Array, "T n PP"]]:
     r"""The flow `y(t)` and its linear response `S(t) = dy(t) / d vec C`, `(T, n, P^2)`.
 
     Forward-mode sensitivity integrated with the flow: `dS/dt = J S + dF/d vec C`, `S(0) = 0`.
+    The solver options are as in `moments`.
     """
-    m0, v0, t0, t1, ts = _check(problem, m0, v0, t0, t1, ts, method)
-    (y, S), status, _, t_end = _sensitivity_core(
-        problem,
-        flatten_state(m0, v0),
-        *map(jnp.asarray, (t0, t1, ts, rtol, atol)),
-        solver_name=method,
-        max_steps=max_steps,
-    )
+    m0, v0, t0, t1, ts, config = _check("response", problem, m0, v0, t0, t1, ts, config, options)
+    y0 = flatten_state(m0, v0)
+    (y, S), status, _, t_end = _sensitivity_core(problem, y0, jnp.asarray(t0), jnp.asarray(t1), jnp.asarray(ts), config)
     if int(status) != Status.SUCCESS:
-        raise SolverError(status_message(status, t_end, method, t1, max_steps, 0))
+        raise SolverError(status_message(status, t_end, config.method, t1, config.max_steps, 0))
     return y, S
 
 
@@ -614,23 +602,22 @@ def training_set_spread(
     num_train: int,
     ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
-    method: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 100_000,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> Fluctuations:
     r"""Spread of full-batch training across training sets of `num_train` images.
 
     Full-batch GD follows the flow with `C_hat`; to first order in `1/num_train`,
     `Cov y(t) = S(t) Cov(vec ñ ñ^T) S(t)^T / num_train` with `S` from `response`
     (module docstring). The mean is the flow with `C` (its shift is `O(1/num_train)`).
-    Returns a `Fluctuations` (`kind="training_set"`).
+    Returns a `Fluctuations` (`kind="training_set"`). The solver options are as in `moments`.
     """
     require(
         isinstance(num_train, (int, np.integer)) and num_train >= 1,
         f"num_train must be an integer >= 1, got {num_train!r}",
     )
-    y, S = response(problem, m0, v0, t1, ts=ts, t0=t0, method=method, rtol=rtol, atol=atol, max_steps=max_steps)
+    config = resolve_config(config, options, caller="training_set_spread")
+    y, S = response(problem, m0, v0, t1, ts=ts, t0=t0, config=config)
     K = moment_covariance(problem)
     cov = jnp.einsum("tia,ab,tjb->tij", S, K, S) / num_train
     ts = np.linspace(float(t0), float(t1), 101) if ts is None else np.asarray(ts, dtype=float)
@@ -642,9 +629,8 @@ def training_set_spread(
         (y, y, cov),
         jnp.asarray(Status.SUCCESS),
         t1,
-        method,
+        config,
         t1,
-        max_steps,
         True,
         kind="training_set",
         lr=None,

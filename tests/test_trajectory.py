@@ -1,6 +1,4 @@
-"""Results and options: `Status`, the error hierarchy, `raise_for_status`, `SolverConfig`."""
-
-import dataclasses
+"""Results: `Status`, the error hierarchy, `raise_for_status` (solver options: `test_config.py`)."""
 
 import jax
 import numpy as np
@@ -9,7 +7,6 @@ import pytest
 import cnntheory as ct
 from cnntheory import (
     CnnTheoryError,
-    SolverConfig,
     SolverError,
     Status,
     shape_counting,
@@ -102,117 +99,16 @@ def test_simulation_status_and_raise_for_status():
         sim.simulate(problem, M0, V0, lr=10.0, **kw)
 
 
-# --- SolverConfig ---------------------------------------------------------------------------
-
-
-def test_solver_config_defaults_match_solve():
-    config = SolverConfig()
-    assert (config.method, float(config.rtol), float(config.atol), config.dt0) == ("tsit5", 1e-8, 1e-10, None)
-    assert (config.max_steps, config.max_segments, config.max_events) == (100_000, 1000, 256)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.rtol = 1.0
-
-
-@pytest.mark.parametrize(
-    "kwargs, words",
-    [
-        ({"method": "rk4"}, "unknown method 'rk4'"),
-        ({"rtol": 0.0}, "rtol must be > 0"),
-        ({"rtol": float("nan")}, "rtol must be > 0"),
-        ({"atol": -1e-9}, "atol must be > 0"),
-        ({"method": "euler"}, "dt0 > 0"),
-        ({"method": "euler", "dt0": 0.0}, "dt0 > 0"),
-        ({"dt0": -0.1}, "dt0 must be a finite number > 0"),
-        ({"dt0": float("inf")}, "dt0 must be a finite number > 0"),
-        ({"max_steps": 0}, "max_steps must be an int >= 1"),
-        ({"max_steps": 10.5}, "max_steps must be an int >= 1"),
-        ({"max_steps": True}, "max_steps must be an int >= 1"),
-        ({"max_segments": 0}, "max_segments must be an int >= 1"),
-        ({"max_events": -1}, "max_events must be an int >= 1"),
-    ],
-)
-def test_solver_config_rejects(kwargs, words):
-    with pytest.raises(ValueError, match=words):
-        SolverConfig(**kwargs)
-    with pytest.raises(ValueError, match=words):
-        solve(shape_counting(activation="tanh"), M0, V0, 1.0, **kwargs)
-
-
-@pytest.mark.parametrize(
-    "activation, options",
-    [
-        ("tanh", {"method": "dopri5", "rtol": 1e-7, "atol": 1e-9, "max_steps": 5000}),
-        ("tanh", {"method": "RK45", "rtol": 1e-7, "atol": 1e-9}),
-        ("tanh", {"method": "euler", "dt0": 0.01}),
-        ("relu", {"rtol": 1e-7, "atol": 1e-9, "max_segments": 50, "max_events": 16}),
-    ],
-)
-def test_config_and_keywords_give_identical_trajectories(activation, options):
-    problem = shape_counting(activation=activation)
-    ts = np.linspace(0.0, 2.0, 5)
-    by_keywords = solve(problem, M0, V0, 2.0, ts=ts, **options)
-    by_config = solve(problem, M0, V0, 2.0, ts=ts, config=SolverConfig(**options))
-    for name in ("m", "v", "loss", "status", "num_steps", "num_segments", "t_end"):
-        np.testing.assert_array_equal(getattr(by_keywords, name), getattr(by_config, name))
-    assert (by_keywords.method, by_keywords.max_steps, by_keywords.max_segments) == (
-        by_config.method,
-        by_config.max_steps,
-        by_config.max_segments,
-    )
-    assert by_keywords.events.to_list() == by_config.events.to_list()
-
-
-def test_solve_batch_accepts_a_config():
+def test_trajectory_stack_is_a_batched_solve():
+    """`Trajectory.stack` of single solves equals `solve_batch` of the same starts."""
     problem = shape_counting(activation="tanh")
-    m0, v0 = np.stack([M0, 0.5 * M0]), np.stack([V0, V0])
-    options = {"method": "dopri5", "rtol": 1e-7}
-    a = solve_batch(problem, m0, v0, 1.0, ts=[1.0], **options)
-    b = solve_batch(problem, m0, v0, 1.0, ts=[1.0], config=SolverConfig(**options))
-    np.testing.assert_array_equal(a.m, b.m)
-    with pytest.raises(ValueError, match="diffrax method"):
-        solve_batch(problem, m0, v0, 1.0, config=SolverConfig(method="RK45"))
-
-
-def test_config_and_conflicting_keyword():
-    problem = shape_counting(activation="tanh")
-    config = SolverConfig(method="dopri5", rtol=1e-7)
-    with pytest.raises(ValueError, match=r"config= and the keyword\(s\) rtol disagree"):
-        solve(problem, M0, V0, 1.0, config=config, rtol=1e-6)
-    with pytest.raises(ValueError, match=r"method, max_steps disagree"):
-        solve(problem, M0, V0, 1.0, config=config, method="bosh3", max_steps=10)
-    # The same value as the config's, or a keyword left at its default, is no conflict.
-    same = solve(problem, M0, V0, 1.0, ts=[1.0], config=config, rtol=1e-7, method="dopri5")
-    plain = solve(problem, M0, V0, 1.0, ts=[1.0], config=config)
-    np.testing.assert_array_equal(same.m, plain.m)
-    with pytest.raises(ValueError, match="config must be a cnntheory.SolverConfig"):
-        solve(problem, M0, V0, 1.0, config={"rtol": 1e-7})
-
-
-def test_config_tolerances_do_not_recompile(monkeypatch):
-    """Configs differing only in numbers (rtol, atol, dt0) reuse the compiled solve."""
-    traces = []
-    rhs = ct.TeacherStudent.rhs
-
-    def counting_rhs(self, m, v):
-        traces.append(1)
-        return rhs(self, m, v)
-
-    monkeypatch.setattr(ct.TeacherStudent, "rhs", counting_rhs)
-    problem = shape_counting(activation="tanh")
-    ts = np.linspace(0.0, 1.0, 7)  # a number of save times no other test uses: the first call compiles
-    solve(problem, M0, V0, 1.0, ts=ts, config=SolverConfig(method="bosh3"))
-    n = len(traces)
-    assert n > 0
-    solve(problem, M0, V0, 1.0, ts=ts, config=SolverConfig(method="bosh3", rtol=1e-6, atol=1e-7))
-    solve(problem, M0, V0, 1.0, ts=ts, method="bosh3", rtol=1e-5)
-    jax.jit(lambda rtol: solve(problem, M0, V0, 1.0, ts=ts, config=SolverConfig(method="bosh3", rtol=rtol)).loss)(1e-6)
-    assert len(traces) == n
-
-
-def test_solver_config_under_jit_takes_traced_tolerances():
-    problem = shape_counting(activation="tanh")
-
-    def final_loss(rtol):
-        return solve(problem, M0, V0, 1.0, ts=[1.0], config=SolverConfig(rtol=rtol)).loss[-1]
-
-    assert float(jax.jit(final_loss)(1e-8)) == pytest.approx(float(final_loss(1e-8)), rel=1e-12)
+    starts = [(M0, V0), (0.5 * M0, -V0)]
+    ts = [0.5, 1.0]
+    stacked = ct.Trajectory.stack([solve(problem, m, v, 1.0, ts=ts) for m, v in starts])
+    batch = solve_batch(problem, np.stack([m for m, _ in starts]), np.stack([v for _, v in starts]), 1.0, ts=ts)
+    np.testing.assert_array_equal(stacked.t, batch.t)
+    for name in ("m", "v", "loss"):
+        np.testing.assert_allclose(getattr(stacked, name), getattr(batch, name), rtol=0, atol=1e-12)
+    for name in ("status", "num_steps", "num_segments"):
+        np.testing.assert_array_equal(getattr(stacked, name), getattr(batch, name))
+    assert stacked.success and stacked.message == batch.message

@@ -26,7 +26,9 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+from typing_extensions import Unpack
 
+from .._config import SolverConfig, SolverOptions, resolve_config
 from .._problem import TeacherStudent
 from .._solve import solve
 from .._typing import AnyArray
@@ -156,13 +158,16 @@ def escape_time(
     v_dir: Float[AnyArray, " L"] | None = None,
     fraction: float = 0.5,
     num_points: int = 2001,
-    **solve_kwargs,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> EscapeFit:
     """Time to fall `fraction` of the way from `L(0)` to `L(t1)`, for `v(0) = eps * v_dir`.
 
     `v_dir` defaults to `(1, -1, 1, ...)`. Each `eps` is one `solve` (same shapes: one
-    compile). Returns an `EscapeFit` with the log fit.
+    compile), with the solver options `config` (or its fields as keywords) as in
+    `cnntheory.solve`. Returns an `EscapeFit` with the log fit.
     """
+    config = resolve_config(config, options, caller="escape_time")
     eps_values = np.asarray(eps_values, float)
     require(
         eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0),
@@ -173,7 +178,7 @@ def escape_time(
     ts = np.linspace(0.0, t1, num_points)
     found = []
     for eps in eps_values:
-        traj = solve(problem, m0, eps * v_dir, t1, ts=ts, **solve_kwargs)
+        traj = solve(problem, m0, eps * v_dir, t1, ts=ts, config=config)
         loss = np.asarray(traj.loss)
         level = loss[0] - fraction * (loss[0] - loss[-1])
         below = np.flatnonzero(loss <= level)

@@ -20,7 +20,9 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
+from typing_extensions import Unpack
 
+from .._config import SolverConfig, SolverOptions, resolve_config
 from .._data import PatchMixture
 from .._problem import TeacherStudent
 from .._solve import Trajectory, solve
@@ -71,14 +73,22 @@ def restrict_atoms(problem: TeacherStudent, present) -> TeacherStudent:
 
 
 def solve_schedule(
-    schedule: Schedule, m0: Float[AnyArray, "L P"], v0: Float[AnyArray, " L"], t1: float, *, ts=None, **solve_kwargs
+    schedule: Schedule,
+    m0: Float[AnyArray, "L P"],
+    v0: Float[AnyArray, " L"],
+    t1: float,
+    *,
+    ts=None,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> Trajectory:
     """Integrate the flow through the schedule: one `cnntheory.solve` per segment, chained.
 
-    `ts` (default 101 points on `[times[0], t1]`) are the save times; `solve_kwargs` go to
-    every `solve`. Returns one `Trajectory` (`num_steps`, `num_segments` summed; `status`
-    the first failure).
+    `ts` (default 101 points on `[times[0], t1]`) are the save times; the solver options
+    (`config`, or its fields as keywords) are those of every `solve`. Returns one
+    `Trajectory` (`num_steps`, `num_segments` summed; `status` the first failure).
     """
+    config = resolve_config(config, options, caller="solve_schedule")
     t0 = schedule.times[0]
     require(t1 > t0, f"t1 must exceed the schedule's start time {t0}, got {t1}")
     ts = np.linspace(t0, t1, 101) if ts is None else np.asarray(ts, float)
@@ -89,7 +99,7 @@ def solve_schedule(
         last = i == len(bounds) - 2
         mine = ts[(ts >= a) & ((ts < b) | (last & (ts <= b)))]
         seg_ts = np.concatenate([mine, [b]]) if (mine.size == 0 or mine[-1] < b) else mine
-        traj = solve(schedule.problems[i], m, v, b, t0=a, ts=seg_ts, **solve_kwargs)
+        traj = solve(schedule.problems[i], m, v, b, t0=a, ts=seg_ts, config=config)
         parts.append(traj)
         counts.append(mine.size)
         nsteps, nseg, t_end, message = (
@@ -104,16 +114,16 @@ def solve_schedule(
         m, v = traj.m[-1], traj.v[-1]
     cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
     return Trajectory(
-        cat("t"),
-        cat("m"),
-        cat("v"),
-        cat("loss"),
-        jnp.asarray(status),
-        jnp.asarray(nsteps),
-        jnp.asarray(nseg),
-        jnp.asarray(t_end),
-        parts[-1].method,
-        message,
+        t=cat("t"),
+        m=cat("m"),
+        v=cat("v"),
+        loss=cat("loss"),
+        status=jnp.asarray(status),
+        num_steps=jnp.asarray(nsteps),
+        num_segments=jnp.asarray(nseg),
+        t_end=jnp.asarray(t_end),
+        method=parts[-1].method,
+        fixed_message=message,
         events=Events.concatenate([p.events for p in parts if p.events is not None]),
     )
 

@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from typing_extensions import Unpack
 
+from .._config import SolverConfig, SolverOptions, resolve_config
 from .._io import save_results
 from .._solve import solve_batch, stack_problems
 from .._validate import require
@@ -87,7 +89,8 @@ def sweep(
     chunk_size: int = 256,
     devices=None,
     progress: bool = True,
-    **solve_kwargs,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> SweepResult:
     """Solve the flow at every point of `grid`.
 
@@ -100,9 +103,11 @@ def sweep(
       (sweeping initial conditions).
     - `t1`, `ts`: as for `solve_batch`; `chunk_size`: grid points per batched solve
       (rounded up to a multiple of the device count); `devices`: default `jax.devices()`.
-    - `progress`: a tqdm bar over chunks. Other keywords go to `solve_batch`; failed points
-      keep `status != Status.SUCCESS` (no exception).
+    - `progress`: a tqdm bar over chunks.
+    - `config`, `**options`: the solver options, as in `solve_batch`. Failed points keep
+      `status != Status.SUCCESS` (no exception).
     """
+    config = resolve_config(config, options, caller="sweep")
     require(isinstance(grid, dict) and len(grid) >= 1, "grid must be a non-empty dict of name -> values")
     coords = {k: np.atleast_1d(np.asarray(v)) for k, v in grid.items()}
     require(
@@ -129,7 +134,7 @@ def sweep(
         m_init = jnp.stack([_initial(m0, p) for p in padded])
         v_init = jnp.stack([_initial(v0, p) for p in padded])
         problem, m_init, v_init = jax.device_put((problem, m_init, v_init), sharding)
-        traj = solve_batch(problem, m_init, v_init, t1, ts=ts, batch_problem=True, throw=False, **solve_kwargs)
+        traj = solve_batch(problem, m_init, v_init, t1, ts=ts, batch_problem=True, throw=False, config=config)
         pieces.append(tuple(np.asarray(x)[: len(batch)] for x in (traj.m, traj.v, traj.loss, traj.status)))
         if bar is not None:
             bar.update(len(batch))

@@ -12,11 +12,13 @@ estimates `lambda`.
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import Unpack
 
+from .._config import SolverConfig, SolverOptions, resolve_config
 from .._validate import require
 from ..analysis._plateaus import EscapeFit, find_plateaus
 from ._problem import GaussianTeacherStudent
-from ._solve import solve
+from ._solve import SOLVE_DEFAULTS, solve
 
 
 def escape_time(
@@ -31,9 +33,14 @@ def escape_time(
     fraction: float = 0.5,
     num_points: int = 2001,
     seed: int = 0,
-    **solve_kwargs,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> EscapeFit:
-    """Escape times for `R(0) = R0 + eps * direction` (default a seeded `U(0, 1)` draw)."""
+    """Escape times for `R(0) = R0 + eps * direction` (default a seeded `U(0, 1)` draw).
+
+    The solver options (`config`, or its fields as keywords) are as in `solve`.
+    """
+    config = resolve_config(config, options, caller="gaussian.escape_time", defaults=SOLVE_DEFAULTS)
     eps_values = np.asarray(eps_values, float)
     require(
         eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0),
@@ -47,7 +54,7 @@ def escape_time(
     ts = np.linspace(0.0, t1, num_points)
     found = []
     for eps in eps_values:
-        traj = solve(problem, Q0, R0 + eps * direction, v0, t1, ts=ts, **solve_kwargs)
+        traj = solve(problem, Q0, R0 + eps * direction, v0, t1, ts=ts, config=config)
         plateaus = find_plateaus(traj)
         require(bool(plateaus), f"no plateau for eps={eps}: lower eps or raise t1")
         plateau = max(plateaus, key=lambda p: p.length)

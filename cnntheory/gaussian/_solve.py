@@ -15,7 +15,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
+from typing_extensions import Unpack
 
+from .._config import SolverConfig, SolverOptions, resolve_config
 from .._integrate import DIFFRAX_SOLVERS, integrate
 from .._trajectory import CnnTheoryError, SolverError, _Result, status_message
 from .._typing import AnyArray
@@ -60,12 +62,13 @@ def _field(t, y, problem):
 
 
 @eqx.filter_jit
-def _solve(problem, y0, t0, t1, ts, dt0, rtol, atol, solver_name, max_steps):
-    ys, status, num_steps, t_end = integrate(
-        _field, y0, problem, t0, t1, ts, dt0, rtol, atol, solver_name=solver_name, max_steps=max_steps
-    )
+def _solve(problem, y0, t0, t1, ts, config):
+    ys, status, num_steps, t_end = integrate(_field, y0, problem, t0, t1, ts, config)
     error = jax.vmap(problem.error)(*ys)
     return ys, error, status, num_steps, t_end
+
+
+SOLVE_DEFAULTS = SolverConfig(dt0=1e-2, max_steps=1_000_000)
 
 
 def solve(
@@ -77,16 +80,22 @@ def solve(
     *,
     ts=None,
     num_saves: int = 201,
-    solver: str = "tsit5",
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    dt0: float | None = None,
-    max_steps: int = 1_000_000,
     throw: bool = True,
+    config: SolverConfig | None = None,
+    **options: Unpack[SolverOptions],
 ) -> GaussianTrajectory:
     """Integrate the flow from `(Q0, R0, v0)` at `alpha = 0` to `t1`, saving at `ts`
-    (default `num_saves` equally spaced times)."""
-    require(solver in DIFFRAX_SOLVERS, f"solver must be one of {sorted(DIFFRAX_SOLVERS)}, got {solver!r}")
+    (default `num_saves` equally spaced times).
+
+    The solver options are a `cnntheory.SolverConfig` (`config=`) or its fields as
+    keywords, as in `cnntheory.solve`; adaptive diffrax methods (and `"euler"` with
+    `dt0`). Here `dt0` defaults to `1e-2` and `max_steps` to `10**6`.
+    """
+    config = resolve_config(config, options, caller="gaussian.solve", defaults=SOLVE_DEFAULTS)
+    require(
+        config.method in DIFFRAX_SOLVERS,
+        f"method must be a diffrax solver ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {config.method!r}",
+    )
     require(float(t1) > 0, f"t1 must be > 0, got {t1}")
     Q0, R0, v0 = (jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, v0))
     K, M = Q0.shape[0], problem.num_teachers
@@ -101,12 +110,20 @@ def solve(
         bool(jnp.all(jnp.diff(ts) > 0)) and float(ts[0]) >= 0 and float(ts[-1]) <= float(t1),
         "ts must be increasing within [0, t1]",
     )
-    dt0 = 1e-2 if dt0 is None else dt0
     f64 = lambda x: jnp.asarray(x, dtype=jnp.float64)  # noqa: E731 (arrays: no recompiles)
-    ys, error, status, num_steps, t_end = _solve(
-        problem, (Q0, R0, v0), f64(0.0), f64(t1), ts, f64(dt0), f64(rtol), f64(atol), solver, max_steps
-    )
-    message = status_message(status, t_end, solver, float(t1), max_steps, 0)
+    ys, error, status, num_steps, t_end = _solve(problem, (Q0, R0, v0), f64(0.0), f64(t1), ts, config)
+    message = status_message(status, t_end, config.method, float(t1), config.max_steps, 0)
     Q, R, v = ys
-    traj = GaussianTrajectory(ts, Q, R, v, error, status, num_steps, t_end, solver, message)
+    traj = GaussianTrajectory(
+        t=ts,
+        Q=Q,
+        R=R,
+        v=v,
+        error=error,
+        status=status,
+        num_steps=num_steps,
+        t_end=t_end,
+        method=config.method,
+        message=message,
+    )
     return traj.raise_for_status() if throw else traj
