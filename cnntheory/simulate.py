@@ -94,9 +94,17 @@ class Mode(eqx.Module):
         """Images per seed drawn once before training (a training set): 0 but for `FullBatch`."""
         return 0
 
-    def objective(self, setup, params, key, train):
-        """The loss gradient descent follows at this step (`key`: this step's randomness;
-        `train`: the seed's training set, or `None`)."""
+    def draw(self, setup, key):
+        """This step's random data from its `key` (`None`: the mode draws nothing).
+
+        Called for many steps at once (`vmap` over keys), outside the step loop: the
+        sampler then runs once per block of steps, not once per step.
+        """
+        return None
+
+    def objective(self, setup, params, data, train):
+        """The loss gradient descent follows at this step (`data`: what `draw` gave for
+        this step; `train`: the seed's training set, or `None`)."""
         raise NotImplementedError
 
 
@@ -106,7 +114,7 @@ class Population(Mode):
     name: ClassVar[str] = "population"
     samples: ClassVar[bool] = False
 
-    def objective(self, setup, params, key, train):
+    def objective(self, setup, params, data, train):
         return setup.population_loss(params)
 
 
@@ -127,7 +135,7 @@ class FullBatch(Mode):
     def training_images(self) -> int:
         return int(self.num_train)
 
-    def objective(self, setup, params, key, train):
+    def objective(self, setup, params, data, train):
         return setup.image_loss(params, *train)
 
 
@@ -145,9 +153,12 @@ class Online(Mode):
             f"online mode needs batch_size >= 1 (images per SGD step), got {self.batch_size!r}",
         )
 
-    def objective(self, setup, params, key, train):
+    def draw(self, setup, key):
         patches, _ = setup.problem.mixture.sample_counts(key, int(self.batch_size))
-        return setup.image_loss(params, patches, setup.labels(patches))
+        return patches
+
+    def objective(self, setup, params, data, train):
+        return setup.image_loss(params, data, setup.labels(data))
 
 
 def _plain_int(x):
@@ -464,7 +475,7 @@ class _Setup(eqx.Module):
     group_ids: Int[Array, " nt"] | None
     group_sizes: Float[Array, " V"] | None
     mode: Mode
-    dtype: object = eqx.field(static=True)
+    dtype: np.dtype = eqx.field(static=True)
     seeds_by: str = eqx.field(static=True)
 
     # Networks are evaluated on patch atom indices `(n, M, M)` (`patch_network`): the same
@@ -490,15 +501,17 @@ class _Setup(eqx.Module):
         e = self.student(params, single) - self.labels(single)
         return 0.5 * e @ self.problem.moments.astype(self.dtype) @ e
 
-    def objective(self, params, key, train):
+    def objective(self, params, data, train):
         """The loss gradient descent follows at this step (the mode's)."""
-        return self.mode.objective(self, params, key, train)
+        return self.mode.objective(self, params, data, train)
 
-    def step(self, state, train):
-        """One gradient step; returns the new state and the loss before it."""
+    def step(self, state, train, data):
+        """One gradient step on this step's `data`; returns the new state and the loss before it.
+
+        The state's key is advanced by the caller, which drew `data` from it (`_run_steps`).
+        """
         params, key, step, diverged_at = state
-        key, sub = jax.random.split(key)
-        loss, (gK, gv) = jax.value_and_grad(self.objective)(params, sub, train)
+        loss, (gK, gv) = jax.value_and_grad(self.objective)(params, data, train)
         K, v = params
         eta_K = self.problem.lr_kernel.astype(self.dtype)
         eta_v = self.problem.lr_head.astype(self.dtype)
@@ -551,8 +564,62 @@ def _prepare(setup: _Setup, m0, v0, key, num_seeds: int, num_test: int, num_trai
     return states, train, test
 
 
+def _key_chain(key, n: int):
+    """`n` steps of `key, sub = split(key)`: the keys after each step and the subs."""
+
+    def split(key, _):
+        key, sub = jax.random.split(key)
+        return key, (key, sub)
+
+    _, (keys, subs) = jax.lax.scan(split, key, None, length=n)
+    return keys, subs
+
+
+def _run_steps(setup: _Setup, state, train, count, block: int):
+    """`count` (traced) gradient steps of one seed, and the loss before the first.
+
+    Step `i` uses the `i`-th `sub` of `key, sub = split(key)` iterated on the state's
+    key, as a step-by-step loop would; the data of `block` steps are drawn together
+    (`Mode.draw` under `vmap`), so the sampler's fixed cost (the Dirichlet rejection loop,
+    the random bits) is paid once per block.
+    """
+
+    def run_block(b, carry):
+        state, first = carry
+        keys, subs = _key_chain(state[1], block)
+        data = jax.vmap(lambda k: setup.mode.draw(setup, k))(subs)
+        n = jnp.minimum(block, count - b * block)
+
+        def body(i, carry):
+            state, first = carry
+            step_data = None if data is None else jax.tree.map(lambda x: x[i], data)
+            state, loss = setup.step(state, train, step_data)
+            return state, jnp.where((b == 0) & (i == 0), loss, first)
+
+        (params, _, step, diverged_at), first = jax.lax.fori_loop(0, n, body, (state, first))
+        return (params, keys[n - 1], step, diverged_at), first
+
+    num_blocks = (count + block - 1) // block
+    return jax.lax.fori_loop(0, num_blocks, run_block, (state, jnp.zeros((), setup.dtype)))
+
+
+#: Most patch indices drawn at once per seed (`block * batch * M * M`): 8 MiB of int64.
+_DRAW_ENTRIES = 2**20
+
+
+def _draw_block(mode: Mode, patches_per_side: int | None, record_every: int) -> int:
+    """Steps whose data are drawn together: `record_every` split into equal blocks that fit
+    `_DRAW_ENTRIES` (1 for modes that draw nothing)."""
+    if not isinstance(mode, Online):
+        return 1
+    per_step = int(mode.batch_size) * int(patches_per_side or 1) ** 2
+    most = max(1, _DRAW_ENTRIES // per_step)
+    blocks = -(-record_every // most)
+    return -(-record_every // blocks)
+
+
 @eqx.filter_jit
-def _advance(setup: _Setup, states, train, indices, num_records, record_every):
+def _advance(setup: _Setup, states, train, indices, num_records, record_every, block: int):
     """Records `indices` (global record numbers) for every seed, and the steps between them.
 
     Record `j` is taken at step `j r`, then `r` steps follow; the first of them gives
@@ -563,13 +630,7 @@ def _advance(setup: _Setup, states, train, indices, num_records, record_every):
     def one_seed(state, train):
         def chunk(state, j):
             rec = setup.record(state)
-
-            def body(i, carry):
-                state, first = carry
-                state, loss = setup.step(state, train)
-                return state, jnp.where(i == 0, loss, first)
-
-            new, rec["train_loss"] = jax.lax.fori_loop(0, record_every, body, (state, jnp.zeros((), setup.dtype)))
+            new, rec["train_loss"] = _run_steps(setup, state, train, record_every, block)
             state = jax.tree.map(lambda old, nw: jnp.where(j < num_records, nw, old), state, new)
             return state, rec
 
@@ -687,10 +748,12 @@ def simulate(
 
         bar = tqdm(total=steps, desc=f"simulate ({mode.name})", unit="step")
     records = []
-    # Numbers go in as arrays: a new steps / record_every does not recompile.
+    # Numbers go in as arrays: a new steps does not recompile (a new record_every may: it
+    # sets the block of steps whose images are drawn together).
     n_rec, r = jnp.asarray(num_records), jnp.asarray(record_every)
+    block = _draw_block(mode, problem.mixture.patches_per_side, record_every)
     for chunk in chunks:
-        states, rec = _advance(setup, states, train, jnp.asarray(chunk), n_rec, r)
+        states, rec = _advance(setup, states, train, jnp.asarray(chunk), n_rec, r, block)
         records.append(rec)
         if bar is not None:
             bar.update(int(np.sum(chunk < num_records)) * record_every)
