@@ -120,3 +120,63 @@ def test_fixed_points_command_counts_asymptotic_states_apart(tmp_path, capsys):
     saved = json.loads((tmp_path / "fixed_points.json").read_text())["results"]["alpha_2_1"]
     assert (saved["fixed"], saved["asymptotic"]) == (5, 232)
     assert sum(p["asymptotic"] for p in saved["points"]) == 232
+
+
+# --- the commands of cnntheory.gaussian and cnntheory.energy: they run and write their outputs --
+
+
+def test_committee_command(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "committee",
+                "--K",
+                "2",
+                "--patches",
+                "1",
+                "2",
+                "--t1",
+                "300",
+                "--lr",
+                "1.0",
+                "--num-points",
+                "31",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    for ext in ("png", "npz", "json"):
+        assert (tmp_path / f"committee.{ext}").exists()
+    data = np.load(tmp_path / "committee.npz")
+    assert data["committee_error"].shape == (1, 31) and data["patch_error_per_patch"].shape == (2, 31)
+    assert "Saad-Solla plateau 0.011611" in capsys.readouterr().out
+
+
+def test_energy_command_writes_its_outputs(tmp_path, capsys):
+    code = main(
+        [
+            "energy",
+            "--dataset",
+            "digits",
+            "--images",
+            "128",
+            "--steps",
+            "20",
+            "--seeds",
+            "1",
+            "--linear-steps",
+            "8",
+            "--linear-seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    for suffix in ("png", "json", "npz"):
+        assert (tmp_path / f"energy_digits.{suffix}").is_file()
+    data = json.loads((tmp_path / "energy_digits.json").read_text())
+    assert data["parameters"]["dataset"] == "digits" and -1 <= data["correlations"]["linear_vs_formula"]["r"] <= 1
+    assert "wrote" in capsys.readouterr().out

@@ -1,12 +1,15 @@
-"""The Gaussian-patch error and flow against Monte Carlo of the real network at finite D
-(the network, its loss and `jax.grad` of it: a code path independent of the hand-written
-expectations), and internal consistency (quadrature vs closed forms, N = 1, pooling)."""
+"""`GaussianTeacherStudent` (`cnntheory.gaussian._problem`): its error and flow against Monte Carlo
+of the real network at finite D (the network, its loss and `jax.grad` of it: a code path
+independent of the hand-written expectations), against Saad & Solla's closed-form symmetric
+plateau for one patch (tests/helpers_gaussian.py), internal consistency (quadrature vs closed
+forms, N = 1, pooling), and its argument checks."""
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_gaussian import plateau_height, symmetric_point
 
 from cnntheory.gaussian import GaussianTeacherStudent, kernels_from_overlaps, network
 
@@ -141,6 +144,18 @@ def test_other_patches_act_as_output_noise():
     second_many = np.asarray(many.rhs(Q, R, v)[0]) - N * first_order
     second_noisy = np.asarray(noisy.rhs(Q, R, v)[0]) - first_order
     np.testing.assert_allclose(second_many, N * second_noisy, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("K", [2, 3, 4])
+def test_symmetric_fixed_point_and_height(K):
+    eta = 1e-8  # the small-eta limit: the first-order flow
+    p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=eta)
+    Q, R = symmetric_point(K)
+    v = jnp.ones(K)
+    assert float(p.error(Q, R, v)) == pytest.approx(plateau_height(K), rel=1e-12)
+    dQ, dR, _ = p.rhs(Q, R, v)
+    # A fixed point of the first-order flow: the residual is the eta^2 part, ~eta relative.
+    assert float(jnp.max(jnp.abs(dQ))) / eta < 1e-6 and float(jnp.max(jnp.abs(dR))) / eta < 1e-12
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
-"""Closed-form Gaussian integrals against the Gauss-Hermite quadrature and Monte Carlo;
-the quadrature against exact moments (Isserlis)."""
+"""The Gaussian integrals of `cnntheory.gaussian._integrals` (`closed_form`, `quadrature`,
+`gaussian_expectation`, `expectation`): the closed forms against the Gauss-Hermite quadrature
+and against numpy Monte Carlo; the quadrature against exact moments (Isserlis) and, for an
+activation without a closed form, against Monte Carlo; and which path `expectation` picks."""
 
 import zlib
 
@@ -93,7 +95,7 @@ def test_closed_forms_match_monte_carlo(name, kind):
 def test_relu_mean_and_closed_forms_match_quadrature():
     """relu closed forms against the quadrature, which converges only like 1/n at the kink:
     measured errors at n = 80 are 5e-4 to 2e-2 depending on the covariance, so 3e-2. The
-    closed forms themselves are held to Monte Carlo above (and in test_gaussian_relu.py);
+    closed forms themselves are held to Monte Carlo above (and in test_relu.py);
     this checks the quadrature path that `method="quadrature"` takes."""
     rng = np.random.default_rng(3)
     g = get_activation("relu")

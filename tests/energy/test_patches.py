@@ -1,15 +1,13 @@
-"""Patches, pooled patches and the streaming patch PCA against direct numpy references."""
+"""Patch extraction, pooled patches and the streaming patch PCA (`cnntheory.energy._patches`)
+against direct references: patches against numpy slicing and XLA's convolution (the patch order
+is the conv weight order), the PCA against `numpy.linalg.eigh` of the patch covariance and
+against itself over chunks, generators and a large offset; argument checks."""
 
 import jax
 import numpy as np
 import pytest
 
 import cnntheory.energy as E
-
-
-@pytest.fixture(scope="module")
-def colour_images():
-    return np.random.default_rng(0).standard_normal((5, 3, 9, 7)) + 0.5
 
 
 def test_patches_are_channel_row_col_rows_in_image_row_col_order(colour_images):
@@ -100,26 +98,3 @@ def test_non_finite_images_are_rejected():
     x[0, 0, 1, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         E.extract_all_patches(x, 2)
-
-
-def test_bundled_data_shapes():
-    crops, labels = E.photo_crops(6, 10, seed=1)
-    assert crops.shape == (6, 3, 10, 10) and set(labels) == {0, 1} and 0 <= crops.min() and crops.max() <= 1
-    d, y = E.digits(20)
-    assert d.shape == (20, 1, 8, 8) and y.shape == (20,)
-    f = E.power_law_images(3, 16, channels=3, seed=0)
-    assert f.shape == (3, 3, 16, 16) and np.all(np.isfinite(f))
-    # a 1/f field concentrates its energy in the smooth (first) patch component
-    pca = E.patch_pca(E.power_law_images(20, 16, seed=0), 3)
-    assert pca.lambdas[0] > 3 * pca.lambdas[-1]
-    with pytest.raises(ValueError, match="dataset"):
-        E.load_dataset("cifar", 3)
-
-
-def test_linear_cnn_output_is_a_real_convolution(colour_images):
-    # the im2col implementation against XLA's direct convolution
-    w = np.random.default_rng(4).standard_normal((4, 3, 3, 3))
-    mu = np.random.default_rng(5).standard_normal(27)
-    direct = jax.lax.conv_general_dilated(colour_images, w, (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    ref = np.asarray(direct).mean(axis=(2, 3)).sum(axis=1) - (w.reshape(4, -1) @ mu).sum()
-    np.testing.assert_allclose(E.linear_cnn_output(w, colour_images, mu), ref, rtol=1e-12)

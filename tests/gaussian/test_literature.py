@@ -1,13 +1,14 @@
-"""The one-patch case against the soft-committee-machine literature.
+"""The Gaussian-patch flow against results of the soft-committee-machine literature (one patch).
 
-- Saad & Solla, "On-line learning in soft committee machines", Phys. Rev. E 52, 4225 (1995)
-  and PRL 74, 4337 (1995): for K = M, T = I, unit heads, g = erf(x / sqrt 2), small eta, the
-  symmetric (unspecialised) fixed point is `Q_ii = Q_ij = 1 / (2K - 1)`,
-  `R_in = 1 / sqrt(K (2K - 1))`, with generalisation error
-  `eps* = (K / pi) (pi / 6 - K arcsin(1 / (2K)))`: 0.011611, 0.020297, 0.028377 for
-  K = 2, 3, 4 (computed here from that closed form, not read off a figure). The plateau of a
-  solve from small overlaps sits at this height; escape from it is exponential, with the rate
-  of the unstable eigenvalue of the linearised flow.
+Cross-cutting, so kept together: each result is a property of the flow (`GaussianTeacherStudent.rhs`,
+`cnntheory.gaussian._problem`) that shows only once it is integrated over long times (`solve`,
+`_solve`), and the plateau also needs the saddle (`find_fixed_point`, `_fixed_points`) and
+`cnntheory.analysis.find_plateaus`. Single-function checks against the same papers live with
+their modules (test_problem.py, test_fixed_points.py, test_escape.py).
+
+- Saad & Solla (1995), the symmetric plateau (closed form in tests/helpers_gaussian.py): a solve
+  from small overlaps sits at the height of the symmetric fixed point; escape from it is
+  exponential, with the rate of the unstable eigenvalue of the linearised flow.
 - Goldt, Advani, Saxe, Krzakala, Zdeborova, "Dynamics of stochastic gradient descent for
   two-layer neural networks in the teacher-student setup", NeurIPS 2019: with a trained second
   layer and K = M the student learns the teacher perfectly (error -> 0, heads -> teacher's);
@@ -22,29 +23,10 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_gaussian import near_symmetric_point, plateau_height
 
 from cnntheory.analysis import find_plateaus
-from cnntheory.gaussian import GaussianTeacherStudent, escape_time, find_fixed_point, flow_jacobian, solve
-
-
-def plateau_height(K):
-    return K / np.pi * (np.pi / 6 - K * np.arcsin(1 / (2 * K)))
-
-
-def symmetric_point(K):
-    return jnp.full((K, K), 1 / (2 * K - 1)), jnp.full((K, K), 1 / np.sqrt(K * (2 * K - 1)))
-
-
-@pytest.mark.parametrize("K", [2, 3, 4])
-def test_symmetric_fixed_point_and_height(K):
-    eta = 1e-8  # the small-eta limit: the first-order flow
-    p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=eta)
-    Q, R = symmetric_point(K)
-    v = jnp.ones(K)
-    assert float(p.error(Q, R, v)) == pytest.approx(plateau_height(K), rel=1e-12)
-    dQ, dR, _ = p.rhs(Q, R, v)
-    # A fixed point of the first-order flow: the residual is the eta^2 part, ~eta relative.
-    assert float(jnp.max(jnp.abs(dQ))) / eta < 1e-6 and float(jnp.max(jnp.abs(dR))) / eta < 1e-12
+from cnntheory.gaussian import GaussianTeacherStudent, find_fixed_point, solve
 
 
 @pytest.mark.parametrize("K", [2, 3])
@@ -54,10 +36,8 @@ def test_plateau_of_a_solve_and_escape_rate(K):
     grows at the rate of the unstable eigenvalue of the linearised flow there."""
     eta = 0.1
     p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=eta)
-    Qs, Rs = symmetric_point(K)
-    # Start off the invariant manifold of identical students (Q_ii = Q_ij exactly): at eta > 0
-    # that manifold holds a second symmetric point with extra unstable directions.
-    fp = find_fixed_point(p, Qs + 0.01 * jnp.eye(K), 1.02 * Rs, jnp.ones(K))
+    # Start off the invariant manifold of identical students (see `near_symmetric_point`).
+    fp = find_fixed_point(p, *near_symmetric_point(K))
     eps_eta = fp.error
     # A saddle whose unstable subspace is the (K - 1)^2 symmetry-breaking directions.
     assert fp.kind == "saddle" and fp.num_unstable == (K - 1) ** 2
@@ -109,32 +89,3 @@ def test_noisy_teacher_asymptotic_error(K):
     coeff = float(tr.error[-1]) / (eta * sigma**2)
     # O(eta) correction to the leading coefficient: measured 0.25% (K = 1) and 0.4% (K = 2) at eta = 0.01.
     assert coeff == pytest.approx(K / (2 * np.sqrt(3) * np.pi), rel=0.01)
-
-
-def test_fixed_point_tends_to_saad_solla_as_eta_vanishes():
-    K = 3
-    Qs, Rs = symmetric_point(K)
-    errs = []
-    for eta in (1e-2, 1e-3):
-        p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=eta)
-        fp = find_fixed_point(p, Qs + 0.01 * jnp.eye(K), 1.02 * Rs, jnp.ones(K))
-        errs.append(abs(fp.error / plateau_height(K) - 1))
-        J = np.asarray(flow_jacobian(p, fp.Q, fp.R, fp.v))
-        assert J.shape == (K * (K + 1) // 2 + K * K,) * 2
-    # The shift is O(eta): ten times smaller eta, about ten times smaller shift.
-    assert errs[1] < 0.15 * errs[0] and errs[1] < 2e-3
-
-
-@pytest.mark.parametrize("K", [2, 3])
-def test_escape_time_grows_like_log_of_asymmetry_over_eigenvalue(K):
-    """Saad & Solla: the plateau is left when the symmetry-breaking component, growing like
-    eps exp(lambda alpha), becomes O(1): T = a + log(1/eps) / lambda."""
-    p = GaussianTeacherStudent(1, np.ones(K), np.eye(K), lr=0.1)
-    Qs, Rs = symmetric_point(K)
-    lam = float(np.real(find_fixed_point(p, Qs + 0.01 * jnp.eye(K), 1.02 * Rs, jnp.ones(K)).eigenvalues[0]))
-    fit = escape_time(
-        p, 0.2 * np.eye(K), 1e-3 * np.ones((K, K)), np.ones(K), [1e-4, 1e-6, 1e-8], 4000.0 * K, num_points=801
-    )
-    # Measured: slope within 1% of 1/lambda for K = 2 (the log-linear fit has r2 > 0.9999).
-    assert fit.r2 > 0.999
-    assert fit.slope == pytest.approx(1 / lam, rel=0.03)

@@ -1,6 +1,8 @@
-"""relu's closed-form I4 and J3 (`cnntheory.gaussian._relu`): against Monte Carlo on random
-and degenerate covariances, exact special values, identities and the 4-variate orthant
-probability against scipy."""
+"""relu's closed-form I4 and J3 and the orthant probability (`cnntheory.gaussian._relu`): I4 and J3
+against numpy Monte Carlo on random and degenerate covariances, against exact identities
+(symmetries, homogeneity, independence, duplicated fields), continuity and finite derivatives
+near degeneracy; the 4-variate orthant probability against exact special values and scipy's
+Genz integration."""
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +117,7 @@ def test_orthant4_exact_values_and_scipy():
 def test_relu_identities_on_random_covariances():
     """Exact consequences of the definitions, on 50 random covariances: symmetries,
     homogeneity, factorisation under independence, and the reductions of duplicated fields to
-    relu's two-field closed forms (which Monte Carlo holds in test_gaussian_integrals)."""
+    relu's two-field closed forms (which Monte Carlo holds in test_integrals.py)."""
     rng = np.random.default_rng(3)
     vm = {relu_I4: jax.jit(jax.vmap(relu_I4)), relu_J3: jax.jit(jax.vmap(relu_J3))}
     batch = lambda f, Cs: np.asarray(vm[f](jnp.stack(Cs)))  # noqa: E731

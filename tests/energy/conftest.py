@@ -1,0 +1,21 @@
+"""Fixtures shared by the tests of `cnntheory.energy`."""
+
+import numpy as np
+import pytest
+
+import cnntheory.energy as E
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    """Five random 3-channel 9 x 7 images with an offset (patches and the convolution of the linear CNN)."""
+    return np.random.default_rng(0).standard_normal((5, 3, 9, 7)) + 0.5
+
+
+@pytest.fixture(scope="module")
+def data():
+    """24 photo crops (10 x 10), their labels as floats, their pooled 3 x 3 patches and the patch PCA:
+    the linear CNN of the theory and gradient-flow tests."""
+    k = 3
+    images, labels = E.photo_crops(24, 10, seed=3)
+    return images, labels.astype(float), E.pooled_patches(images, k), E.patch_pca(images, k)
