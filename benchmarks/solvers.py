@@ -9,7 +9,8 @@ The front door (`bench_front_door`, also alone with `--front-door`): the steady 
 `cnntheory.solve` against a bare jitted `diffrax.diffeqsolve` of the same flow (the state
 as the tuple `(m, v)`, `problem.rhs`, same solver, tolerances and save times) and against
 scipy's RK45 with a plain numpy right-hand side, each as a ratio measured in the same run:
-one small solve, 1000 initial conditions with `solve_batch`, and a 2040-state flow.
+one small solve, 1000 initial conditions with `solve_batch` (each lane its own steps, and
+`shared_steps=True`: one step size for all lanes), and a 2040-state flow.
 
     python benchmarks/solvers.py [--quick] [--front-door]
     python benchmarks/solvers.py --sizes
@@ -263,7 +264,13 @@ def bench_front_door(quick=False):
     n, scipy_n = 1000, 20 if quick else 50
     m0s = 0.3 + 0.1 * jax.random.normal(jax.random.PRNGKey(0), (n, 2, 2))
     v0s = jnp.tile(V0, (n, 1))
-    batch = interleaved({"b": lambda: ct.solve_batch(small, m0s, v0s, T1, ts=TS).m}, 3)["b"]
+    times = interleaved(
+        {
+            "own": lambda: ct.solve_batch(small, m0s, v0s, T1, ts=TS).m,
+            "shared": lambda: ct.solve_batch(small, m0s, v0s, T1, ts=TS, shared_steps=True).m,
+        },
+        3,
+    )
     f = numpy_rhs(small, 2)
     start = time.perf_counter()
     for i in range(scipy_n):
@@ -277,18 +284,21 @@ def bench_front_door(quick=False):
             atol=1e-10,
         )
     scipy_each = (time.perf_counter() - start) / scipy_n
-    rows.append(
-        dict(
-            case="solve_batch, 1000 initial conditions",
-            per_trajectory_s=batch / n,
-            scipy_rk45_each_s=scipy_each,
-            scipy_over_batch_per_trajectory=scipy_each / (batch / n),
+    for name, label in (("own", "own steps per lane (jit(vmap))"), ("shared", "shared_steps=True")):
+        batch = times[name]
+        rows.append(
+            dict(
+                case=f"solve_batch, 1000 initial conditions, {label}",
+                per_trajectory_s=batch / n,
+                scipy_rk45_each_s=scipy_each,
+                scipy_over_batch_per_trajectory=scipy_each / (batch / n),
+            )
         )
-    )
-    print(
-        f"solve_batch x1000: {batch / n * 1e6:.1f} us per trajectory; scipy RK45 numpy {scipy_each * 1e3:.2f} ms each: {scipy_each / (batch / n):.0f}x",
-        flush=True,
-    )
+        print(
+            f"solve_batch x1000, {label}: {batch / n * 1e6:.1f} us per trajectory; "
+            f"scipy RK45 numpy {scipy_each * 1e3:.2f} ms each: {scipy_each / (batch / n):.0f}x",
+            flush=True,
+        )
     return rows
 
 

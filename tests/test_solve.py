@@ -265,6 +265,68 @@ def test_solve_batch_over_problems(B):
         np.testing.assert_allclose(np.asarray(batch.loss[i]), np.asarray(one.loss), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("batch_problem", [False, True])
+def test_solve_batch_shared_steps_meets_every_lanes_tolerance(batch_problem):
+    """`shared_steps=True`: one step size for all lanes. Against a dopri8 reference at
+    rtol 1e-12, every lane is at least as accurate as its own solve at the same
+    tolerances (the error norm is the largest lane RMS), up to the noise of the error
+    estimate (a factor 2 here); the lanes' statuses and the losses are per lane."""
+    B = 12
+    problems = [shape_counting(overlap=c, alpha=a, activation="sigmoid") for c, a in (SPECS * 3)[:B]]
+    problem = stack_problems(problems) if batch_problem else problems[0]
+    m0, v0 = _random_ics(B, 3)
+    shared = solve_batch(problem, m0, v0, SMOOTH_T1, ts=SMOOTH_TS, batch_problem=batch_problem, shared_steps=True)
+    assert shared.success and shared.m.shape == (B, SMOOTH_TS.size, 2, 2) and shared.num_steps.shape == (B,)
+    assert len(set(np.asarray(shared.num_steps).tolist())) == 1  # one stack, one step count
+    for i in range(B):
+        p = problems[i] if batch_problem else problem
+        ref = solve(p, m0[i], v0[i], SMOOTH_T1, ts=SMOOTH_TS, method="dopri8", rtol=1e-12, atol=1e-14)
+        own = solve(p, m0[i], v0[i], SMOOTH_T1, ts=SMOOTH_TS)
+        err_shared = np.abs(np.asarray(shared.m[i]) - np.asarray(ref.m)).max()
+        err_own = np.abs(np.asarray(own.m) - np.asarray(ref.m)).max()
+        assert err_shared <= 2 * err_own + 1e-12
+        np.testing.assert_allclose(shared.loss[i], ref.loss, rtol=0, atol=1e-7)
+
+
+def test_solve_batch_shared_steps_in_chunks(monkeypatch):
+    """More lanes than `LANES_PER_STACK` go in stacks one after another: the same lanes in
+    one stack and in several give results within the tolerance (each stack picks its own
+    steps), and padding lanes never leak into the result."""
+    import cnntheory._solve as solve_module
+
+    problem = shape_counting(activation="tanh")
+    m0, v0 = _random_ics(10, 4)
+    ts = np.linspace(0.0, 5.0, 6)  # shapes no other test uses: the patched constant is traced anew
+    whole = solve_batch(problem, m0, v0, 5.0, ts=ts, shared_steps=True)
+    monkeypatch.setattr(solve_module, "LANES_PER_STACK", 4)  # 10 lanes: stacks of 4, 4, 2 + 2 padding
+    chunked = solve_batch(problem, m0, v0, 5.0, ts=ts[:-1], shared_steps=True)
+    assert chunked.m.shape == (10, 5, 2, 2) and chunked.status.shape == (10,)
+    np.testing.assert_allclose(chunked.m, whole.m[:, :-1], rtol=0, atol=1e-8)
+    assert chunked.success
+
+
+def test_solve_batch_shared_steps_freezes_a_diverging_lane():
+    """Gradient descent (Euler) with a step beyond the stability edge of one lane only:
+    that lane is marked DIVERGED and frozen, the others run to t1 and equal their own
+    solves exactly (Euler steps do not depend on the error norm)."""
+    problem = shape_counting(activation="linear")
+    m0 = np.stack([M0, M0, M0])
+    v0 = np.stack([V0, 30.0 * np.ones(2), -V0])
+    out = solve_batch(problem, m0, v0, 3.0, ts=[1.0, 3.0], method="euler", dt0=0.05, shared_steps=True, throw=False)
+    assert out.status.tolist() == [0, 3, 0]
+    for i in (0, 2):
+        one = solve(problem, m0[i], v0[i], 3.0, ts=[1.0, 3.0], method="euler", dt0=0.05)
+        np.testing.assert_array_equal(out.m[i], one.m)
+    with pytest.raises(SolverError, match="diverged"):
+        solve_batch(problem, m0, v0, 3.0, ts=[1.0, 3.0], method="euler", dt0=0.05, shared_steps=True)
+
+
+def test_solve_batch_shared_steps_refuses_relu():
+    m0, v0 = _random_ics(2, 5)
+    with pytest.raises(ValueError, match="shared_steps=True needs a smooth student activation"):
+        solve_batch(shape_counting(), m0, v0, 1.0, shared_steps=True)
+
+
 def test_stack_problems_rejects_different_structure():
     with pytest.raises(ValueError, match="cannot be batched"):
         stack_problems([shape_counting(activation="tanh"), shape_counting(activation="sigmoid")])
