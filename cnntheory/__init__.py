@@ -34,4 +34,4 @@ from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, Status  # noqa: E4
 from . import gaussian  # noqa: E402  (Gaussian patches; the committee machine is N = 1)
 from . import fluctuations  # noqa: E402  (fluctuations of online SGD; cheap: nothing beyond jax and diffrax)
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
