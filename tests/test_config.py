@@ -159,7 +159,7 @@ def test_unknown_solver_keyword_names_the_options():
 
 def test_resolve_config_defaults_and_reuse():
     defaults = SolverConfig(dt0=1e-2, max_steps=1_000_000)
-    assert resolve_config(None, {}, caller="f", defaults=defaults) is defaults
+    assert resolve_config(None, {}, caller="f", defaults=defaults) == defaults
     config = resolve_config(None, {"rtol": 1e-6}, caller="f", defaults=defaults)
     assert (float(config.rtol), float(config.dt0), config.max_steps) == (1e-6, 1e-2, 1_000_000)
     # Immutable, so repeated keywords reuse one object (no rebuild on every call).
