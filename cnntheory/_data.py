@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
 
+from ._random import categorical, dirichlet
 from ._typing import AnyArray
 from ._validate import is_concrete, require
 
@@ -251,15 +252,18 @@ class PatchMixture(eqx.Module):
         return counts / N
 
     def sample_counts(self, key: PRNGKeyArray, num_images: int) -> tuple[Int[Array, "n M M"], Int[Array, "n P"]]:
-        """Atom index of every patch `(n, M, M)` and the counts `(n, P)`."""
+        """Atom index of every patch `(n, M, M)` and the counts `(n, P)`.
+
+        Each image draws `rho ~ Dirichlet(alpha)`, then each patch's atom from `rho`
+        (the exact samplers of `cnntheory._random`).
+        """
         M = self.patches_per_side
         if M is None:
             raise ValueError("cannot sample images in the continuum limit (patches_per_side=None)")
         require(int(num_images) >= 1, f"num_images must be >= 1, got {num_images}")
         k_rho, k_patch = jax.random.split(key)
-        rho = jax.random.dirichlet(k_rho, self.alpha, shape=(num_images,))
-        logits = jnp.log(jnp.clip(rho, 1e-300, None))
-        labels = jax.random.categorical(k_patch, logits[:, None, None, :], shape=(num_images, M, M))
+        rho = dirichlet(k_rho, self.alpha, int(num_images))
+        labels = categorical(k_patch, rho, (M, M))
         counts = jax.vmap(lambda l: jnp.bincount(l.ravel(), length=self.num_atoms))(labels)
         return labels, counts
 

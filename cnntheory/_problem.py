@@ -154,20 +154,28 @@ class TeacherStudent(eqx.Module):
         """`b_p = sum_l v*_l phi(m*_lp)`: the teacher's output on a patch equal to atom `p`."""
         return self.teacher_head @ self.phi(self.teacher_overlaps)
 
-    def student_outputs(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " P"]:
-        """`a_p = sum_l v_l sigma(m_lp)`."""
-        return v @ self.sigma(m)
+    def student_outputs(self, m: Float[AnyArray, "L P *B"], v: Float[AnyArray, " L *B"]) -> Float[Array, " P *B"]:
+        """`a_p = sum_l v_l sigma(m_lp)`.
+
+        Here and in `residual`, `velocities` and `lane_rhs`, trailing axes `*B` are
+        independent lanes (`solve_batch(shared_steps=True)` stacks its lanes last).
+        """
+        return jnp.einsum("l...,lp...->p...", v, self.sigma(m))
 
     def residual(
-        self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"], activations: Float[AnyArray, "L P"] | None = None
-    ) -> Float[Array, " P"]:
+        self,
+        m: Float[AnyArray, "L P *B"],
+        v: Float[AnyArray, " L *B"],
+        activations: Float[AnyArray, "L P *B"] | None = None,
+    ) -> Float[Array, " P *B"]:
         """`r = C (a - b)`, the moment-weighted per-atom error.
 
         `activations` replaces `sigma(m)` in `a = v @ sigma(m)` (the relu solver passes those
         of a fixed mode).
         """
-        a = self.student_outputs(m, v) if activations is None else v @ activations
-        return self.moments @ (a - self.teacher_outputs())
+        a = self.student_outputs(m, v) if activations is None else jnp.einsum("l...,lp...->p...", v, activations)
+        b = self.teacher_outputs().reshape((-1,) + (1,) * (a.ndim - 1))
+        return jnp.einsum("pq,q...->p...", self.moments, a - b)
 
     def loss(self, m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, ""]:
         """Exact population loss `1/2 (a - b)^T C (a - b)`."""
@@ -184,11 +192,11 @@ class TeacherStudent(eqx.Module):
 
     def velocities(
         self,
-        v: Float[AnyArray, " L"],
-        activations: Float[AnyArray, "L P"],
-        derivatives: Float[AnyArray, "L P"],
-        r: Float[AnyArray, " P"],
-    ) -> tuple[Float[Array, "L P"], Float[Array, " L"]]:
+        v: Float[AnyArray, " L *B"],
+        activations: Float[AnyArray, "L P *B"],
+        derivatives: Float[AnyArray, "L P *B"],
+        r: Float[AnyArray, " P *B"],
+    ) -> tuple[Float[Array, "L P *B"], Float[Array, " L *B"]]:
         r"""The flow formula, the one place it is written:
 
         $$\dot m_{lp} = -\frac{\eta_K}{D} \sum_q v_l\, \sigma'_{lq}\, r_q\, G_{qp},\qquad
@@ -198,8 +206,15 @@ class TeacherStudent(eqx.Module):
         passes `sigma(m)`, `sigma'(m)`; the relu solver passes a mode's (`sigma'` replaced by
         the sliding `theta` on a surface).
         """
-        dm = -(self.lr_kernel / self.patch_dim) * (v[:, None] * derivatives * r[None, :]) @ self.gram
-        return dm, -self.lr_head * activations @ r
+        scaled = v[:, None] * derivatives * r[None]
+        dm = -(self.lr_kernel / self.patch_dim) * jnp.einsum("lq...,qp->lp...", scaled, self.gram)
+        return dm, -self.lr_head * jnp.einsum("lp...,p...->l...", activations, r)
+
+    def lane_rhs(
+        self, m: Float[AnyArray, "L P B"], v: Float[AnyArray, "L B"]
+    ) -> tuple[Float[Array, "L P B"], Float[Array, "L B"]]:
+        """`rhs` of `B` independent states stacked on a last axis (no shape check per call)."""
+        return self.velocities(v, self.sigma(m), self.sigma.derivative(m), self.residual(m, v))
 
     def unflatten(self, y: Float[AnyArray, " n"]) -> tuple[Float[AnyArray, "L P"], Float[AnyArray, " L"]]:
         """`(m, v)` from the flat state `y = (vec m, v)` (`flatten_state`)."""

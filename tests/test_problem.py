@@ -314,3 +314,29 @@ def test_permutation_equivariance_of_rhs():
         # Same terms summed in another order: round-off only.
         np.testing.assert_allclose(np.asarray(dmp), np.asarray(dm)[perm], atol=1e-14)
         np.testing.assert_allclose(np.asarray(dvp), np.asarray(dv)[perm], atol=1e-14)
+
+
+@pytest.mark.parametrize("student", ["tanh", "relu", "softplus"])
+def test_lane_rhs_is_rhs_of_each_lane(student):
+    """`lane_rhs` (lanes stacked last, as `solve_batch(shared_steps=True)` integrates them)
+    equals `rhs` lane by lane, on a random problem with L != P != L*."""
+    rng = np.random.default_rng(7)
+    P, L, Lstar, B = 4, 3, 5, 6
+    atoms = rng.normal(size=(P, 9))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    mixture = PatchMixture(atoms, np.array([0.5, 1.0, 2.0, 1.5]), 3, "mean")
+    problem = TeacherStudent(
+        mixture,
+        rng.normal(size=Lstar),
+        rng.normal(size=(Lstar, P)),
+        teacher_activation="tanh",
+        student_activation=student,
+        lr_kernel=2.0,
+        lr_head=0.5,
+    )
+    m, v = rng.normal(size=(L, P, B)), rng.normal(size=(L, B))
+    dm, dv = problem.lane_rhs(jnp.asarray(m), jnp.asarray(v))
+    for b in range(B):
+        one_m, one_v = problem.rhs(jnp.asarray(m[..., b]), jnp.asarray(v[:, b]))
+        np.testing.assert_allclose(dm[..., b], one_m, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(dv[:, b], one_v, rtol=1e-14, atol=1e-15)
