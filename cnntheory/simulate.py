@@ -337,18 +337,26 @@ def patch_network(
     activation: Activation,
     pooling: str,
 ) -> Float[Array, " n"]:
-    """`network` on the images whose patch `(i, j)` is the atom `patches[:, i, j]`.
+    r"""`network` on the images whose patch `(i, j)` is the atom `patches[:, i, j]`.
 
-    Every patch is an atom, so the stride-`k` convolution is a matrix product and a gather:
-    `K_l . patch_ij / D = T[patches_ij, l]` with the `(P, L)` table `T = atoms K^T / D`.
+    Every patch is an atom, so the stride-`k` convolution is a matrix product and a lookup:
+    `K_l . patch_ij / D = T[patches_ij, l]` with the `(P, L)` table `T = atoms K^T / D`,
+    and pooling over patches groups them by atom:
+
+    $$\mathrm{POOL}_{ij}\, \sigma(T_{p_{ij} l}) = \sum_p c_p\, \sigma(T_{pl}),$$
+
+    with `c_p` the image's count of atom `p` (`sum` pooling) or its fraction (`mean`).
     The same function as `network(kernels, head, images_from_labels(patches), ...)` (equal
-    to round-off, gradients included), at a fraction of the cost: XLA:CPU runs a
-    convolution inside a compiled loop many times slower than on its own.
+    to round-off, gradients included), at a fraction of the cost: the activation is
+    evaluated on `P L` numbers, not `n M^2 L`, and its gradient needs no scatter over
+    patches (XLA:CPU runs a convolution, or a gather's transpose, inside a compiled loop
+    many times slower than on its own).
     """
     table = atoms @ kernels.T / kernels.shape[1]  # (P, L)
-    act = _with_registry_derivative(activation)(table[patches])  # (n, M, M, L)
-    pooled = jnp.sum(act, axis=(1, 2)) if pooling == "sum" else jnp.mean(act, axis=(1, 2))
-    return pooled @ head
+    counts = jax.nn.one_hot(patches, atoms.shape[0], dtype=table.dtype).sum(axis=(1, 2))  # (n, P)
+    if pooling == "mean":
+        counts = counts / (patches.shape[1] * patches.shape[2])
+    return counts @ _with_registry_derivative(activation)(table) @ head
 
 
 def teacher_kernels(problem: TeacherStudent) -> Float[Array, "Lstar D"]:
