@@ -183,7 +183,7 @@ def write_results(meta, rows):
         "call, with the exact vectorised gamma/Dirichlet/categorical samplers of `cnntheory._random`.",
         "What is left per step is mostly random bits: at d = 64, B = 256 a step draws 16 384 patch",
         "atoms and 512 gammas (~250 us of threefry on CPU) against ~90 us of gradient; a run of 4 x 40",
-        "steps also pays ~10 ms of fixed set-up (steady state, 160 steps: ~3.5x the loop).",
+        "steps also pays ~8 ms of fixed set-up (steady state, 160 steps: ~3.5x the loop).",
     ]
     (RESULTS / "simulation_throughput.json").write_text(
         json.dumps({"meta": meta, "ratios_simulate_over_loop": ratios, "rows": rows}, indent=1)

@@ -611,6 +611,13 @@ def _run_steps(setup: _Setup, state, train, count, block: int):
     return jax.lax.fori_loop(0, num_blocks, run_block, (state, jnp.zeros((), setup.dtype)))
 
 
+def _next_loss(setup: _Setup, state, train):
+    """The objective at the state's parameters on the data its next step would draw."""
+    params, key, *_ = state
+    _, sub = jax.random.split(key)
+    return setup.objective(params, setup.mode.draw(setup, sub), train)
+
+
 #: Most patch indices drawn at once per seed (`block * batch * M * M`): 8 MiB of int64.
 _DRAW_ENTRIES = 2**20
 
@@ -632,14 +639,21 @@ def _advance(setup: _Setup, states, train, indices, num_records, record_every, b
 
     Record `j` is taken at step `j r`, then `r` steps follow; the first of them gives
     `train_loss` (the objective at the recorded parameters, on that step's data). After the
-    last record (`j = num_records`) those steps only serve that loss and are discarded.
+    last record (`j = num_records`) no step is taken: that loss is evaluated on the data
+    the next step would draw (`_next_loss`).
     """
 
     def one_seed(state, train):
         def chunk(state, j):
             rec = setup.record(state)
-            new, rec["train_loss"] = _run_steps(setup, state, train, record_every, block)
-            state = jax.tree.map(lambda old, nw: jnp.where(j < num_records, nw, old), state, new)
+
+            def advance(state):
+                return _run_steps(setup, state, train, record_every, block)
+
+            def last(state):
+                return state, _next_loss(setup, state, train)
+
+            state, rec["train_loss"] = jax.lax.cond(j < num_records, advance, last, state)
             return state, rec
 
         return jax.lax.scan(chunk, state, indices)
