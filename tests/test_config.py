@@ -193,29 +193,12 @@ def test_entry_points_take_a_config_or_its_keywords():
         an.solve_schedule(schedule, M0, V0, 1.0, ts=ts, **options).m,
         an.solve_schedule(schedule, M0, V0, 1.0, ts=ts, config=config).m,
     )
-    grid = {"overlap": [0.5, 0.8]}
-    same(
-        an.sweep(
-            lambda overlap: shape_counting(float(overlap), activation="tanh"),
-            grid,
-            M0,
-            V0,
-            1.0,
-            ts=ts,
-            progress=False,
-            **options,
-        ).loss,
-        an.sweep(
-            lambda overlap: shape_counting(float(overlap), activation="tanh"),
-            grid,
-            M0,
-            V0,
-            1.0,
-            ts=ts,
-            progress=False,
-            config=config,
-        ).loss,
-    )
+
+    def sweep(**solver):
+        fn = lambda overlap: shape_counting(float(overlap), activation="tanh")  # noqa: E731
+        return an.sweep(fn, {"overlap": [0.5, 0.8]}, M0, V0, 1.0, ts=ts, progress=False, **solver).loss
+
+    same(sweep(**options), sweep(config=config))
     gp = ga.GaussianTeacherStudent(1, np.ones(2), np.eye(2), lr=0.1)
     Q0, R0 = 0.2 * np.eye(2), 0.1 * np.eye(2)
     same(
