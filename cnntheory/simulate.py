@@ -9,9 +9,11 @@ with the patch products computed by a strided convolution
 from the teacher network (kernels `K*`, activation `phi`, head `v*`) on the same images.
 Training evaluates the same function faster: every patch is an atom, so
 `K_l . patch_ij / D` is entry `(a_ij, l)` of the `(P, L)` table `atoms K^T / D`, with
-`a_ij` the atom index of the patch (`patch_network`: a matrix product and a gather, equal
-to the convolution to round-off, gradients included; XLA:CPU runs a convolution inside a
-compiled loop many times slower than on its own). Squared
+`a_ij` the atom index of the patch, and pooling groups the patches by atom: the pooled
+activation is `sum_p c_p sigma(T_pl)` with `c_p` the image's atom counts (`patch_network`:
+a matrix product and a counts-weighted table, equal to the convolution to round-off,
+gradients included; XLA:CPU runs a convolution inside a compiled loop many times slower
+than on its own). Squared
 loss `1/2 mean_i (f_i - y_i)^2`, plain gradient descent with the problem's multipliers:
 
 $$K \leftarrow K - \mathrm{lr}\,\eta_K\,\nabla_K \mathcal{L},\qquad
