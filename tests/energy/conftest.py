@@ -19,3 +19,24 @@ def data():
     k = 3
     images, labels = E.photo_crops(24, 10, seed=3)
     return images, labels.astype(float), E.pooled_patches(images, k), E.patch_pca(images, k)
+
+
+@pytest.fixture(scope="session")
+def tiny_report():
+    """`run_experiment` on 64 digits with every size at its smallest (a few seconds): the
+    experiment and plot tests. Returns `(images, labels, config, report)`."""
+    images, labels = E.digits(64)
+    config = E.EnergyConfig(
+        k=3,
+        linear_filters=2,
+        linear_steps=8,
+        linear_records=2,
+        linear_seeds=3,
+        linear_images=32,
+        small_steps=4,
+        small_seeds=2,
+        small_widths=(4, 4),
+        small_batch=8,
+        control_draws=3,
+    )
+    return images, labels, config, E.run_experiment(images, labels, config=config, progress=False)

@@ -82,3 +82,37 @@ def test_theorem_limits():
         )
     with pytest.raises(ValueError, match="diverges"):
         E.theorem_profile(lam, 3, eta=1.0)
+
+
+def test_delta_std_is_the_spread_of_brute_force_gd(data):
+    # Delta(t) is linear in the labels y and the mean initial filter wbar0: iterate the GD map on
+    # the matrices, Delta_t = B_t y + C_t wbar0, with
+    #   B_{t+1} = B_t - 2 eta (K A B_t - P^T / N),  C_{t+1} = C_t - 2 eta K A (I + C_t),
+    # then Var(u . Delta) = s_y^2 |B^T u|^2 + (s_w^2 / K) |C^T u|^2 (wbar0 ~ N(0, s_w^2 / K)).
+    _, _, pooled, pca = data
+    N, D = pooled.shape
+    eta, label_std, init_std = 0.05, 0.7, 0.2
+    A = pooled.T @ pooled / N
+    B, C = np.zeros((D, N)), np.zeros((D, D))
+    steps, ref = [0, 1, 5, 30], []
+    rng = np.random.default_rng(12)
+    other = np.linalg.qr(rng.standard_normal((D, D)))[0]  # any orthonormal basis, not only the PCA's
+    for t in range(31):
+        if t in steps:
+            ref.append([label_std**2 * np.sum((u.T @ B) ** 2, axis=1) + init_std**2 / K * np.sum((u.T @ C) ** 2, axis=1)
+                        for u in (pca.basis, other)])  # fmt: skip
+        B, C = B - 2 * eta * (K * A @ B - pooled.T / N), C - 2 * eta * K * A @ (np.eye(D) + C)
+    ref = np.sqrt(np.array(ref))  # (T, basis, D)
+    exact = E.ExactLinearCNN(pooled, np.zeros(N), K)
+    for b, basis in enumerate((pca.basis, other)):
+        got = exact.delta_std(np.array(steps), eta, basis, label_std=label_std, init_std=init_std)
+        assert got.shape == (len(steps), D)
+        np.testing.assert_array_equal(got[0], 0.0)
+        # 30 float64 GD steps against the eigen-decomposed closed form: round-off only
+        np.testing.assert_allclose(got, ref[:, b], rtol=1e-9, atol=1e-14)
+    # and the expected energy is the folded-Gaussian mean sqrt(2 / pi) sigma
+    np.testing.assert_allclose(
+        exact.expected_energy(7, eta, pca.basis, label_std, init_std),
+        np.sqrt(2 / np.pi) * exact.delta_std(7, eta, pca.basis, label_std, init_std),
+        rtol=1e-15,
+    )

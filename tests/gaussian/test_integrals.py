@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnntheory import get_activation
-from cnntheory.gaussian import closed_form, expectation, gaussian_expectation
+from cnntheory.gaussian import closed_form, expectation, gaussian_expectation, hermite_rule
 from cnntheory.gaussian._integrals import quadrature
 
 # Slots per kind: the number of variables of the sub-covariance.
@@ -124,3 +124,40 @@ def test_auto_uses_closed_form_only_when_all_activations_have_one():
     assert expectation("I4", "relu", "relu", which=("s", "t")) is closed_form("relu", "I4")
     assert expectation("I4", "relu", "relu", which=("s", "t"), method="quadrature") is not closed_form("relu", "I4")
     assert expectation("I4", "relu", "tanh", which=("s", "t")) is not closed_form("relu", "I4")  # quadrature fallback
+
+
+@pytest.mark.parametrize("n", [3, 8, 16])
+def test_hermite_rule_is_the_normalised_probabilists_rule(n):
+    import scipy.special
+
+    nodes, weights = hermite_rule(1, n)
+    assert nodes.shape == (n, 1) and weights.shape == (n,)
+    # scipy's probabilists' Gauss-Hermite rule (weight exp(-x^2/2), total sqrt(2 pi)), normalised
+    x, w = scipy.special.roots_hermitenorm(n)
+    np.testing.assert_allclose(nodes[:, 0], x, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(weights, w / np.sqrt(2 * np.pi), rtol=1e-10, atol=1e-300)
+    # standard normal moments E x^(2m) = (2m - 1)!!, exact for degree 2m < 2n (round-off 1e-13 relative)
+    for m, value in [(0, 1.0), (1, 1.0), (2, 3.0), (3, 15.0), (4, 105.0)]:
+        got = np.sum(weights * nodes[:, 0] ** (2 * m))
+        if 2 * m < 2 * n:
+            assert got == pytest.approx(value, rel=1e-12)
+        else:  # beyond the rule's degree: not exact (n = 3, x^6 and x^8)
+            assert abs(got - value) > 1e-3
+        assert np.sum(weights * nodes[:, 0] ** (2 * m + 1)) == pytest.approx(0.0, abs=1e-12 * value)
+
+
+def test_hermite_rule_tensor_grid_in_dimension_three():
+    n = 4
+    nodes, weights = hermite_rule(3, n)
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / np.sqrt(2 * np.pi)
+    assert nodes.shape == (n**3, 3) and weights.shape == (n**3,)
+    # every triple of 1-d nodes once, in C order, with the product weight
+    ref_nodes = np.array([[a, b, c] for a in x for b in x for c in x])
+    ref_weights = np.array([wa * wb * wc for wa in w for wb in w for wc in w])
+    np.testing.assert_array_equal(nodes, ref_nodes)
+    np.testing.assert_allclose(weights, ref_weights, rtol=1e-15)
+    # N(0, I_3) moments: E[x^2 y^4 z^6] = 1 * 3 * 15 (each degree < 2n = 8), E[x y] = 0
+    assert np.sum(weights * nodes[:, 0] ** 2 * nodes[:, 1] ** 4 * nodes[:, 2] ** 6) == pytest.approx(45.0, rel=1e-12)
+    assert np.sum(weights * nodes[:, 0] * nodes[:, 1]) == pytest.approx(0.0, abs=1e-14)
+    assert np.sum(weights) == pytest.approx(1.0, rel=1e-14)
