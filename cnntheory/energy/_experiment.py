@@ -42,6 +42,13 @@ class EnergyConfig:
     control_draws: int = 20
     seed: int = 0
 
+    def __post_init__(self):
+        if not (self.linear_records >= 1 and self.linear_steps % self.linear_records == 0):
+            raise ValueError(
+                f"linear_steps={self.linear_steps} must be a multiple of linear_records={self.linear_records} "
+                "(the linear CNN is recorded every linear_steps / linear_records steps)"
+            )
+
 
 @dataclasses.dataclass(frozen=True)
 class EnergyReport:
@@ -108,12 +115,12 @@ def run_experiment(
     pooled = pooled_patches(lin_images, cfg.k)
     exact = ExactLinearCNN(pooled, np.zeros(len(lin_images)), cfg.linear_filters)
     eta = 0.5 / (cfg.linear_filters * exact.alphas[0])
-    every = max(cfg.linear_steps // cfg.linear_records, 1)
+    every = cfg.linear_steps // cfg.linear_records
     lin_kwargs = dict(
         k=cfg.k,
         num_filters=cfg.linear_filters,
         eta=eta,
-        steps=every * cfg.linear_records,
+        steps=cfg.linear_steps,
         seeds=cfg.linear_seeds,
         record_every=every,
         seed=cfg.seed,

@@ -43,10 +43,14 @@ def plot_report(report: EnergyReport, title: str = ""):
     # (b) the formula's evolution with t: proportional to lambda early, whitening late
     ax = axes[0, 1]
     eta = 0.5 / lam[0] ** 2
-    for t in np.geomspace(1, 1e4 / (eta * lam[-1] ** 2), 6):
+    # Directions without energy (lambda = 0, e.g. grey images stored in three channels) set
+    # no time scale and have no whitened value: the range and 1/lambda use lambda > 0 only.
+    smallest = lam[lam > 0][-1]
+    for t in np.geomspace(1, 1e4 / (eta * smallest**2), 6):
         ax.plot(i, normalise(theorem_profile(lam, t, eta)), label=f"t = {t:.3g}")
     ax.plot(i, normalise(lam), "k:", lw=2, label="$\\lambda_i$ (early)")
-    ax.plot(i, normalise(1 / lam), "k--", lw=2, label="$1/\\lambda_i$ (whitening)")
+    inverse = np.divide(1.0, lam, out=np.full_like(lam, np.nan), where=lam > 0)
+    ax.plot(i, inverse / np.nanmax(inverse), "k--", lw=2, label="$1/\\lambda_i$ (whitening)")
     panel(ax, "(b) formula vs t ($\\eta = 1/2\\lambda_1^2$)")
     ax.legend(fontsize=7)
 

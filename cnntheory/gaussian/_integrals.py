@@ -70,6 +70,7 @@ def hermite_rule(dim: int, n: int):
     wgrids = np.meshgrid(*([w] * dim), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=-1)
     weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
+    nodes.flags.writeable = weights.flags.writeable = False  # cached: shared by every caller
     return nodes, weights  # numpy: cached arrays must not be created inside a trace
 
 

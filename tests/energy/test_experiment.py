@@ -128,3 +128,10 @@ def test_without_labels_only_random_kinds(tiny_report):
 def test_needs_two_images():
     with pytest.raises(ValueError, match="at least 2 images"):
         E.run_experiment(np.zeros((1, 1, 8, 8)), config=E.EnergyConfig(), progress=False)
+
+
+@pytest.mark.parametrize("steps, records", [(10, 4), (3, 4)])
+def test_linear_steps_must_be_whole_records(steps, records):
+    """The linear CNN trains exactly `linear_steps` steps, recorded `linear_records` times."""
+    with pytest.raises(ValueError, match=rf"linear_steps={steps} must be a multiple of linear_records={records}"):
+        E.EnergyConfig(linear_steps=steps, linear_records=records)

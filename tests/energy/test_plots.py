@@ -41,3 +41,26 @@ def test_profiles_are_normalised_to_one(tiny_report, figure):
             y = np.asarray(line.get_ydata(), dtype=float)
             assert np.max(np.abs(y)) == pytest.approx(1.0, rel=1e-12)  # every curve: max 1
             np.testing.assert_array_equal(line.get_xdata(), np.arange(1, rep.pca.lambdas.size + 1))
+
+
+def test_zero_energy_directions_do_not_break_panel_b(tiny_report):
+    """Grey images stored in three channels have patch energies exactly 0: panel (b)'s time
+    range comes from the smallest positive energy and 1/lambda is drawn where lambda > 0, with
+    no division warnings and only those entries missing."""
+    import dataclasses
+    import warnings
+
+    rep = tiny_report[3]
+    lam = np.array(rep.pca.lambdas, dtype=float)
+    lam[-2:] = 0.0
+    zeroed = dataclasses.replace(rep, pca=dataclasses.replace(rep.pca, lambdas=lam))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = E.plot_report(zeroed)
+    b = fig.axes[1].get_lines()
+    for line in b[:-1]:  # the six times and lambda: finite everywhere
+        assert np.isfinite(line.get_ydata()).all(), line.get_label()
+    assert "inf" not in " ".join(line.get_label() for line in b)
+    inverse = b[-1].get_ydata()
+    assert np.isnan(inverse[-2:]).all() and np.isfinite(inverse[:-2]).all() and np.nanmax(inverse) == 1.0
+    plt.close(fig)

@@ -161,3 +161,11 @@ def test_hermite_rule_tensor_grid_in_dimension_three():
     assert np.sum(weights * nodes[:, 0] ** 2 * nodes[:, 1] ** 4 * nodes[:, 2] ** 6) == pytest.approx(45.0, rel=1e-12)
     assert np.sum(weights * nodes[:, 0] * nodes[:, 1]) == pytest.approx(0.0, abs=1e-14)
     assert np.sum(weights) == pytest.approx(1.0, rel=1e-14)
+
+
+def test_hermite_rule_arrays_are_read_only():
+    """The rule is cached and shared: writing into it would corrupt every later quadrature."""
+    nodes, weights = hermite_rule(2, 4)
+    for x in (nodes, weights):
+        with pytest.raises(ValueError, match="read-only"):
+            x[0] = 0.0
