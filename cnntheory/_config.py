@@ -12,9 +12,11 @@ once, here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -134,15 +136,11 @@ def _cached(defaults: SolverConfig, key) -> SolverConfig:
     return _replace(defaults, {name: value for name, _, value in key})
 
 
-def _replace(defaults: SolverConfig, options: Mapping[str, object]) -> SolverConfig:
-    return defaults if not options else SolverConfig(**{**_fields(defaults), **options})
+def _replace(defaults: SolverConfig, options: Mapping[str, Any]) -> SolverConfig:
+    return dataclasses.replace(defaults, **options) if options else defaults
 
 
-def _fields(config: SolverConfig) -> dict:
-    return {name: getattr(config, name) for name in _OPTION_NAMES}
-
-
-def _built(defaults: SolverConfig, options: Mapping[str, object]) -> SolverConfig:
+def _built(defaults: SolverConfig, options: Mapping[str, Any]) -> SolverConfig:
     """`defaults` with `options` replaced, reused for repeated hashable options (it is immutable)."""
     try:
         return _cached(defaults, tuple((name, type(value), value) for name, value in options.items()))
@@ -151,7 +149,7 @@ def _built(defaults: SolverConfig, options: Mapping[str, object]) -> SolverConfi
 
 
 def resolve_config(
-    config: SolverConfig | None, options: Mapping[str, object], *, caller: str, defaults: SolverConfig | None = None
+    config: SolverConfig | None, options: Mapping[str, Any], *, caller: str, defaults: SolverConfig | None = None
 ) -> SolverConfig:
     """The `SolverConfig` of a call to `caller`: `config`, or one built from `options`.
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import diffrax
 import jax
 import jax.numpy as jnp
+import optimistix as optx
 from jax import Array
 from jax.flatten_util import ravel_pytree
 
@@ -43,15 +44,13 @@ def saveat(ts):
     return diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)])
 
 
-def controller(config: SolverConfig, norm=None):
+def controller(config: SolverConfig, norm=optx.rms_norm):
     """PID step control, or constant steps for `"euler"` (the gradient-descent map).
 
-    `norm` measures the scaled error of a step (default diffrax's RMS over the state).
+    `norm` measures the scaled error of a step (diffrax's default: the RMS over the state).
     """
     if config.method == "euler":
         return diffrax.ConstantStepSize()
-    if norm is None:
-        return diffrax.PIDController(rtol=config.rtol, atol=config.atol, dtmin=None)
     return diffrax.PIDController(rtol=config.rtol, atol=config.atol, dtmin=None, norm=norm)
 
 
