@@ -39,7 +39,7 @@ from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes
 from ._problem import TeacherStudent
 from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import Events, SolverError, Trajectory
+from ._trajectory import Events, SolverError, Trajectory, checked
 from ._typing import AnyArray, Scalar, Times
 from ._validate import is_concrete, require, require_finite
 
@@ -154,15 +154,6 @@ def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch
     m, v, loss, status, nsteps, t_end = out
     nseg = jnp.ones(B, dtype=nsteps.dtype)
     return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, Events.empty(0, (B,)))
-
-
-def _checked(traj: Trajectory, throw: bool) -> Trajectory:
-    """`traj.raise_for_status()` when `throw`, with the common case (concrete, every status
-    `SUCCESS` = 0) answered without building the bound method (a Module attribute costs
-    ~20 us, a tenth of a small solve)."""
-    if not throw or (not _traced(traj.status) and not np.asarray(traj.status).any()):
-        return traj
-    return traj.raise_for_status()
 
 
 def _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config: SolverConfig, events, detail="") -> Trajectory:
@@ -308,7 +299,7 @@ def solve(
         traj = _compiled(
             problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs
         )
-    return _checked(traj, throw)
+    return checked(traj, throw)
 
 
 def _solve_scipy(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive) -> Trajectory:
@@ -399,8 +390,8 @@ def solve_batch(
             "shared_steps=True needs a smooth student activation (or method='euler'): relu lanes switch modes at their own events",
         )
         traj = _compiled_shared(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
-        return _checked(traj, throw)
+        return checked(traj, throw)
     traj = _compiled(
         problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None
     )
-    return _checked(traj, throw)
+    return checked(traj, throw)

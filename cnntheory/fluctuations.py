@@ -107,7 +107,7 @@ from typing_extensions import Unpack
 from ._config import SolverConfig, SolverOptions, resolve_config
 from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent, flatten_state
-from ._trajectory import CnnTheoryError, SolverError, Status, _Result, status_message
+from ._trajectory import CnnTheoryError, SolverError, Status, _Result, checked, status_message
 from ._typing import AnyArray
 from ._validate import require, require_finite
 
@@ -364,7 +364,7 @@ def _result(problem, ts, m0, out, status, t_end, config, t1, throw, **params):
         message=message,
         **params,
     )
-    return result.raise_for_status() if throw else result
+    return checked(result, throw)
 
 
 def moments(

@@ -57,7 +57,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._activations import Activation
 from ._data import gram_pseudo_inverse
 from ._problem import TeacherStudent
-from ._trajectory import CnnTheoryError, Status, _Result
+from ._trajectory import CnnTheoryError, Status, _Result, checked
 from ._typing import AnyArray
 from ._validate import require, require_finite
 
@@ -831,4 +831,4 @@ def _finish(rec, states, groups, train_moments, mode, lr, steps, record_every, n
         record_every=int(record_every),
         steps=int(steps),
     )
-    return result.raise_for_status() if throw else result
+    return checked(result, throw)

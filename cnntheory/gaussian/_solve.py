@@ -19,7 +19,7 @@ from typing_extensions import Unpack
 
 from .._config import SolverConfig, SolverOptions, resolve_config
 from .._integrate import DIFFRAX_SOLVERS, integrate
-from .._trajectory import CnnTheoryError, SolverError, _Result, status_message
+from .._trajectory import CnnTheoryError, SolverError, _Result, checked, status_message
 from .._typing import AnyArray
 from .._validate import require, require_finite, require_shape
 from ._problem import GaussianTeacherStudent
@@ -126,4 +126,4 @@ def solve(
         method=config.method,
         message=message,
     )
-    return traj.raise_for_status() if throw else traj
+    return checked(traj, throw)
