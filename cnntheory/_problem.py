@@ -216,7 +216,7 @@ class TeacherStudent(eqx.Module):
         """`rhs` of `B` independent states stacked on a last axis (no shape check per call)."""
         return self.velocities(v, self.sigma(m), self.sigma.derivative(m), self.residual(m, v))
 
-    def unflatten(self, y: Float[AnyArray, " n"]) -> tuple[Float[AnyArray, "L P"], Float[AnyArray, " L"]]:
+    def unflatten(self, y: Float[AnyArray, " n *B"]) -> tuple[Float[AnyArray, "L P *B"], Float[AnyArray, " L *B"]]:
         """`(m, v)` from the flat state `y = (vec m, v)` (`flatten_state`)."""
         return unflatten_state(y, self.num_atoms)
 
@@ -253,12 +253,17 @@ def shape_counting(
     )
 
 
-def flatten_state(m: Float[AnyArray, "L P"], v: Float[AnyArray, " L"]) -> Float[Array, " n"]:
-    """The flat state `y = (m_11, ..., m_LP, v_1, ..., v_L)`, `n = L P + L`."""
-    return jnp.concatenate([m.ravel(), v])
+def flatten_state(m: Float[AnyArray, "L P *B"], v: Float[AnyArray, " L *B"]) -> Float[Array, " n *B"]:
+    """The flat state `y = (m_11, ..., m_LP, v_1, ..., v_L)`, `n = L P + L`.
+
+    Trailing axes `*B` are independent lanes (`TeacherStudent.lane_rhs`), kept last.
+    """
+    return jnp.concatenate([m.reshape(-1, *m.shape[2:]), v])
 
 
-def unflatten_state(y: Float[AnyArray, " n"], num_atoms: int) -> tuple[Float[AnyArray, "L P"], Float[AnyArray, " L"]]:
-    """Inverse of `flatten_state` for `P = num_atoms`."""
+def unflatten_state(
+    y: Float[AnyArray, " n *B"], num_atoms: int
+) -> tuple[Float[AnyArray, "L P *B"], Float[AnyArray, " L *B"]]:
+    """Inverse of `flatten_state` for `P = num_atoms` (trailing lane axes kept)."""
     L = y.shape[0] // (num_atoms + 1)
-    return y[: L * num_atoms].reshape(L, num_atoms), y[L * num_atoms :]
+    return y[: L * num_atoms].reshape(L, num_atoms, *y.shape[1:]), y[L * num_atoms :]

@@ -37,7 +37,7 @@ from typing_extensions import Unpack
 from ._config import SolverConfig, SolverOptions, _number, _traced, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes
-from ._problem import TeacherStudent
+from ._problem import TeacherStudent, flatten_state, unflatten_state
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import Events, SolverError, Trajectory, checked
 from ._typing import AnyArray, Scalar, Times
@@ -109,21 +109,17 @@ def _lane_field(t, y, problem, *, batch_problem):
     """
     if batch_problem:
         return jax.vmap(lambda p, y: p.flat_rhs(y), in_axes=(0, -1), out_axes=-1)(problem, y)
-    n, B = y.shape
-    P = problem.num_atoms
-    L = n // (P + 1)
-    dm, dv = problem.lane_rhs(y[: L * P].reshape(L, P, B), y[L * P :])
-    return jnp.concatenate([dm.reshape(L * P, B), dv])
+    return flatten_state(*problem.lane_rhs(*problem.unflatten(y)))
 
 
 def _shared_stack(problem, m0, v0, t0, t1, ts, config, *, batch_problem):
     """One stack of lanes, one shared step: `(m, v, loss, status, num_steps, t_end)`, lanes first."""
-    B, L, P = m0.shape
-    y0 = jnp.concatenate([m0.reshape(B, L * P), v0], axis=1).T  # flatten_state, lane last
+    B, _, P = m0.shape
+    y0 = flatten_state(jnp.moveaxis(m0, 0, -1), jnp.moveaxis(v0, 0, -1))  # (n, B): lanes last
     field = functools.partial(_lane_field, batch_problem=batch_problem)
     ys, status, nsteps, t_end = integrate_lanes(field, y0, problem, t0, t1, ts, config)
-    ys = jnp.moveaxis(ys, -1, 0)  # (B, T, n)
-    m, v = ys[..., : L * P].reshape(B, -1, L, P), ys[..., L * P :]
+    unflatten = functools.partial(unflatten_state, num_atoms=P)
+    m, v = jax.vmap(jax.vmap(unflatten))(jnp.moveaxis(ys, -1, 0))  # ys (T, n, B) -> (B, T, ...)
     loss = jax.vmap(lambda p, m, v: jax.vmap(p.loss)(m, v), in_axes=(0 if batch_problem else None, 0, 0))(problem, m, v)
     return m, v, loss, status, jnp.broadcast_to(nsteps, (B,)), jnp.broadcast_to(t_end, (B,))
 

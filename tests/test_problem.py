@@ -11,6 +11,7 @@ import scipy.stats
 from helpers_bruteforce import brute_force_flow, enumerate_images
 
 from cnntheory import ACTIVATIONS, PatchMixture, TeacherStudent, atoms_from_gram, shape_atoms, shape_counting
+from cnntheory._problem import flatten_state
 
 STUDENTS = ["relu", "sigmoid", "tanh", "swish", "gelu", "softplus", "erf", "quadratic", "linear"]
 
@@ -336,6 +337,12 @@ def test_lane_rhs_is_rhs_of_each_lane(student):
     )
     m, v = rng.normal(size=(L, P, B)), rng.normal(size=(L, B))
     dm, dv = problem.lane_rhs(jnp.asarray(m), jnp.asarray(v))
+    # The flat layout keeps lanes last: lane b of the stacked state is the flat state of lane b.
+    y = flatten_state(jnp.asarray(m), jnp.asarray(v))
+    for b in range(B):
+        np.testing.assert_array_equal(y[:, b], flatten_state(jnp.asarray(m[..., b]), jnp.asarray(v[:, b])))
+    np.testing.assert_array_equal(problem.unflatten(y)[0], m)
+    np.testing.assert_array_equal(problem.unflatten(y)[1], v)
     for b in range(B):
         one_m, one_v = problem.rhs(jnp.asarray(m[..., b]), jnp.asarray(v[:, b]))
         np.testing.assert_allclose(dm[..., b], one_m, rtol=1e-14, atol=1e-15)
