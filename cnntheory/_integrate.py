@@ -19,7 +19,7 @@ import optimistix as optx
 from jax import Array
 from jax.flatten_util import ravel_pytree
 
-from ._trajectory import DIVERGENCE_BOUND, Status, diverged, status_from_result
+from ._trajectory import Status, diverged, out_of_bounds, status_from_result
 
 if TYPE_CHECKING:
     from ._config import SolverConfig
@@ -106,8 +106,7 @@ def _flat_divergence_event_fn(t, y, args, **kwargs):
 
 def lane_diverged(y: Array) -> Array:
     """`(B,)`: which lanes (last axis) of a stacked state `(n, B)` diverged (`diverged`)."""
-    big = jnp.max(jnp.abs(y), axis=0)
-    return ~(jnp.isfinite(big) & (big < DIVERGENCE_BOUND))
+    return out_of_bounds(jnp.max(jnp.abs(y), axis=0))
 
 
 def lane_rms_max(scaled_error: Array) -> Array:

@@ -284,8 +284,12 @@ class Trajectory(_Result):
 
 def diverged(*state) -> Array:
     """True when any component of the state is non-finite or beyond `DIVERGENCE_BOUND`."""
-    big = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in state]))
-    return ~(jnp.isfinite(big) & (big < DIVERGENCE_BOUND))
+    return out_of_bounds(jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in state])))
+
+
+def out_of_bounds(magnitude: Array) -> Array:
+    """The divergence test on a largest magnitude (elementwise): non-finite or beyond `DIVERGENCE_BOUND`."""
+    return ~(jnp.isfinite(magnitude) & (magnitude < DIVERGENCE_BOUND))
 
 
 def status_from_result(result, is_diverged) -> Array:
