@@ -264,8 +264,7 @@ class PatchMixture(eqx.Module):
         k_rho, k_patch = jax.random.split(key)
         rho = dirichlet(k_rho, self.alpha, int(num_images))
         labels = categorical(k_patch, rho, (M, M))
-        counts = jax.vmap(lambda l: jnp.bincount(l.ravel(), length=self.num_atoms))(labels)
-        return labels, counts
+        return labels, atom_counts(labels, self.num_atoms)
 
     def images_from_labels(self, labels: Int[AnyArray, "n M M"]) -> Float[Array, "n d d"]:
         """Assemble `d x d` images from per-patch atom indices."""
@@ -278,6 +277,11 @@ class PatchMixture(eqx.Module):
         """Draw `num_images` images `(n, d, d)` and their patch counts `(n, P)`."""
         labels, counts = self.sample_counts(key, num_images)
         return self.images_from_labels(labels), counts
+
+
+def atom_counts(labels: Int[AnyArray, "n M M"], num_atoms: int) -> Int[Array, "n P"]:
+    """How many patches of each image are each atom, `(n, P)`, from the atom index of every patch."""
+    return jax.nn.one_hot(labels, num_atoms, dtype=int).sum(axis=(1, 2))
 
 
 def extract_patches(images: Float[AnyArray, "n d d"], k: int) -> Float[Array, "n N D"]:

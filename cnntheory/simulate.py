@@ -55,7 +55,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._activations import Activation
-from ._data import gram_pseudo_inverse
+from ._data import atom_counts, gram_pseudo_inverse
 from ._problem import TeacherStudent
 from ._trajectory import CnnTheoryError, Status, _Result, checked
 from ._typing import AnyArray
@@ -355,7 +355,7 @@ def patch_network(
     many times slower than on its own).
     """
     table = atoms @ kernels.T / kernels.shape[1]  # (P, L)
-    counts = jax.nn.one_hot(patches, atoms.shape[0], dtype=table.dtype).sum(axis=(1, 2))  # (n, P)
+    counts = atom_counts(patches, atoms.shape[0]).astype(table.dtype)
     if pooling == "mean":
         counts = counts / (patches.shape[1] * patches.shape[2])
     return counts @ _with_registry_derivative(activation)(table) @ head
