@@ -19,29 +19,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 from typing_extensions import TypedDict
 
 from ._integrate import DIFFRAX_SOLVERS
 from ._scipy import SCIPY_METHODS
-from ._validate import require
+from ._validate import as_number, is_traced, require
 
 __all__ = ["SolverConfig", "SolverOptions", "resolve_config"]
 
 
-def _traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _number(x):
-    """A traced number stays traced; a concrete one becomes a numpy float64 (one jit signature)."""
-    return jnp.asarray(x, dtype=float) if _traced(x) else np.float64(x)
-
-
 def _optional_number(x):
-    return None if x is None else _number(x)
+    return None if x is None else as_number(x)
 
 
 def _count(name: str, value, hint: str) -> None:
@@ -73,8 +62,8 @@ class SolverConfig(eqx.Module):
     """
 
     method: str = eqx.field(static=True, default="tsit5")
-    rtol: float = eqx.field(converter=_number, default=1e-8)
-    atol: float = eqx.field(converter=_number, default=1e-10)
+    rtol: float = eqx.field(converter=as_number, default=1e-8)
+    atol: float = eqx.field(converter=as_number, default=1e-10)
     dt0: float | None = eqx.field(converter=_optional_number, default=None)
     max_steps: int = eqx.field(static=True, default=100_000)
     max_segments: int = eqx.field(static=True, default=1000)
@@ -88,11 +77,11 @@ class SolverConfig(eqx.Module):
                 f"unknown method {method!r}; choose one of: {', '.join(sorted(DIFFRAX_SOLVERS) + list(SCIPY_METHODS))}",
             )
         for name, tol in (("rtol", rtol), ("atol", atol)):
-            if not (_traced(tol) or tol > 0):
+            if not (is_traced(tol) or tol > 0):
                 require(False, f"{name} must be > 0 (adaptive step control), got {name}={tol}")
-        if method == "euler" and not (dt0 is not None and (_traced(dt0) or dt0 > 0)):
+        if method == "euler" and not (dt0 is not None and (is_traced(dt0) or dt0 > 0)):
             require(False, f"method='euler' needs a fixed step dt0 > 0, got dt0={dt0}")
-        if dt0 is not None and not (_traced(dt0) or (math.isfinite(dt0) and dt0 > 0)):
+        if dt0 is not None and not (is_traced(dt0) or (math.isfinite(dt0) and dt0 > 0)):
             require(False, f"dt0 must be a finite number > 0 or None (the solver picks the first step), got dt0={dt0}")
         _count("max_steps", self.max_steps, "solver steps per smooth segment; raise it for long or stiff solves")
         _count("max_segments", self.max_segments, "relu mode switches allowed")
@@ -126,7 +115,7 @@ _OPTION_NAMES = tuple(SolverOptions.__annotations__)
 def _same(a, b) -> bool:
     if a is b:
         return True
-    if a is None or b is None or _traced(a) or _traced(b):
+    if a is None or b is None or is_traced(a) or is_traced(b):
         return False
     return bool(a == b)
 

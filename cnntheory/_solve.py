@@ -34,14 +34,14 @@ import numpy as np
 from jaxtyping import Float
 from typing_extensions import Unpack
 
-from ._config import SolverConfig, SolverOptions, _number, _traced, resolve_config
+from ._config import SolverConfig, SolverOptions, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes
 from ._problem import TeacherStudent, flatten_state, unflatten_state
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import Events, SolverError, Trajectory, checked
 from ._typing import AnyArray, Scalar, Times
-from ._validate import is_concrete, require, require_finite
+from ._validate import check_times, is_concrete, is_traced, require, require_finite
 
 __all__ = [
     "DIFFRAX_SOLVERS",
@@ -174,33 +174,18 @@ def _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config: SolverConfi
 
 
 def _check_common(problem, t0, t1, ts):
-    """Check what can be checked and return `(t0, t1, ts)`.
+    """Check the problem and the times (`check_times`) and return `(t0, t1, ts)`.
 
-    Values are checked only when they are concrete; under `jit` / `vmap` / `grad` the
-    traced ones pass through unchecked (shapes are still checked). Messages are built only
-    on failure: this runs on every call. The solver options are checked by `SolverConfig`.
+    The solver options are checked by `SolverConfig`.
     """
     if not isinstance(problem, TeacherStudent):
         require(False, f"problem must be a TeacherStudent, got {type(problem).__name__}")
-    t0, t1 = _number(t0), _number(t1)
-    times_concrete = not (_traced(t0) or _traced(t1))
-    if ts is None:
-        ts = (np if times_concrete else jnp).linspace(t0, t1, 101)
-    ts = jnp.asarray(ts, dtype=float) if _traced(ts) else np.asarray(ts, dtype=np.float64)
-    if not (ts.ndim == 1 and ts.size >= 1):
-        require(False, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
-    if times_concrete and not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
-        require(False, f"need finite t0 < t1, got t0={t0}, t1={t1}")
-    if not _traced(ts):
-        require(bool((ts[1:] >= ts[:-1]).all()), "ts must be sorted in increasing order")
-        if times_concrete and not (ts[0] >= t0 and ts[-1] <= t1):
-            require(False, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
-    return t0, t1, ts
+    return check_times(t0, t1, ts)
 
 
 def _check_state(name, x):
     """`require_finite`, with the common case (concrete and finite) kept cheap."""
-    if not _traced(x) and not np.isfinite(np.asarray(x)).all():
+    if not is_traced(x) and not np.isfinite(np.asarray(x)).all():
         require_finite(name, x)
 
 

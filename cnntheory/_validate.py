@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -15,6 +18,39 @@ def require(condition: bool | np.bool_, message: str) -> None:
 def is_concrete(*arrays) -> bool:
     """True when no argument is a JAX tracer (so its values can be checked in Python)."""
     return not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(arrays))
+
+
+def is_traced(x) -> bool:
+    """True when `x` is a JAX tracer (inside `jit` / `vmap` / `grad`)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def as_number(x):
+    """A traced number stays traced; a concrete one becomes a numpy float64 (one jit signature)."""
+    return jnp.asarray(x, dtype=float) if is_traced(x) else np.float64(x)
+
+
+def check_times(t0, t1, ts, num_saves: int = 101):
+    """The checked interval and save times `(t0, t1, ts)`; `ts=None` is `num_saves` equally spaced.
+
+    Values are checked only when they are concrete; under `jit` / `vmap` / `grad` the
+    traced ones pass through unchecked (shapes are still checked). Messages are built only
+    on failure: this runs on every solve.
+    """
+    t0, t1 = as_number(t0), as_number(t1)
+    times_concrete = not (is_traced(t0) or is_traced(t1))
+    if ts is None:
+        ts = (np if times_concrete else jnp).linspace(t0, t1, num_saves)
+    ts = jnp.asarray(ts, dtype=float) if is_traced(ts) else np.asarray(ts, dtype=np.float64)
+    if not (ts.ndim == 1 and ts.size >= 1):
+        require(False, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
+    if times_concrete and not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
+        require(False, f"need finite t0 < t1, got t0={t0}, t1={t1}")
+    if not is_traced(ts):
+        require(bool((ts[1:] >= ts[:-1]).all()), "ts must be sorted in increasing order")
+        if times_concrete and not (ts[0] >= t0 and ts[-1] <= t1):
+            require(False, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
+    return t0, t1, ts
 
 
 def require_finite(name: str, value) -> None:

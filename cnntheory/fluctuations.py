@@ -109,7 +109,7 @@ from ._integrate import DIFFRAX_SOLVERS, integrate
 from ._problem import TeacherStudent, flatten_state
 from ._trajectory import CnnTheoryError, SolverError, Status, _Result, checked, status_message
 from ._typing import AnyArray
-from ._validate import require, require_finite
+from ._validate import check_times, require, require_finite
 
 __all__ = [
     "Fluctuations",
@@ -333,12 +333,7 @@ def _check(caller, problem, m0, v0, t0, t1, ts, config, options):
     problem.check_state(m0, v0)
     require_finite("m0", m0)
     require_finite("v0", v0)
-    t0, t1 = float(t0), float(t1)
-    require(math.isfinite(t0) and math.isfinite(t1) and t1 > t0, f"need finite t0 < t1, got t0={t0}, t1={t1}")
-    ts = np.linspace(t0, t1, 101) if ts is None else np.asarray(ts, dtype=float)
-    require(ts.ndim == 1 and ts.size >= 1, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
-    require(bool(np.all(np.diff(ts) >= 0)), "ts must be sorted in increasing order")
-    require(ts[0] >= t0 and ts[-1] <= t1, f"ts must lie within [t0, t1] = [{t0}, {t1}], got [{ts[0]}, {ts[-1]}]")
+    t0, t1, ts = check_times(float(t0), float(t1), ts)
     require(
         config.method in DIFFRAX_SOLVERS and config.method != "euler",
         f"method must be an adaptive diffrax solver ({', '.join(sorted(set(DIFFRAX_SOLVERS) - {'euler'}))}), "
@@ -617,10 +612,10 @@ def training_set_spread(
         f"num_train must be an integer >= 1, got {num_train!r}",
     )
     config = resolve_config(config, options, caller="training_set_spread")
+    t0, t1, ts = check_times(float(t0), float(t1), ts)
     y, S = response(problem, m0, v0, t1, ts=ts, t0=t0, config=config)
     K = moment_covariance(problem)
     cov = jnp.einsum("tia,ab,tjb->tij", S, K, S) / num_train
-    ts = np.linspace(float(t0), float(t1), 101) if ts is None else np.asarray(ts, dtype=float)
     m0 = jnp.asarray(m0, dtype=float)
     return _result(
         problem,
