@@ -1,0 +1,23 @@
+"""Finite-data theory: the order-parameter problem that full-batch descent follows."""
+
+from __future__ import annotations
+
+from jaxtyping import Array, Float, Int
+
+from .._problem import TeacherStudent
+from .._typing import AnyArray
+
+
+def empirical_moments(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> Float[Array, "P P"]:
+    """`C_hat = mean_i n~_i n~_i^T` of a training set (`n~`: pooled counts)."""
+    pooled = problem.mixture.pooled_counts(counts)
+    return pooled.T @ pooled / pooled.shape[0]
+
+
+def empirical_problem(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> TeacherStudent:
+    """The finite-data problem: `problem` with `C_hat` of the training set `counts`.
+
+    Its flow is what `fullbatch` gradient descent on those images follows (its Euler map
+    with `dt = lr`, to round-off).
+    """
+    return problem.with_moments(empirical_moments(problem, counts))
