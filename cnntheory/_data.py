@@ -20,6 +20,7 @@ only).
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -282,6 +283,24 @@ class PatchMixture(eqx.Module):
 def atom_counts(labels: Int[AnyArray, "n M M"], num_atoms: int) -> Int[Array, "n P"]:
     """How many patches of each image are each atom, `(n, P)`, from the atom index of every patch."""
     return jax.nn.one_hot(labels, num_atoms, dtype=int).sum(axis=(1, 2))
+
+
+@runtime_checkable
+class _HasMixture(Protocol):
+    """A problem of the Dirac-mixture model (e.g. `TeacherStudent`): anything with a `mixture`."""
+
+    mixture: PatchMixture
+
+
+def empirical_moments(problem: _HasMixture, counts: Int[AnyArray, "n P"]) -> Float[Array, "P P"]:
+    """`C_hat = mean_i n~_i n~_i^T` of a training set (`n~`: pooled counts of `problem.mixture`).
+
+    The finite-data stand-in for the population `C = E[n~ n~^T]`: with it the order-parameter
+    loss `1/2 (a - b)^T C_hat (a - b)` is exactly the training-set loss
+    (`cnntheory.simulate.empirical_problem`).
+    """
+    pooled = problem.mixture.pooled_counts(counts)
+    return pooled.T @ pooled / pooled.shape[0]
 
 
 def extract_patches(images: Float[AnyArray, "n d d"], k: int) -> Float[Array, "n N D"]:

@@ -197,7 +197,7 @@ class TeacherStudent(eqx.Module):
         derivatives: Float[AnyArray, "L P *B"],
         r: Float[AnyArray, " P *B"],
     ) -> tuple[Float[Array, "L P *B"], Float[Array, " L *B"]]:
-        r"""The flow formula, the one place it is written:
+        r"""The flow formula of this problem (`rhs`, `lane_rhs` and the relu solver all call it):
 
         $$\dot m_{lp} = -\frac{\eta_K}{D} \sum_q v_l\, \sigma'_{lq}\, r_q\, G_{qp},\qquad
         \dot v_l = -\eta_v \sum_p \sigma_{lp}\, r_p,$$

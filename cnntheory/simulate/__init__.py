@@ -40,14 +40,16 @@ exactness; each is an object that owns its objective (`Population()`,
 The order parameters are measured from the kernels, `m = K mu^T / D`. Initial kernels are
 built from the requested `(m0, v0)` plus a random part orthogonal to the atoms (which never
 moves and never matters: every patch is an atom), so theory and simulation start at the
-same point. Steps run in `lax.scan`, seeds in `vmap`.
+same point. Steps run in a compiled loop (`lax.scan` over records, `lax.fori_loop` over
+the steps between them), seeds in `vmap` or `lax.map` (`simulate(seeds_by=...)`).
 """
 
+from .._data import empirical_moments
 from ._modes import MODES, FullBatch, Mode, Online, Population
 from ._networks import init_kernels, network, patch_network, teacher_kernels
 from ._result import Simulation, SimulationDiverged
 from ._simulate import simulate
-from ._theory import empirical_moments, empirical_problem
+from ._theory import empirical_problem
 
 __all__ = [
     "MODES",

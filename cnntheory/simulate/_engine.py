@@ -13,18 +13,24 @@ from ._modes import Mode, Online
 from ._networks import _init_kernels, patch_network
 
 
+class _TestSet(eqx.Module):
+    """The held-out images shared by the seeds, grouped by teacher label for `predictions`."""
+
+    patches: Int[Array, "nt M M"]
+    labels: Float[Array, " nt"]
+    group_ids: Int[Array, " nt"]
+    group_sizes: Float[Array, " V"]
+
+
 class _Setup(eqx.Module):
-    """Everything a seed's run needs that is not its state."""
+    """Everything a seed's run needs that is not its state (`test`: `None` without a test set)."""
 
     problem: TeacherStudent
     teacher: Float[Array, "Lstar D"]
     gram_pinv: Float[Array, "P P"]
     lr: Float[Array, ""]
     max_loss: Float[Array, ""]
-    test_patches: Int[Array, "nt M M"] | None
-    test_labels: Float[Array, " nt"] | None
-    group_ids: Int[Array, " nt"] | None
-    group_sizes: Float[Array, " V"] | None
+    test: _TestSet | None
     mode: Mode
     dtype: np.dtype = eqx.field(static=True)
     seeds_by: str = eqx.field(static=True)
@@ -80,10 +86,11 @@ class _Setup(eqx.Module):
         (K, v), *_ = state
         m = self.problem.mixture.overlaps(K)
         rec = {"m": m, "v": v, "kernels": K, "loss": self.problem.loss(m.astype(float), v.astype(float))}
-        if self.test_patches is not None:
-            pred = self.student((K, v), self.test_patches)
-            rec["test_loss"] = 0.5 * jnp.mean((pred - self.test_labels) ** 2)
-            rec["predictions"] = jax.ops.segment_sum(pred, self.group_ids, self.group_sizes.shape[0]) / self.group_sizes
+        test = self.test
+        if test is not None:
+            pred = self.student((K, v), test.patches)
+            rec["test_loss"] = 0.5 * jnp.mean((pred - test.labels) ** 2)
+            rec["predictions"] = jax.ops.segment_sum(pred, test.group_ids, test.group_sizes.shape[0]) / test.group_sizes
         return rec
 
 

@@ -8,16 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, PRNGKeyArray
 
-from .._data import gram_pseudo_inverse
+from .._data import empirical_moments, gram_pseudo_inverse
 from .._problem import TeacherStudent
 from .._trajectory import Status, checked
 from .._typing import AnyArray
 from .._validate import require, require_finite
-from ._engine import _advance, _draw_block, _prepare, _Setup
+from ._engine import _advance, _draw_block, _prepare, _Setup, _TestSet
 from ._modes import FullBatch, Mode, Online, _as_mode
 from ._networks import teacher_kernels
 from ._result import Simulation, _first_divergence
-from ._theory import empirical_moments
 
 
 def _check_args(
@@ -139,10 +138,7 @@ def simulate(
         gram_pinv=gram_pseudo_inverse(problem.gram),
         lr=jnp.asarray(lr, dtype=dtype),
         max_loss=jnp.asarray(max_loss, dtype=dtype),
-        test_patches=None,
-        test_labels=None,
-        group_ids=None,
-        group_sizes=None,
+        test=None,
         mode=mode,
         dtype=dtype,
         seeds_by=seeds_by,
@@ -157,12 +153,8 @@ def simulate(
     groups = None
     if test is not None:
         groups = _label_groups(np.asarray(test[1], dtype=float), np.asarray(problem.mixture.pooled_counts(test[2])))
-        setup = eqx.tree_at(
-            lambda s: (s.test_patches, s.test_labels, s.group_ids, s.group_sizes),
-            setup,
-            (test[0], test[1], jnp.asarray(groups[0]), jnp.asarray(groups[3], dtype=dtype)),
-            is_leaf=lambda x: x is None,
-        )
+        test_set = _TestSet(test[0], test[1], jnp.asarray(groups[0]), jnp.asarray(groups[3], dtype=dtype))
+        setup = eqx.tree_at(lambda s: s.test, setup, test_set, is_leaf=lambda x: x is None)
 
     num_records = steps // record_every
     indices = np.arange(num_records + 1)

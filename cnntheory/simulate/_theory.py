@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from jaxtyping import Array, Float, Int
+from jaxtyping import Int
 
+from .._data import empirical_moments
 from .._problem import TeacherStudent
 from .._typing import AnyArray
-
-
-def empirical_moments(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> Float[Array, "P P"]:
-    """`C_hat = mean_i n~_i n~_i^T` of a training set (`n~`: pooled counts)."""
-    pooled = problem.mixture.pooled_counts(counts)
-    return pooled.T @ pooled / pooled.shape[0]
 
 
 def empirical_problem(problem: TeacherStudent, counts: Int[AnyArray, "n P"]) -> TeacherStudent:
