@@ -37,7 +37,7 @@ def pca_timing(num_patches: int = 10**7, size: int = 32, chunk: int = 256) -> di
     chunks = [min(chunk, n_images - s) for s in range(0, n_images, chunk)]
     gen_start = time.perf_counter()
     # a pool of 8 pre-generated chunks, cycled: memory stays ~16 MB and the timing is the PCA's alone
-    pool = [E.power_law_images(chunk, size, channels=3, seed=i) for i in range(8)]
+    pool = [E.power_law_images(chunk, size, channels=3, key=i) for i in range(8)]
     gen = time.perf_counter() - gen_start
     start = time.perf_counter()
     pca = E.patch_pca((pool[i % 8][:c] for i, c in enumerate(chunks)), 3)
@@ -57,7 +57,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name, spec in DATASETS.items():
         start = time.perf_counter()
-        images, labels = E.load_dataset(name, spec["num_images"], spec["size"], seed=0)
+        images, labels = E.load_dataset(name, spec["num_images"], spec["size"], key=0)
         report = E.run_experiment(images, labels, classes=spec["classes"], config=config, progress=False)
         corr = report.correlations()
         corr["seconds"] = time.perf_counter() - start

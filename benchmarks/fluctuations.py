@@ -61,7 +61,7 @@ def random_problem(activation, seed=5, P=3, L=2, M=3, k=3):
     X = rng.standard_normal((P, P + 2))
     gram = X @ X.T / (P + 2)
     gram = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
-    mixture = ct.PatchMixture(ct.atoms_from_gram(gram, k, seed=seed), rng.uniform(0.5, 2.0, P), M, "mean")
+    mixture = ct.PatchMixture(ct.atoms_from_gram(gram, k, key=seed), rng.uniform(0.5, 2.0, P), M, "mean")
     problem = ct.TeacherStudent(
         mixture,
         rng.standard_normal(P),

@@ -36,7 +36,9 @@ T1, RECORDS, SEEDS, DIM = 8.0, 16, 8, 2000
 
 
 def problem(N, **kw):
-    return GaussianTeacherStudent(N, np.ones(2), np.eye(2), "relu", "relu", lr=0.5 / N, **kw)
+    return GaussianTeacherStudent(
+        N, np.ones(2), np.eye(2), teacher_activation="relu", student_activation="relu", lr=0.5 / N, **kw
+    )
 
 
 def rk4(problem, ts, dt=0.1):
@@ -62,7 +64,7 @@ def main():
     for N in (1, 4):
         t0 = time.perf_counter()
         sim = simulate(
-            problem(N), Q0, R0, V0, dim=DIM, t1=T1, num_records=RECORDS, seeds=SEEDS, key=jax.random.PRNGKey(N)
+            problem(N), Q0, R0, V0, dim=DIM, t1=T1, num_records=RECORDS, num_seeds=SEEDS, key=jax.random.PRNGKey(N)
         )
         sim_wall = time.perf_counter() - t0
         mean = np.asarray(sim.error).mean(0)[1:]

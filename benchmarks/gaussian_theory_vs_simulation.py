@@ -45,7 +45,7 @@ DIMS = (125, 250, 500, 1000, 2000)
 def run(N, D):
     p = GaussianTeacherStudent(N, np.ones(2), np.eye(2), lr=0.5 / N)
     t0 = time.perf_counter()
-    sim = simulate(p, Q0, R0, V0, dim=D, t1=T1, num_records=RECORDS, seeds=SEEDS, key=jax.random.PRNGKey(D + N))
+    sim = simulate(p, Q0, R0, V0, dim=D, t1=T1, num_records=RECORDS, num_seeds=SEEDS, key=jax.random.PRNGKey(D + N))
     wall = time.perf_counter() - t0
     tr = solve(p, Q0, R0, V0, T1, ts=sim.t)
     sim_y = np.concatenate(

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
 
+from ._deprecate import renamed_keywords
+from ._keys import as_rng
 from ._random import categorical, dirichlet
 from ._typing import AnyArray
 from ._validate import is_concrete, require
@@ -59,10 +61,12 @@ def check_gram(gram, *, name: str = "gram", unit_diagonal: bool = False, tol: fl
     return gram
 
 
-def atoms_from_gram(gram, k: int, seed: int = 0) -> Float[Array, "P D"]:
+@renamed_keywords(seed="key")
+def atoms_from_gram(gram, k: int, key: int | PRNGKeyArray = 0) -> Float[Array, "P D"]:
     """Atoms `(P, k*k)` whose Gram matrix `atoms @ atoms.T / (k*k)` is exactly `gram`.
 
-    The atoms span a random `rank(gram)`-dimensional subspace of `R^D` (drawn from `seed`).
+    The atoms span a random `rank(gram)`-dimensional subspace of `R^D` (drawn from `key`, an
+    int seed or a JAX key).
     """
     gram = check_gram(gram)
     require(isinstance(k, (int, np.integer)) and k >= 1, f"k must be a positive integer, got {k!r}")
@@ -70,7 +74,7 @@ def atoms_from_gram(gram, k: int, seed: int = 0) -> Float[Array, "P D"]:
     require(P <= D, f"cannot place P={P} atoms in patch dimension D=k*k={D}: increase k")
     lam, U = np.linalg.eigh(gram)
     factor = U * np.sqrt(np.clip(lam, 0.0, None))  # gram = factor @ factor.T
-    rng = np.random.default_rng(seed)
+    rng = as_rng(key)
     basis, _ = np.linalg.qr(rng.standard_normal((D, P)))  # orthonormal columns
     return jnp.asarray(math.sqrt(D) * factor @ basis.T)
 

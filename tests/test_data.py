@@ -37,7 +37,7 @@ def test_atoms_from_gram_reproduces_gram(P, k, rank_drop, scale, seed):
     r = max(1, P - rank_drop)  # possibly rank-deficient Grams
     A = rng.standard_normal((P, r))
     gram = scale * A @ A.T
-    atoms = np.asarray(atoms_from_gram(gram, k, seed=seed % 1000))
+    atoms = np.asarray(atoms_from_gram(gram, k, key=seed % 1000))
     assert atoms.shape == (P, k * k)
     # Eigen-factorisation in float64: error ~ eps * cond-free scale |G|, far below 1e-12 |G|.
     np.testing.assert_allclose(atoms @ atoms.T / (k * k), gram, rtol=0, atol=1e-12 * max(1.0, np.abs(gram).max()))
@@ -45,7 +45,7 @@ def test_atoms_from_gram_reproduces_gram(P, k, rank_drop, scale, seed):
 
 def test_atoms_from_gram_seed_changes_subspace_not_gram():
     gram = np.array([[1.0, 0.3], [0.3, 1.0]])
-    a, b = np.asarray(atoms_from_gram(gram, 3, seed=0)), np.asarray(atoms_from_gram(gram, 3, seed=1))
+    a, b = np.asarray(atoms_from_gram(gram, 3, key=0)), np.asarray(atoms_from_gram(gram, 3, key=1))
     assert not np.allclose(a, b)
     np.testing.assert_allclose(b @ b.T / 9, gram, atol=1e-14)  # round-off only
 
@@ -192,7 +192,7 @@ def test_sampled_images_contain_their_counts_and_match_moments():
     P, k, M = 3, 2, 3
     N = M * M
     gram = np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.5], [-0.2, 0.5, 1.0]])
-    atoms = np.asarray(atoms_from_gram(gram, k, seed=3))
+    atoms = np.asarray(atoms_from_gram(gram, k, key=3))
     alpha = np.array([0.7, 1.3, 2.0])
     mix = PatchMixture(atoms, alpha, M, "sum")
     key = jax.random.PRNGKey(7)
@@ -229,7 +229,7 @@ def test_sampled_images_contain_their_counts_and_match_moments():
 def test_images_from_labels_layout():
     """Patch (i, j) of the image is atom labels[i, j]; extract_patches is row-major."""
     k, M = 3, 2
-    atoms = np.asarray(atoms_from_gram(np.eye(3), k, seed=0))
+    atoms = np.asarray(atoms_from_gram(np.eye(3), k, key=0))
     mix = PatchMixture(atoms, (1.0, 1.0, 1.0), M)
     labels = np.array([[[0, 2], [1, 1]]])
     img = np.asarray(mix.images_from_labels(jnp.asarray(labels)))[0]

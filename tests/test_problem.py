@@ -24,7 +24,7 @@ GRAMS = {
 def _case(L, P, k, seed, teacher, Lstar):
     """Atoms, a random student (K, v) and a teacher (kernels, head, activation)."""
     rng = np.random.default_rng(seed)
-    atoms = np.asarray(atoms_from_gram(GRAMS[P], k, seed=seed))
+    atoms = np.asarray(atoms_from_gram(GRAMS[P], k, key=seed))
     D = k * k
     K = rng.normal(scale=1.0, size=(L, D))
     v = rng.normal(size=L)
@@ -132,7 +132,7 @@ def test_brute_force_larger_image():
 def test_rhs_is_gradient_flow_of_loss(student, pooling, M):
     P, L = 3, 2
     rng = np.random.default_rng(5)
-    atoms = atoms_from_gram(GRAMS[P], 3, seed=2)
+    atoms = atoms_from_gram(GRAMS[P], 3, key=2)
     problem = TeacherStudent(
         PatchMixture(atoms, (0.5, 1.0, 2.0), M, pooling),
         rng.normal(size=4),

@@ -46,7 +46,7 @@ def relu_problem():
 def general_problem():
     """P = 3 atoms with a generic Gram matrix, sum pooling, tanh student, custom teacher."""
     gram = np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.5], [-0.2, 0.5, 1.0]])
-    mixture = cnntheory.PatchMixture(cnntheory.atoms_from_gram(gram, 4, seed=1), [1.0, 2.0, 0.5], 3, "sum")
+    mixture = cnntheory.PatchMixture(cnntheory.atoms_from_gram(gram, 4, key=1), [1.0, 2.0, 0.5], 3, "sum")
     overlaps = np.array([[0.9, 0.1, -0.3], [0.2, -0.5, 0.7]])
     return cnntheory.TeacherStudent(
         mixture, [1.0, -0.5], overlaps, teacher_activation="tanh", student_activation="tanh", lr_kernel=4.0, lr_head=0.5

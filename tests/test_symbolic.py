@@ -27,7 +27,7 @@ def random_problem(P, Lstar, activation, teacher_activation="tanh", seed=0, pool
     A = rng.standard_normal((P, P + 2))
     G = A @ A.T
     G /= np.sqrt(np.outer(np.diag(G), np.diag(G)))
-    mixture = cnntheory.PatchMixture(cnntheory.atoms_from_gram(G, 3, seed=seed), rng.uniform(0.5, 3.0, P), 2, pooling)
+    mixture = cnntheory.PatchMixture(cnntheory.atoms_from_gram(G, 3, key=seed), rng.uniform(0.5, 3.0, P), 2, pooling)
     overlaps = None if teacher_activation == "indicator" else rng.normal(size=(Lstar, P))
     return cnntheory.TeacherStudent(
         mixture,

@@ -94,7 +94,7 @@ def test_simulation_status_and_raise_for_status():
         bad.raise_for_status()
     assert str(info.value) == bad.message and info.value.lr == 10.0
     first = int(np.argmin(np.asarray(bad.diverged_at)))
-    assert info.value.seed == first and info.value.step == int(bad.diverged_at[first])
+    assert info.value.seed_index == first and info.value.step == int(bad.diverged_at[first])
     with pytest.raises(CnnTheoryError, match=r"diverged .* at step \d+ .*lr="):
         sim.simulate(problem, M0, V0, lr=10.0, **kw)
 

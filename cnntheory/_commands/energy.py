@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..energy import EnergyConfig, load_dataset, plot_report, run_experiment
 
-    images, labels = load_dataset(args.dataset, args.images, args.size, seed=args.seed)
+    images, labels = load_dataset(args.dataset, args.images, args.size, key=args.seed)
     classes = {"photos": 2, "digits": 10}.get(args.dataset, 10)
     config = EnergyConfig(
         k=args.patch, linear_steps=args.linear_steps, linear_seeds=args.linear_seeds,

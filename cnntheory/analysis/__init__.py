@@ -2,6 +2,7 @@
 schedules, filters and sweeps. Each concept lives in its own private module; this
 namespace only re-exports."""
 
+from .._deprecate import renamed_function
 from ._curvature import Landscape, hessian, hessian_spectrum, landscape, parameter_loss, sharpness, stability_edge
 from ._filters import filter_images, filters_figure, kernels_from_order, moving_part
 from ._fixed_points import (
@@ -13,7 +14,7 @@ from ._fixed_points import (
     fixed_point_table,
     flow_jacobian,
 )
-from ._plateaus import EscapeFit, Plateau, escape_time, find_plateaus, plateau_mask
+from ._plateaus import EscapeFit, Plateau, find_plateaus, loss_drop_time, plateau_mask
 from ._schedule import Schedule, restrict_atoms, simulate_schedule, solve_schedule
 from ._sweep import SweepResult, sweep
 
@@ -26,12 +27,12 @@ __all__ = [
     "Schedule",
     "SweepResult",
     "count_kinds",
-    "escape_time",
     "filter_images",
     "filters_figure",
     "moving_part",
     "find_fixed_points",
     "find_plateaus",
+    "loss_drop_time",
     "fixed_point_families",
     "fixed_point_table",
     "flow_jacobian",
@@ -48,3 +49,6 @@ __all__ = [
     "stability_edge",
     "sweep",
 ]
+
+# Old names, for one release (not in `__all__`).
+escape_time = renamed_function(loss_drop_time, "cnntheory.analysis.escape_time")

@@ -14,7 +14,7 @@ least `|F|` on the plateau into a fixed point (`find_fixed_points` from that sta
 
 **Escape time.** With head `v(0) = eps * v_dir`, the time for the loss to fall half-way
 from `L(0)` to its final value. Near an unstable fixed point with growth rate `lambda`
-it grows like `log(1/eps) / lambda`; `escape_time` measures it and fits
+it grows like `log(1/eps) / lambda`; `loss_drop_time` measures it and fits
 `T = a + b log(1/eps)`.
 """
 
@@ -149,7 +149,7 @@ class EscapeFit(eqx.Module):
         return cls(jnp.asarray(eps_values), jnp.asarray(times), float(slope), float(intercept), float(r2))
 
 
-def escape_time(
+def loss_drop_time(
     problem: TeacherStudent,
     m0: Float[AnyArray, "L P"],
     eps_values,
@@ -163,11 +163,14 @@ def escape_time(
 ) -> EscapeFit:
     """Time to fall `fraction` of the way from `L(0)` to `L(t1)`, for `v(0) = eps * v_dir`.
 
+    Not `cnntheory.gaussian.plateau_escape_time`, which perturbs `R(0)` and measures the
+    first fall of the error below `fraction` of the plateau's height.
+
     `v_dir` defaults to `(1, -1, 1, ...)`. Each `eps` is one `solve` (same shapes: one
     compile), with the solver options `config` (or its fields as keywords) as in
     `cnntheory.solve`. Returns an `EscapeFit` with the log fit.
     """
-    config = resolve_config(config, options, caller="escape_time")
+    config = resolve_config(config, options, caller="loss_drop_time")
     eps_values = np.asarray(eps_values, float)
     require(
         eps_values.ndim == 1 and eps_values.size >= 2 and np.all(eps_values > 0),

@@ -119,11 +119,11 @@ def run_experiment(
     lin_kwargs = dict(
         k=cfg.k,
         num_filters=cfg.linear_filters,
-        eta=eta,
+        lr=eta,
         steps=cfg.linear_steps,
-        seeds=cfg.linear_seeds,
+        num_seeds=cfg.linear_seeds,
         record_every=every,
-        seed=cfg.seed,
+        key=cfg.seed,
     )
     run = train_linear_cnn(lin_images, None, **lin_kwargs)
     learned = energy_profile(run.filters, pca.basis, run.initial[:, None])  # (S, T, D)
@@ -144,7 +144,7 @@ def run_experiment(
     for kind in kinds:
         sr = train_small_cnn(
             images, labels if kind == "true" else None, k=cfg.k, widths=cfg.small_widths, classes=classes, lr=cfg.small_lr,
-            batch=cfg.small_batch, steps=cfg.small_steps, seeds=cfg.small_seeds, record_every=cfg.small_steps, seed=cfg.seed,
+            batch_size=cfg.small_batch, steps=cfg.small_steps, num_seeds=cfg.small_seeds, record_every=cfg.small_steps, key=cfg.seed,
         )  # fmt: skip
         small[kind] = {
             "raw": energy_profile(sr.filters[:, -1], pca.basis),

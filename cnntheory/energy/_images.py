@@ -17,8 +17,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, PRNGKeyArray
 
+from .._deprecate import renamed_keywords
+from .._keys import as_rng
 from .._validate import require
 
 DATASETS = ("photos", "digits", "powerlaw")
@@ -32,12 +34,13 @@ def _sample_photographs() -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(im, dtype=float).transpose(2, 0, 1) / 255.0 for im in load_sample_images().images)
 
 
+@renamed_keywords(seed="key")
 def photo_crops(
-    num_images: int, size: int = 32, *, seed: int = 0, grey: bool = False
+    num_images: int, size: int = 32, *, key: int | PRNGKeyArray = 0, grey: bool = False
 ) -> tuple[Float[np.ndarray, "n C size size"], Int[np.ndarray, " n"]]:
     """`num_images` random `size x size` crops of the scikit-learn sample photographs.
 
-    Crops alternate between the two photographs; the label is the photograph's index (0 =
+    Crop positions are drawn from `key` (an int seed or a JAX key). Crops alternate between the two photographs; the label is the photograph's index (0 =
     china, 1 = flower). `grey=True` averages the channels (`C = 1`), otherwise `C = 3`.
     """
     require(int(num_images) >= 1, f"num_images must be >= 1, got {num_images}")
@@ -46,7 +49,7 @@ def photo_crops(
     require(
         1 <= int(size) <= min(H, W), f"size must be between 1 and {min(H, W)} (the photographs are {H}x{W}), got {size}"
     )
-    rng = np.random.default_rng(seed)
+    rng = as_rng(key)
     labels = np.arange(num_images) % len(photos)
     rows = rng.integers(0, H - size + 1, num_images)
     cols = rng.integers(0, W - size + 1, num_images)
@@ -66,8 +69,9 @@ def digits(num_images: int | None = None) -> tuple[Float[np.ndarray, "n 1 8 8"],
     return data.images[:n, None].astype(float) / 16.0, data.target[:n].astype(int)
 
 
+@renamed_keywords(seed="key")
 def power_law_images(
-    num_images: int, size: int = 32, *, channels: int = 1, exponent: float = 1.0, seed: int = 0
+    num_images: int, size: int = 32, *, channels: int = 1, exponent: float = 1.0, key: int | PRNGKeyArray = 0
 ) -> Float[np.ndarray, "n C size size"]:
     r"""Gaussian random fields with amplitude spectrum `|F(f)| ~ 1/|f|^exponent`.
 
@@ -79,7 +83,7 @@ def power_law_images(
     require(int(size) >= 2, f"size must be >= 2, got {size}")
     require(int(channels) in (1, 3), f"channels must be 1 or 3, got {channels}")
     require(exponent >= 0, f"exponent must be >= 0, got {exponent}")
-    rng = np.random.default_rng(seed)
+    rng = as_rng(key)
     f = np.fft.fftfreq(size)
     radius = np.hypot(f[:, None], f[None, :])
     filt = np.where(radius > 0, 1.0 / np.maximum(radius, 1e-12) ** exponent, 0.0)
@@ -92,8 +96,9 @@ def power_law_images(
     return fields
 
 
+@renamed_keywords(seed="key")
 def load_dataset(
-    name: str, num_images: int, size: int = 32, *, seed: int = 0
+    name: str, num_images: int, size: int = 32, *, key: int | PRNGKeyArray = 0
 ) -> tuple[Float[np.ndarray, "n C H W"], Int[np.ndarray, " n"] | None]:
     """One of `DATASETS` by name: `(images, labels)`; labels are `None` for `"powerlaw"`.
 
@@ -101,7 +106,7 @@ def load_dataset(
     """
     require(name in DATASETS, f"dataset must be one of {DATASETS}, got {name!r}")
     if name == "photos":
-        return photo_crops(num_images, size, seed=seed)
+        return photo_crops(num_images, size, key=key)
     if name == "digits":
         return digits(num_images)
-    return power_law_images(num_images, size, channels=3, seed=seed), None
+    return power_law_images(num_images, size, channels=3, key=key), None

@@ -4,7 +4,7 @@ r"""Training real CNNs in JAX and recording their first-layer filters.
   average pooling, a sum over the filters, scalar output; the mean patch `mu` of the data set
   is subtracted (equivalently, each filter has the fixed bias `-w_k . mu`), so the network is
   `yhat(x) = sum_k w_k . (mean_j p_j(x) - mu)`. Loss `mean_x (yhat - y)^2`, full-batch GD
-  with step `eta`, filters initialised `N(0, init_std^2)`, labels given or random `N(0, 1)`
+  with step `lr` (`eta` in the paper), filters initialised `N(0, init_std^2)`, labels given or random `N(0, 1)`
   per seed. All seeds train together through one convolution with `S K` output channels.
 - `train_small_cnn`: a small nonlinear CNN (conv-relu-avgpool, conv-relu, global average
   pool, linear head; cross-entropy; minibatch SGD; He initialisation), whose first layer is
@@ -20,8 +20,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._deprecate import renamed_keywords
+from .._keys import as_key
 from .._typing import AnyArray
 from .._validate import require
 from ._patches import as_images, pooled_patches
@@ -91,30 +93,34 @@ class CNNRun(eqx.Module):
     loss: Float[np.ndarray, "S T"]
 
 
-def _check_schedule(steps: int, record_every: int, seeds: int) -> np.ndarray:
+def _check_schedule(steps: int, record_every: int, num_seeds: int) -> np.ndarray:
     require(int(steps) >= 1, f"steps must be >= 1, got {steps}")
     require(
         int(record_every) >= 1 and int(steps) % int(record_every) == 0,
         f"record_every must divide steps={steps}, got {record_every}",
     )
-    require(int(seeds) >= 1, f"seeds must be >= 1, got {seeds}")
+    require(int(num_seeds) >= 1, f"num_seeds must be >= 1, got {num_seeds}")
     return np.arange(0, int(steps) + 1, int(record_every))
 
 
+@renamed_keywords(eta="lr", seeds="num_seeds", seed="key")
 def train_linear_cnn(
     images,
     labels=None,
     *,
     k: int,
     num_filters: int,
-    eta: float,
+    lr: float,
     steps: int,
-    seeds: int = 1,
+    num_seeds: int = 1,
     init_std: float = 1e-3,
     record_every: int = 1,
-    seed: int = 0,
+    key: int | PRNGKeyArray = 0,
 ) -> CNNRun:
     """Full-batch GD on the linear CNN, all seeds at once, filters recorded every `record_every` steps.
+
+    `lr` is the gradient-descent step (`eta` of the theorem); `num_seeds` independent
+    initialisations (and random labels) from `key` (a JAX key, or an int seed).
 
     `labels=None` draws random labels `y ~ N(0, 1)` per seed; otherwise the given labels are
     used by every seed (only the initialisation differs). The recorded `loss` at step `t` is
@@ -122,26 +128,26 @@ def train_linear_cnn(
     """
     images = as_images(images)
     n, C = images.shape[:2]
-    record = _check_schedule(steps, record_every, seeds)
+    record = _check_schedule(steps, record_every, num_seeds)
     mean_patch = jnp.asarray(pooled_patches(images, k, mean=np.zeros(C * k * k)).mean(axis=0))
     x = jnp.asarray(images)
-    keys = jax.random.split(jax.random.PRNGKey(seed), int(seeds))
+    keys = jax.random.split(as_key(key), int(num_seeds))
     if labels is None:
         y = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, 1), (n,)))(keys)
     else:
         labels = np.asarray(labels, dtype=float)
         require(labels.shape == (n,), f"labels must have shape (n,) = ({n},), got {labels.shape}")
-        y = jnp.broadcast_to(jnp.asarray(labels), (int(seeds), n))
+        y = jnp.broadcast_to(jnp.asarray(labels), (int(num_seeds), n))
     w = init_std * jax.vmap(lambda key: jax.random.normal(key, (num_filters, C, k, k)))(keys)
     # every seed's filters go through ONE convolution with S*K output channels: the seeds'
     # losses are summed, and the gradient of the sum w.r.t. a seed's filters is the gradient of
     # its own loss. (vmapping the conv over its kernels is ~10x slower on CPU.)
     ws, losses = [w], [_seed_losses(w, x, y, mean_patch)]
     for _ in range(len(record) - 1):
-        w, loss = _linear_gd(w, x, y, mean_patch, jnp.asarray(eta, dtype=float), int(record_every))
+        w, loss = _linear_gd(w, x, y, mean_patch, jnp.asarray(lr, dtype=float), int(record_every))
         ws.append(w)
         losses.append(loss)
-    filters = jnp.stack(ws, axis=1).reshape(int(seeds), len(record), num_filters, -1)
+    filters = jnp.stack(ws, axis=1).reshape(int(num_seeds), len(record), num_filters, -1)
     loss = jnp.stack(losses, axis=1)
     return CNNRun(record, np.asarray(filters), np.asarray(filters[:, 0]), np.asarray(y), np.asarray(loss))
 
@@ -201,6 +207,7 @@ def _sgd_run(params, x, y, key, lr, records: int, record_every: int, batch: int)
     return jnp.stack(filters), jnp.stack(losses)
 
 
+@renamed_keywords(seeds="num_seeds", seed="key", batch="batch_size")
 def train_small_cnn(
     images,
     labels=None,
@@ -209,11 +216,11 @@ def train_small_cnn(
     widths: tuple[int, int] = (32, 32),
     classes: int = 10,
     lr: float = 0.05,
-    batch: int = 64,
+    batch_size: int = 64,
     steps: int = 1000,
-    seeds: int = 1,
+    num_seeds: int = 1,
     record_every: int = 100,
-    seed: int = 0,
+    key: int | PRNGKeyArray = 0,
     dtype=jnp.float32,
 ) -> CNNRun:
     """Minibatch SGD (cross-entropy) on the small nonlinear CNN, one run per seed.
@@ -226,29 +233,29 @@ def train_small_cnn(
     """
     images = as_images(images)
     n, C = images.shape[:2]
-    record = _check_schedule(steps, record_every, seeds)
-    require(int(batch) >= 1, f"batch must be >= 1, got {batch}")
+    record = _check_schedule(steps, record_every, num_seeds)
+    require(int(batch_size) >= 1, f"batch_size must be >= 1, got {batch_size}")
     x = jnp.asarray(images, dtype=dtype)
-    keys = jax.random.split(jax.random.PRNGKey(seed), int(seeds))
+    keys = jax.random.split(as_key(key), int(num_seeds))
     if labels is None:
         y = jax.vmap(lambda key: jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, classes))(keys)
     else:
         labels = np.asarray(labels, dtype=int)
         require(labels.shape == (n,), f"labels must have shape (n,) = ({n},), got {labels.shape}")
         require(labels.min() >= 0 and labels.max() < classes, f"labels must lie in [0, classes={classes})")
-        y = jnp.broadcast_to(jnp.asarray(labels), (int(seeds), n))
+        y = jnp.broadcast_to(jnp.asarray(labels), (int(num_seeds), n))
     # seeds run one after another through one compiled step: vmapping a conv over its kernels
     # is far slower on CPU than a loop (it compiles to a grouped convolution)
     ws, losses = [], []
-    for s in range(int(seeds)):
+    for s in range(int(num_seeds)):
         params0 = jax.tree.map(lambda a: a.astype(dtype), _init_small_cnn(keys[s], C, k, tuple(widths), classes))
         w_s, loss_s = _sgd_run(
-            params0, x, y[s], keys[s], jnp.asarray(lr, dtype=dtype), len(record) - 1, int(record_every), int(batch)
+            params0, x, y[s], keys[s], jnp.asarray(lr, dtype=dtype), len(record) - 1, int(record_every), int(batch_size)
         )
-        loss0 = _cross_entropy(params0, x[: int(batch)], y[s, : int(batch)])
+        loss0 = _cross_entropy(params0, x[: int(batch_size)], y[s, : int(batch_size)])
         ws.append(jnp.concatenate([params0["conv1"][None], w_s]))
         losses.append(jnp.concatenate([loss0[None], loss_s]))
-    S, K = int(seeds), ws[0].shape[1]
+    S, K = int(num_seeds), ws[0].shape[1]
     filters = jnp.stack(ws).reshape(S, len(record), K, -1).astype(float)
     loss = jnp.stack(losses).astype(float)
     return CNNRun(record, np.asarray(filters), np.asarray(filters[:, 0]), np.asarray(y), np.asarray(loss))

@@ -8,7 +8,7 @@ $$\hat y(x) = \sum_k w_k\cdot \bar p(x) = K\,\bar w\cdot \bar p(x).$$
 **Loss convention (fixed here, proved by the tests).** `L(W) = mean_x (yhat(x) - y(x))^2`, the
 mean of squares (PyTorch's `MSELoss`), so `grad_{w_k} L = 2 (K A wbar - b)` with
 `A = mean_x pbar pbar^T`, `b = mean_x pbar y`. Every filter receives the same gradient, so
-full-batch GD with step `eta` moves every filter by the same `Delta(t)`. Along each
+full-batch GD with step `eta` (`lr` in the code: `ExactLinearCNN`, `train_linear_cnn`) moves every filter by the same `Delta(t)`. Along each
 eigenpair `(alpha_i, v_i)` of `A`,
 
 $$v_i\cdot\Delta(t) = \frac{g_i(t)}{K\alpha_i}\,v_i\cdot b - g_i(t)\,v_i\cdot\bar w(0),\qquad
@@ -24,7 +24,8 @@ and `alpha_i ~ lambda_i^2 / J` (`J` patches per image) gives the energy profile
 
 $$e_i(t) \approx c\,\frac{1 - (1 - \eta\lambda_i^2)^t}{\eta\lambda_i^2}\,\lambda_i + \xi_i,$$
 
-with the theorem's `eta` standing for `2 eta K / J` of the network. The printed paper has
+with the theorem's `eta` standing for `2 eta K / J` of the network (so `theorem_profile`,
+`whitening_limit` and `fit_steps` keep the paper's `eta`: an effective rate, not the step `lr`). The printed paper has
 `eta^2` in the denominator; the derivation gives `eta`. Either is a global constant, invisible
 to a correlation. Limits: `e_i -> c / (eta lambda_i)` as `t -> inf` (whitening) and
 `e_i ~ c t lambda_i` for `t eta lambda_i^2 << 1`. The statement holds in expectation over
@@ -38,6 +39,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Float
 
+from .._deprecate import renamed_keywords
 from .._validate import require
 
 
@@ -136,15 +138,15 @@ class ExactLinearCNN(eqx.Module):
         self.num_images = N
         self.num_filters = int(num_filters)
 
-    def _gains(self, t, eta) -> tuple[np.ndarray, np.ndarray]:
-        """`g_i(t)` and `g_i(t) / (K alpha_i)` (the latter `-> 2 eta t` as `alpha_i -> 0`), shapes `(T, D)`."""
+    def _gains(self, t, lr) -> tuple[np.ndarray, np.ndarray]:
+        """`g_i(t)` and `g_i(t) / (K alpha_i)` (the latter `-> 2 lr t` as `alpha_i -> 0`), shapes `(T, D)`."""
         K = self.num_filters
-        rate = 2 * eta * K * self.alphas
+        rate = 2 * lr * K * self.alphas
         require(
             np.max(rate) < 2,
-            f"2 eta K alpha_max = {np.max(rate):.3g} >= 2: GD diverges; use eta < {1 / (K * np.max(self.alphas)):.3g}",
+            f"2 lr K alpha_max = {np.max(rate):.3g} >= 2: GD diverges; use lr < {1 / (K * np.max(self.alphas)):.3g}",
         )
-        over = 2 * eta * _growth(rate, t)  # g / (K alpha)
+        over = 2 * lr * _growth(rate, t)  # g / (K alpha)
         return over * K * self.alphas, over
 
     def _flow_gains(self, tau) -> tuple[np.ndarray, np.ndarray]:
@@ -165,21 +167,24 @@ class ExactLinearCNN(eqx.Module):
         coeff = over * (self.vectors.T @ self.b) - g * (self.vectors.T @ wbar0)
         return coeff @ self.vectors.T
 
-    def delta(self, t, eta: float, wbar0=None) -> Float[np.ndarray, "... D"]:
-        """`Delta(t) = w_k(t) - w_k(0)` (the same for every filter) after `t` GD steps of size `eta`."""
-        return self._delta(self._gains(t, eta), wbar0)
+    @renamed_keywords(eta="lr")
+    def delta(self, t, lr: float, wbar0=None) -> Float[np.ndarray, "... D"]:
+        """`Delta(t) = w_k(t) - w_k(0)` (the same for every filter) after `t` GD steps of size `lr`."""
+        return self._delta(self._gains(t, lr), wbar0)
 
     def flow_delta(self, tau, wbar0=None) -> Float[np.ndarray, "... D"]:
         """`Delta(tau)` of the gradient flow `dW/dtau = -grad L` (`g_i = 1 - exp(-2 K alpha_i tau)`)."""
         return self._delta(self._flow_gains(tau), wbar0)
 
-    def filters(self, t, eta: float, w0) -> Float[np.ndarray, "... K D"]:
+    @renamed_keywords(eta="lr")
+    def filters(self, t, lr: float, w0) -> Float[np.ndarray, "... K D"]:
         """All filters `w_k(t) = w_k(0) + Delta(t)` from initial filters `w0` `(K, D)`."""
         w0 = np.asarray(w0, dtype=float)
-        return w0 + self.delta(t, eta, w0.mean(axis=0))[..., None, :]
+        return w0 + self.delta(t, lr, w0.mean(axis=0))[..., None, :]
 
+    @renamed_keywords(eta="lr")
     def delta_std(
-        self, t, eta: float, basis, label_std: float = 1.0, init_std: float = 0.0
+        self, t, lr: float, basis, label_std: float = 1.0, init_std: float = 0.0
     ) -> Float[np.ndarray, "... D"]:
         r"""Standard deviation of `Delta(t) . u_i` over i.i.d. labels `N(0, label_std^2)` and filters `N(0, init_std^2 I)`.
 
@@ -188,14 +193,15 @@ class ExactLinearCNN(eqx.Module):
         `Var(Delta . u_i) = sum_j (u_i . v_j)^2 g_j^2 [label_std^2 / (K^2 alpha_j N) + init_std^2 / K]`.
         Then `E|Delta . u_i| = sqrt(2 / pi)` times this: the expected energy profile of the learned part.
         """
-        g, over = self._gains(t, eta)
+        g, over = self._gains(t, lr)
         K, N = self.num_filters, self.num_images
         var_v = over**2 * label_std**2 * self.alphas / N + g**2 * init_std**2 / K
         overlap = (np.asarray(basis, dtype=float).T @ self.vectors) ** 2  # (i, j) = (u_i . v_j)^2
         return np.sqrt(var_v @ overlap.T)
 
+    @renamed_keywords(eta="lr")
     def expected_energy(
-        self, t, eta: float, basis, label_std: float = 1.0, init_std: float = 0.0
+        self, t, lr: float, basis, label_std: float = 1.0, init_std: float = 0.0
     ) -> Float[np.ndarray, "... D"]:
         """`E|Delta(t) . u_i|`: the expected energy profile of `W(t) - W(0)` (a folded-Gaussian mean)."""
-        return np.sqrt(2 / np.pi) * self.delta_std(t, eta, basis, label_std, init_std)
+        return np.sqrt(2 / np.pi) * self.delta_std(t, lr, basis, label_std, init_std)

@@ -7,29 +7,35 @@ of Saad & Solla (1995) and Goldt et al. (2019). See `GaussianTeacherStudent` for
 equations and what weight sharing adds.
 """
 
-from ._escape import escape_time
-from ._fixed_points import GaussianFixedPoint, find_fixed_point, flow_jacobian
+from .._deprecate import renamed_function
+from ._escape import plateau_escape_time
+from ._fixed_points import GaussianFixedPoint, find_fixed_point, reduced_flow_jacobian
 from ._integrals import CLOSED_FORMS, closed_form, expectation, gaussian_expectation, hermite_rule
 from ._problem import POOLINGS, GaussianTeacherStudent
-from ._simulate import GaussianSimulation, kernels_from_overlaps, network, simulate
+from ._simulate import GaussianSimulation, gaussian_network, kernels_from_overlaps, simulate
 from ._solve import GaussianTrajectory, solve
 
 __all__ = [
     "CLOSED_FORMS",
     "POOLINGS",
-    "escape_time",
+    "plateau_escape_time",
     "GaussianFixedPoint",
     "find_fixed_point",
-    "flow_jacobian",
+    "reduced_flow_jacobian",
     "GaussianTeacherStudent",
     "GaussianTrajectory",
     "solve",
     "GaussianSimulation",
     "kernels_from_overlaps",
-    "network",
+    "gaussian_network",
     "simulate",
     "closed_form",
     "expectation",
     "gaussian_expectation",
     "hermite_rule",
 ]
+
+# Old names, for one release (not in `__all__`).
+escape_time = renamed_function(plateau_escape_time, "cnntheory.gaussian.escape_time")
+flow_jacobian = renamed_function(reduced_flow_jacobian, "cnntheory.gaussian.flow_jacobian")
+network = renamed_function(gaussian_network, "cnntheory.gaussian.network")

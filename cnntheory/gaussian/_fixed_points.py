@@ -3,7 +3,7 @@ r"""Fixed points of the Gaussian-patch flow and their stability.
 The free coordinates are the upper triangle of `Q`, all of `R` and (if the head is trained)
 `v`: the flow keeps `Q` symmetric, so perturbing its two triangles separately would only add
 spurious directions. `find_fixed_point` polishes a start `(Q, R, v)` into a root of `rhs` with
-scipy's hybrid Powell method and the exact `jax.jacfwd` Jacobian; `flow_jacobian` is that
+scipy's hybrid Powell method and the exact `jax.jacfwd` Jacobian; `reduced_flow_jacobian` is that
 Jacobian, whose eigenvalues classify the point (the plateau of the committee machine is a
 saddle whose unstable subspace is the `(K - 1)^2` symmetry-breaking directions; its
 eigenvalue is the escape rate). Identical students (`Q_ii = Q_ij` exactly) form an invariant
@@ -59,8 +59,13 @@ def _packing(problem, K):
     return pack, unpack
 
 
-def flow_jacobian(problem: GaussianTeacherStudent, Q, R, v) -> Float[Array, "n n"]:
-    """The Jacobian of the flow in the free coordinates `(triu Q, vec R[, v])`."""
+def reduced_flow_jacobian(problem: GaussianTeacherStudent, Q, R, v) -> Float[Array, "n n"]:
+    """The Jacobian of the flow in the free coordinates `(triu Q, vec R[, v])`.
+
+    "Reduced": `Q` is symmetric, so only its upper triangle is a coordinate, and `v` is one
+    only when the head is trained (`cnntheory.analysis.flow_jacobian` is the Jacobian of
+    the Dirac-mixture flow in all of `(vec m, v)`).
+    """
     K = Q.shape[0]
     pack, unpack = _packing(problem, K)
     v = jnp.asarray(v, dtype=jnp.float64)

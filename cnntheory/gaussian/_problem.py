@@ -74,6 +74,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._activations import get_activation
+from .._deprecate import keyword_only_now
 from .._typing import AnyArray
 from .._validate import require, require_finite
 from ._integrals import expectation, vmapped
@@ -90,8 +91,9 @@ class GaussianTeacherStudent(eqx.Module):
 
     - `num_patches`: `N`; `pooling`: `"sum"` (`c = 1`) or `"mean"` (`c = 1/N`).
     - `teacher_head`: `(M,)` `v*`; `teacher_overlaps`: `(M, M)` `T = K* K*^T / D`.
-    - `student_activation`, `teacher_activation`: registry names (`"scaled_erf"` is the
-      Saad–Solla `erf(x / sqrt 2)`).
+    - `teacher_activation`, `student_activation`: registry names (`"scaled_erf"` is the
+      Saad–Solla `erf(x / sqrt 2)`). These and everything after them are keyword-only (the
+      old positional order, student first, still works for one release with a warning).
     - `lr`: `eta`; `noise_std`: `sigma` of the label noise; `train_head`: learn `v` too.
     - `quadrature_points`: Gauss–Hermite points per dimension where no closed form exists
       (smooth activations converge exponentially; at relu's kink only like `1/n`, about 1e-2
@@ -111,18 +113,21 @@ class GaussianTeacherStudent(eqx.Module):
     quadrature_points: int = eqx.field(static=True)
     method: str = eqx.field(static=True)
 
+    # Until 0.4 the activations came positionally as (student, teacher), against
+    # `TeacherStudent`'s (teacher, student): keyword-only now, the old order honoured with a warning.
+    @keyword_only_now("student_activation", "teacher_activation", "lr", "noise_std", "train_head", "pooling", after=4)
     def __init__(
         self,
         num_patches: int,
         teacher_head,
         teacher_overlaps,
-        student_activation: str = "scaled_erf",
+        *,
         teacher_activation: str = "scaled_erf",
+        student_activation: str = "scaled_erf",
         lr: float = 0.1,
         noise_std: float = 0.0,
         train_head: bool = False,
         pooling: str = "sum",
-        *,
         quadrature_points: int = 16,
         method: str = "auto",
     ):

@@ -56,7 +56,7 @@ fields equal and the derivative is finite; `jax` returns it (the `arcsin`/`sqrt`
 zero slope at the edge). Where two *different* fields coincide (a student exactly equal to
 a teacher, e.g. the perfect-learning fixed point) the true derivative in directions that
 separate them is infinite; `jax` then returns the derivative along directions that keep
-them equal, so a Jacobian there (`flow_jacobian`) is one-sided, not the linearisation.
+them equal, so a Jacobian there (`reduced_flow_jacobian`) is one-sided, not the linearisation.
 """
 
 from __future__ import annotations

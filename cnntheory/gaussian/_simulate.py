@@ -3,7 +3,7 @@ r"""Simulated online SGD of the convolutional network on Gaussian-patch images, 
 The network on an image of `N` patches `x_i in R^D` (rows of `patches`):
 `f = c sum_l v_l sum_i g(K_l . x_i / sqrt D)` (`c = 1` sum, `1/N` mean pooling) -- the
 `1/sqrt(D)` pre-activation of the Gaussian model, not the `1/D` of `cnntheory.simulate`,
-which is why this module has its own small `network`. Online SGD on `1/2 (f - y)^2`, one
+which is why this module has its own small `gaussian_network`. Online SGD on `1/2 (f - y)^2`, one
 fresh image per step, `K <- K - eta grad_K`, `v <- v - (eta / D) grad_v` (if trained), time
 `alpha = step / D`. Teacher and student kernels are built so that `T`, `Q(0)`, `R(0)` hold
 exactly at `alpha = 0`; the measured order parameters then converge to the ODE solution
@@ -12,18 +12,18 @@ as `D -> infinity`, with fluctuations `O(D^{-1/2})`.
 Modes:
 
 - `"online"` (above);
-- `"fullbatch"`: a fixed training set of `n_train` images `X^mu` (drawn once per seed) with
+- `"fullbatch"`: a fixed training set of `num_train` images `X^mu` (drawn once per seed) with
   teacher labels `y^mu` (plus `sigma xi^mu` if `noise_std > 0`), full-batch gradient descent
-  on the empirical loss `L = 1/(2 n_train) sum_mu (f(X^mu) - y^mu)^2`, with the online
+  on the empirical loss `L = 1/(2 num_train) sum_mu (f(X^mu) - y^mu)^2`, with the online
   conventions: `K <- K - eta grad_K L`, `v <- v - (eta / D) grad_v L`, time `alpha = step / D`.
   Each step is an online step with the per-image gradient replaced by its training-set
-  average. As `n_train -> infinity` (at fixed `D`) the average becomes the population
+  average. As `num_train -> infinity` (at fixed `D`) the average becomes the population
   gradient, which depends on `K` only through `(Q, R, v)`: the run then follows the
   **gradient flow** of the population error, i.e. the first-order (`eta`) part of the ODE;
   the `eta^2` terms of the online ODE come from the per-image gradient noise, whose
-  contribution is suppressed by `1 / n_train` here (to compare, solve the ODE with `lr`
-  scaled by `s -> 0` up to `alpha / s`, as the tests do). At finite `n_train` the
-  empirical gradient deviates from the population one by `O(n_train^{-1/2})`, and the
+  contribution is suppressed by `1 / num_train` here (to compare, solve the ODE with `lr`
+  scaled by `s -> 0` up to `alpha / s`, as the tests do). At finite `num_train` the
+  empirical gradient deviates from the population one by `O(num_train^{-1/2})`, and the
   run over-fits the training set (`train_loss` below `error`).
 - `"population"`: the ODE itself (`cnntheory.gaussian.solve`) in the same format.
 """
@@ -34,9 +34,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._activations import get_activation
+from .._deprecate import renamed_attribute, renamed_keywords
+from .._keys import as_key
 from .._typing import AnyArray
 from .._validate import require, require_shape
 from ._problem import GaussianTeacherStudent
@@ -51,9 +53,9 @@ class GaussianSimulation(eqx.Module):
     - `error`: `(S, T)` the exact generalisation error `problem.error` at the measured state
       (comparable with `GaussianTrajectory.error`; `loss` is the same array).
     - `train_loss`: `(S, T)` online: `1/2 (f - y)^2` on the next image (noisy, one sample);
-      fullbatch: the empirical loss `1/(2 n_train) sum_mu (f - y)^2` on the training set.
+      fullbatch: the empirical loss `1/(2 num_train) sum_mu (f - y)^2` on the training set.
     - `status`: `(S,)` 0 finished, 1 diverged; `message`, `mode`, `dim`, `steps`, `record_every`,
-      `n_train` (fullbatch; 0 otherwise).
+      `num_train` (fullbatch; 0 otherwise; `n_train` is its deprecated old name).
     """
 
     t: Float[Array, " T"]
@@ -68,14 +70,16 @@ class GaussianSimulation(eqx.Module):
     dim: int = eqx.field(static=True)
     steps: int = eqx.field(static=True)
     record_every: int = eqx.field(static=True)
-    n_train: int = eqx.field(static=True, default=0)
+    num_train: int = eqx.field(static=True, default=0)
+
+    n_train = renamed_attribute("n_train", "num_train")
 
     @property
     def loss(self):
         return self.error
 
 
-def network(
+def gaussian_network(
     K: Float[Array, "L D"], v: Float[Array, " L"], patches: Float[Array, "N D"], activation, pooling_constant
 ) -> Float[Array, ""]:
     """`c sum_l v_l sum_i g(K_l . x_i / sqrt D)` for one image of patches `(N, D)`."""
@@ -194,6 +198,7 @@ def _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every):
     return orders, losses, fullbatch_step(problem, K0, v0, X, y)[2]
 
 
+@renamed_keywords(seeds="num_seeds", n_train="num_train")
 def simulate(
     problem: GaussianTeacherStudent,
     Q0: Float[AnyArray, "K K"],
@@ -203,16 +208,18 @@ def simulate(
     dim: int,
     t1: float,
     num_records: int = 50,
-    seeds: int = 1,
-    key=None,
+    num_seeds: int = 1,
+    key: int | PRNGKeyArray = 0,
     mode: str = "online",
-    n_train: int | None = None,
+    num_train: int | None = None,
 ) -> GaussianSimulation:
-    """Train the network at dimension `dim` up to `alpha = t1`, `seeds` runs (module docstring).
+    """Train the network at dimension `dim` up to `alpha = t1`, `num_seeds` runs (module docstring).
+
+    The runs draw from `key` (a JAX key, or an int seed).
 
     Records `num_records + 1` states at `alpha = 0, t1 / num_records, ...` (rounded to whole
     steps). `mode="online"`: online SGD; `mode="fullbatch"`: gradient descent on a fixed
-    training set of `n_train` images (required there); `mode="population"`: the ODE
+    training set of `num_train` images (required there); `mode="population"`: the ODE
     solution in the same format (one "seed").
     """
     require(
@@ -221,20 +228,21 @@ def simulate(
     )
     if mode == "fullbatch":
         require(
-            isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool) and n_train >= 1,
-            f"n_train must be a positive integer (the training-set size) for mode='fullbatch', got {n_train!r}",
+            isinstance(num_train, (int, np.integer)) and not isinstance(num_train, bool) and num_train >= 1,
+            f"num_train must be a positive integer (the training-set size) for mode='fullbatch', got {num_train!r}",
         )
     else:
         require(
-            n_train is None, f"n_train is only used by mode='fullbatch'; got n_train={n_train!r} with mode={mode!r}"
+            num_train is None,
+            f"num_train is only used by mode='fullbatch'; got num_train={num_train!r} with mode={mode!r}",
         )
     Q0, R0, v0 = (jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, v0))
     L, M = Q0.shape[0], problem.num_teachers
     require_shape("R0", R0, (L, M))
     require_shape("v0", v0, (L,))
     require(
-        int(dim) >= 1 and float(t1) > 0 and num_records >= 1 and seeds >= 1,
-        "dim, t1, num_records and seeds must be positive",
+        int(dim) >= 1 and float(t1) > 0 and num_records >= 1 and num_seeds >= 1,
+        "dim, t1, num_records and num_seeds must be positive",
     )
     if mode == "population":
         ts = jnp.linspace(0.0, float(t1), num_records + 1)
@@ -254,7 +262,7 @@ def simulate(
             0,
             0,
         )
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = as_key(key)
     record_every = max(1, int(round(float(t1) * dim / num_records)))
     steps = record_every * num_records
     t = jnp.arange(num_records + 1) * record_every / dim
@@ -264,7 +272,7 @@ def simulate(
         Kstar, K0 = kernels_from_overlaps(problem.teacher_overlaps, Q0, R0, int(dim), k_init)
         if mode == "fullbatch":
             k_data, k_noise = jax.random.split(k_run)
-            X = jax.random.normal(k_data, (int(n_train), problem.num_patches, int(dim)))
+            X = jax.random.normal(k_data, (int(num_train), problem.num_patches, int(dim)))
             y = teacher_labels(problem, Kstar, X, k_noise)
             (Q, R, v), losses, loss0 = _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every)
         else:
@@ -275,13 +283,13 @@ def simulate(
         v = jnp.concatenate([v0[None], v])
         return Q, R, v, jnp.concatenate([jnp.full((1,), loss0), losses])
 
-    outs = [one(k) for k in jax.random.split(key, seeds)]
+    outs = [one(k) for k in jax.random.split(key, num_seeds)]
     Q, R, v, train = (jnp.stack(x) for x in zip(*outs, strict=True))
     error = jax.jit(jax.vmap(jax.vmap(problem.error)))(Q, R, v)
     bad = ~jnp.all(jnp.isfinite(error), axis=1)
     status = bad.astype(int)
     n_bad = int(bad.sum())
-    message = "all runs finished" if n_bad == 0 else f"{n_bad} of {seeds} runs diverged: reduce lr"
+    message = "all runs finished" if n_bad == 0 else f"{n_bad} of {num_seeds} runs diverged: reduce lr"
     return GaussianSimulation(
-        t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every, int(n_train or 0)
+        t, Q, R, v, error, train, status, message, mode, int(dim), steps, record_every, int(num_train or 0)
     )

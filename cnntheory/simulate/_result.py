@@ -9,26 +9,31 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .._deprecate import renamed_attribute, renamed_keywords
 from .._trajectory import CnnTheoryError, Status, _Result
 
 
 class SimulationDiverged(CnnTheoryError):
     """A simulated run blew up (non-finite or huge loss or parameters).
 
-    Attributes: `step` (first diverged step), `seed` (its seed index), `lr`.
+    Attributes: `step` (first diverged step), `seed_index` (which of the `num_seeds` runs;
+    `seed` is its deprecated old name), `lr`.
     """
 
-    def __init__(self, message: str, *, step: int, seed: int, lr: float):
+    @renamed_keywords(seed="seed_index")
+    def __init__(self, message: str, *, step: int, seed_index: int, lr: float):
         super().__init__(message)
         self.step = step
-        self.seed = seed
+        self.seed_index = seed_index
         self.lr = lr
+
+    seed = renamed_attribute("seed", "seed_index")
 
     @classmethod
     def from_result(cls, result: Simulation) -> SimulationDiverged:
         """The error for a `Simulation` with a diverged seed: the first to diverge."""
         seed, step, _ = _first_divergence(result.status, result.diverged_at)
-        return cls(result.message, step=step, seed=seed, lr=result.lr)
+        return cls(result.message, step=step, seed_index=seed, lr=result.lr)
 
 
 def _first_divergence(status, diverged_at) -> tuple[int, int, int]:

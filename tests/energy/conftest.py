@@ -17,7 +17,7 @@ def data():
     """24 photo crops (10 x 10), their labels as floats, their pooled 3 x 3 patches and the patch PCA:
     the linear CNN of the theory and gradient-flow tests."""
     k = 3
-    images, labels = E.photo_crops(24, 10, seed=3)
+    images, labels = E.photo_crops(24, 10, key=3)
     return images, labels.astype(float), E.pooled_patches(images, k), E.patch_pca(images, k)
 
 

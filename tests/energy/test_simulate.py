@@ -22,7 +22,9 @@ def test_linear_cnn_output_is_a_real_convolution(colour_images):
 
 def test_small_cnn_learns_digits_and_records_its_first_layer():
     images, labels = E.digits(256)
-    run = E.train_small_cnn(images, labels, widths=(8, 8), steps=300, record_every=100, lr=0.2, batch=32, seeds=2)
+    run = E.train_small_cnn(
+        images, labels, widths=(8, 8), steps=300, record_every=100, lr=0.2, batch_size=32, num_seeds=2
+    )
     assert run.filters.shape == (2, 4, 8, 9) and run.initial.shape == (2, 8, 9)
     np.testing.assert_array_equal(run.filters[:, 0], run.initial)
     assert np.all(run.loss[:, -1] < 0.8 * np.log(10))  # below chance-level cross-entropy

@@ -16,7 +16,7 @@ def test_exact_formula_is_the_gd_trajectory_at_every_step(data, true_labels):
     images, labels, pooled, _ = data
     eta = 0.05  # 2 eta K alpha_max ~ 1.1: a large, oscillating step is still exact
     run = E.train_linear_cnn(
-        images, labels if true_labels else None, k=k, num_filters=K, eta=eta, steps=60, seeds=2, init_std=0.1
+        images, labels if true_labels else None, k=k, num_filters=K, lr=eta, steps=60, num_seeds=2, init_std=0.1
     )
     for s in range(2):
         exact = E.ExactLinearCNN(pooled, run.labels[s], K)
@@ -30,7 +30,7 @@ def test_the_factor_two_belongs_to_the_mean_of_squares(data):
     # with L = mean (yhat - y)^2 the rate is 2 eta K alpha; the 1/2-MSE rate eta K alpha misses by O(1)
     images, _, pooled, _ = data
     run = E.train_linear_cnn(
-        images, None, k=k, num_filters=K, eta=0.01, steps=20, seeds=1, init_std=0.0, record_every=20
+        images, None, k=k, num_filters=K, lr=0.01, steps=20, num_seeds=1, init_std=0.0, record_every=20
     )
     exact = E.ExactLinearCNN(pooled, run.labels[0], K)
     right = exact.delta(20, 0.01)
@@ -44,7 +44,7 @@ def test_mean_over_seeds_matches_the_expected_profile(data):
     images, _, pooled, pca = data
     eta, steps, seeds = 0.02, 40, 600
     run = E.train_linear_cnn(
-        images, None, k=k, num_filters=K, eta=eta, steps=steps, seeds=seeds, init_std=0.05, record_every=20
+        images, None, k=k, num_filters=K, lr=eta, steps=steps, num_seeds=seeds, init_std=0.05, record_every=20
     )
     # energy of the learned part W(t) - W(0): |Delta . u_i|, a folded Gaussian per seed
     energies = E.energy_profile(run.filters, pca.basis, run.initial[:, None])  # (S, T, D)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers_gaussian import plateau_height, symmetric_point
 
-from cnntheory.gaussian import GaussianTeacherStudent, kernels_from_overlaps, network
+from cnntheory.gaussian import GaussianTeacherStudent, gaussian_network, kernels_from_overlaps
 
 
 def random_state(rng, K, M, scale=0.6):
@@ -35,13 +35,22 @@ def make(case, rng, lr=1.0):
     N, pooling, s, t, K, M, noise, head = case
     Q, R, T, v = random_state(rng, K, M)
     p = GaussianTeacherStudent(
-        N, rng.normal(size=M), T, s, t, lr=lr, noise_std=noise, train_head=head, pooling=pooling, quadrature_points=20
+        N,
+        rng.normal(size=M),
+        T,
+        student_activation=s,
+        teacher_activation=t,
+        lr=lr,
+        noise_std=noise,
+        train_head=head,
+        pooling=pooling,
+        quadrature_points=20,
     )
     return p, jnp.asarray(Q), jnp.asarray(R), jnp.asarray(v)
 
 
 def _labels(p, Kstar, x, key):
-    y = network(Kstar, p.teacher_head, x, p.teacher_activation, p.pool_constant)
+    y = gaussian_network(Kstar, p.teacher_head, x, p.teacher_activation, p.pool_constant)
     return y + p.noise_std * jax.random.normal(key)
 
 
@@ -53,8 +62,8 @@ def test_error_matches_monte_carlo(case):
     Kstar, K = kernels_from_overlaps(p.teacher_overlaps, Q, R, dim, jax.random.PRNGKey(0))
     # The fields K x / sqrt(D) are exactly Gaussian at any D, so finite D is exact here.
     x = jax.random.normal(jax.random.PRNGKey(1), (n, p.num_patches, dim))
-    f = jax.vmap(lambda xi: network(K, v, xi, p.student_activation, p.pool_constant))(x)
-    y = jax.vmap(lambda xi: network(Kstar, p.teacher_head, xi, p.teacher_activation, p.pool_constant))(x)
+    f = jax.vmap(lambda xi: gaussian_network(K, v, xi, p.student_activation, p.pool_constant))(x)
+    y = jax.vmap(lambda xi: gaussian_network(Kstar, p.teacher_head, xi, p.teacher_activation, p.pool_constant))(x)
     sq = 0.5 * np.asarray(f - y) ** 2
     # 5 standard errors of the sample mean.
     assert abs(float(p.error(Q, R, v)) - sq.mean()) < 5 * sq.std() / np.sqrt(n)
@@ -65,7 +74,7 @@ def _one_step_changes(p, K, Kstar, v, key, n, dim):
     """D x the change of (Q, R, v) after one SGD step from (K, v), for n fresh images."""
 
     def loss(K, v, x, y):
-        return 0.5 * (network(K, v, x, p.student_activation, p.pool_constant) - y) ** 2
+        return 0.5 * (gaussian_network(K, v, x, p.student_activation, p.pool_constant) - y) ** 2
 
     def one(key):
         kx, kn = jax.random.split(key)

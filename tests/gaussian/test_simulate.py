@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers_gaussian import Q0, R0, V0
 
-from cnntheory.gaussian import GaussianTeacherStudent, kernels_from_overlaps, network, simulate, solve
+from cnntheory.gaussian import GaussianTeacherStudent, gaussian_network, kernels_from_overlaps, simulate, solve
 from cnntheory.gaussian._simulate import fullbatch_step, teacher_labels
 
 
@@ -27,7 +27,7 @@ def test_kernels_from_overlaps_are_exact():
 
 def test_online_simulation_follows_the_ode(problem):
     t1, D = 2.0, 1000
-    sim = simulate(problem, Q0, R0, V0, dim=D, t1=t1, num_records=4, seeds=3, key=jax.random.PRNGKey(1))
+    sim = simulate(problem, Q0, R0, V0, dim=D, t1=t1, num_records=4, num_seeds=3, key=jax.random.PRNGKey(1))
     assert sim.status.tolist() == [0, 0, 0] and sim.Q.shape == (3, 5, 2, 2)
     tr = solve(problem, Q0, R0, V0, t1, ts=sim.t)
     # Fluctuations of the order parameters are O(D^{-1/2}) ~ 0.03 (the benchmark measures
@@ -44,7 +44,15 @@ def test_online_simulation_follows_the_ode(problem):
 @pytest.mark.parametrize("act,pooling", [("scaled_erf", "sum"), ("relu", "mean")])
 def test_one_step_is_a_jax_grad_step(act, pooling):
     p = GaussianTeacherStudent(
-        3, [1.0, 0.6], np.eye(2), act, act, lr=0.7, noise_std=0.3, train_head=True, pooling=pooling
+        3,
+        [1.0, 0.6],
+        np.eye(2),
+        teacher_activation=act,
+        student_activation=act,
+        lr=0.7,
+        noise_std=0.3,
+        train_head=True,
+        pooling=pooling,
     )
     D, P = 20, 7
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -54,7 +62,7 @@ def test_one_step_is_a_jax_grad_step(act, pooling):
     y = teacher_labels(p, Kstar, X, k3)
 
     def loss(K, v):
-        f = jax.vmap(lambda x: network(K, v, x, act, p.pool_constant))(X)
+        f = jax.vmap(lambda x: gaussian_network(K, v, x, act, p.pool_constant))(X)
         return 0.5 * jnp.mean((f - y) ** 2)
 
     gK, gv = jax.grad(loss, argnums=(0, 1))(K, v)
@@ -64,7 +72,7 @@ def test_one_step_is_a_jax_grad_step(act, pooling):
     np.testing.assert_allclose(np.asarray(v1), np.asarray(v - p.lr / D * gv), rtol=0, atol=1e-13)
     assert float(l0) == pytest.approx(float(loss(K, v)), rel=1e-13)
     # The labels are the teacher's network plus the noise.
-    clean = jax.vmap(lambda x: network(Kstar, p.teacher_head, x, act, p.pool_constant))(X)
+    clean = jax.vmap(lambda x: gaussian_network(Kstar, p.teacher_head, x, act, p.pool_constant))(X)
     resid = np.asarray(y - clean)
     assert 0 < np.std(resid) < 1.0
 
@@ -77,7 +85,17 @@ def runs():
     v0 = np.array([1.0, 1.0])
     sims = {
         n: simulate(
-            p, Q0, R0, v0, dim=D, t1=t1, num_records=4, seeds=4, key=jax.random.PRNGKey(n), mode="fullbatch", n_train=n
+            p,
+            Q0,
+            R0,
+            v0,
+            dim=D,
+            t1=t1,
+            num_records=4,
+            num_seeds=4,
+            key=jax.random.PRNGKey(n),
+            mode="fullbatch",
+            num_train=n,
         )
         for n in (200, 800, 3200)
     }
@@ -91,7 +109,7 @@ def runs():
 def test_fullbatch_conventions(runs):
     p, sims, flow = runs
     sim = sims[800]
-    assert sim.mode == "fullbatch" and sim.n_train == 800 and sim.status.tolist() == [0] * 4
+    assert sim.mode == "fullbatch" and sim.num_train == 800 and sim.status.tolist() == [0] * 4
     assert sim.Q.shape == (4, 5, 2, 2) and sim.train_loss.shape == (4, 5)
     np.testing.assert_allclose(np.asarray(sim.Q[:, 0]), np.broadcast_to(Q0, (4, 2, 2)), atol=1e-12)
     assert np.all(np.isfinite(np.asarray(sim.train_loss)))
@@ -122,9 +140,9 @@ def test_fullbatch_approaches_the_population_flow(runs):
 def test_fullbatch_bad_arguments():
     p = GaussianTeacherStudent(1, [1.0], np.eye(1))
     for bad in (None, 0, -5, 2.5, True):
-        with pytest.raises(ValueError, match="n_train"):
-            simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="fullbatch", n_train=bad)
-    with pytest.raises(ValueError, match="n_train"):
-        simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="online", n_train=100)
+        with pytest.raises(ValueError, match="num_train"):
+            simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="fullbatch", num_train=bad)
+    with pytest.raises(ValueError, match="num_train"):
+        simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="online", num_train=100)
     with pytest.raises(ValueError, match="mode"):
         simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="batch")
