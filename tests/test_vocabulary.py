@@ -244,6 +244,7 @@ def test_a_bad_key_is_a_value_error(bad):
         E.power_law_images(2, 8, key=bad)
 
 
+@pytest.mark.slow  # about 20 s of compilation (conv training / relu Filippov solves)
 def test_energy_training_renames():
     images, _ = E.photo_crops(4, 6, key=0)
     lin = dict(k=3, num_filters=2, steps=2, record_every=1)
@@ -270,7 +271,11 @@ def test_gaussian_simulate_renames(committee):
     )
 
 
-def test_gaussian_function_renames(committee):
+def test_gaussian_function_renames():
+    # Linear activations: closed forms that compile quickly (the rename, not the physics, is checked).
+    committee = G.GaussianTeacherStudent(
+        1, np.ones(2), np.eye(2), teacher_activation="linear", student_activation="linear", lr=0.5
+    )
     Q, R, v = np.array([[0.5, 0.1], [0.1, 0.4]]), np.array([[0.3, 0.1], [0.0, 0.2]]), np.ones(2)
     _same(
         _old("gaussian.flow_jacobian is deprecated", G.flow_jacobian, committee, Q, R, v),
@@ -293,6 +298,7 @@ def test_gaussian_escape_time_rename(committee):
         G.plateau_escape_time(*args, num_points=201, key=3)
 
 
+@pytest.mark.slow  # about 20 s of compilation (conv training / relu Filippov solves)
 def test_analysis_escape_time_rename():
     problem = ct.shape_counting()
     m0 = np.array([[0.3, 0.25], [0.2, 0.28]])
