@@ -115,3 +115,44 @@ def trajectory_figure(trajs: dict[str, Trajectory], *, suptitle: str | None = No
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def _cell_edges(x: np.ndarray) -> np.ndarray:
+    """Edges of cells centred on the sorted grid points `x` (halfway between neighbours)."""
+    mid = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[x[0] - (mid[0] - x[0])], mid, [x[-1] + (x[-1] - mid[-1])]])
+
+
+def grid_heatmap(ax, x, y, data, *, label: str = "", max_ticks: int = 10):
+    """`data[i, j]` at `(x[j], y[i])` as a cell centred on that grid point, with a colour bar.
+
+    The cells' edges lie halfway between grid points, so each cell's centre is the point
+    computed; with at most `max_ticks` points per axis, the ticks are the grid points.
+    """
+    x, y, data = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(data, dtype=float)
+    if x.size < 2 or y.size < 2 or data.shape != (y.size, x.size):
+        raise ValueError(
+            f"grid_heatmap needs >= 2 points per axis and data of shape (len(y), len(x)), got {data.shape}"
+        )
+    mesh = ax.pcolormesh(_cell_edges(x), _cell_edges(y), data, shading="flat")
+    for axis, values in ((ax.xaxis, x), (ax.yaxis, y)):
+        if values.size <= max_ticks:
+            axis.set_ticks(values, [f"{v:.3g}" for v in values])
+    ax.figure.colorbar(mesh, ax=ax, label=label)
+    return mesh
+
+
+def sweep_figure(x, y, panels: dict, *, xlabel: str, ylabel: str, suptitle: str | None = None):
+    """One heatmap per entry of `panels` (`title -> data (len(y), len(x))`), cells centred on the grid."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, data) in zip(axes[0], panels.items(), strict=True):
+        grid_heatmap(ax, x, y, data, label=title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
