@@ -36,9 +36,15 @@ def plot_order_parameters(
     m, v = np.asarray(traj.m), np.asarray(traj.v)
     L, P = m.shape[1:]
     colors = _line_colors()
+    drawn: list[tuple[int, int]] = []
     for l in range(L):
         for p in range(P):
-            ax.plot(t, m[:, l, p], color=_entry_color(colors, l, p, P), lw=1.6, label=f"$m_{{{l + 1}{p + 1}}}$")
+            label, style = f"$m_{{{l + 1}{p + 1}}}$", "-"
+            under = _coinciding(m, (l, p), drawn)
+            if under is not None:  # dashed, so that the line it lies on shows between the dashes
+                label, style = f"{label} (on $m_{{{under[0] + 1}{under[1] + 1}}}$)", (0, (3, 3))
+            ax.plot(t, m[:, l, p], color=_entry_color(colors, l, p, P), lw=1.6, ls=style, label=label)
+            drawn.append((l, p))
     for l in range(L):
         ax.plot(t, v[:, l], color="0.25", ls=("--", ":", "-.")[l % 3], lw=1.4, label=f"$v_{{{l + 1}}}$")
     ax.axhline(0, color="0.8", lw=0.8, zorder=0)
@@ -51,6 +57,15 @@ def plot_order_parameters(
     if legend:
         ax.legend(ncol=2, fontsize=8, frameon=False)
     return ax
+
+
+def _coinciding(m: np.ndarray, entry: tuple[int, int], drawn: list[tuple[int, int]]):
+    """The first already drawn entry whose curve the curve of `entry` covers (to line width), else None."""
+    scale = max(float(np.nanmax(np.abs(m))), 1e-12)
+    for other in drawn:
+        if np.nanmax(np.abs(m[:, entry[0], entry[1]] - m[:, other[0], other[1]])) < 2e-3 * scale:
+            return other
+    return None
 
 
 #: Marker of each event kind (`Events.kind`) in `mark_events`.
@@ -155,4 +170,33 @@ def sweep_figure(x, y, panels: dict, *, xlabel: str, ylabel: str, suptitle: str 
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
+    return fig
+
+
+def explain_theory_vs_simulation(fig, label_values=None):
+    """Axis labels and a key to `compare.plot_comparison`'s line styles (and its colours per label).
+
+    The panels draw the theory as solid lines and the simulated seeds as a dashed mean with a
+    +-1 std band, in the colour of the quantity; this adds that key to the first panel's
+    legend, the y labels, and for the prediction panel a colour bar of the label values.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    axes = fig.axes
+    for ax, ylabel in zip(axes, ("overlap $m_{lp}$", "head $v_l$", "loss", "mean prediction"), strict=False):
+        ax.set_ylabel(ylabel)
+    key = [
+        Line2D([], [], color="0.2", lw=1.5, label="theory (ODE)"),
+        Line2D([], [], color="0.2", lw=1.2, ls="--", label="simulation: seed mean"),
+        Patch(color="0.2", alpha=0.2, lw=0, label="simulation: +-1 std"),
+    ]
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles=[*handles, *key], fontsize=7, ncol=2)
+    if label_values is not None and len(axes) > 3:
+        values = np.asarray(label_values, dtype=float)
+        norm = plt.Normalize(values.min(), values.max() if values.max() > values.min() else values.min() + 1)
+        mappable = plt.cm.ScalarMappable(norm=norm, cmap="coolwarm")
+        fig.colorbar(mappable, ax=axes[3], label="label value y (lines: theory, dots: simulation)")
     return fig

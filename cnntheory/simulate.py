@@ -59,7 +59,7 @@ from ._data import atom_counts, gram_pseudo_inverse
 from ._problem import TeacherStudent
 from ._trajectory import CnnTheoryError, Status, _Result, checked
 from ._typing import AnyArray
-from ._validate import require, require_finite
+from ._validate import check_real, require, require_finite
 
 __all__ = [
     "MODES",
@@ -722,6 +722,8 @@ def simulate(
 
     **Returns:** a `Simulation`.
     """
+    check_real("m0", m0)  # before the conversion to float, which takes bools and drops imaginary parts
+    check_real("v0", v0)
     m0 = jnp.asarray(m0, dtype=float)
     v0 = jnp.asarray(v0, dtype=float)
     steps, mode = _check_args(

@@ -10,6 +10,16 @@ import threading
 NOTICE_AFTER = 3.0
 
 
+def _say(line: str) -> None:
+    """`line` on stderr, on a line of its own: above a progress bar that is drawing (tqdm.write)."""
+    from tqdm import tqdm
+
+    if getattr(tqdm, "_instances", None):
+        tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def notice(command: str, what: str, after: float = NOTICE_AFTER):
     """Print `cnntheory <command>: <what> ...` once if the block is still running after `after` seconds.
@@ -20,10 +30,10 @@ def notice(command: str, what: str, after: float = NOTICE_AFTER):
     would break).
     """
     if after <= 0:
-        print(f"cnntheory {command}: {what} ...", file=sys.stderr, flush=True)
+        _say(f"cnntheory {command}: {what} ...")
         yield
         return
-    timer = threading.Timer(after, lambda: print(f"cnntheory {command}: {what} ...", file=sys.stderr, flush=True))
+    timer = threading.Timer(after, _say, (f"cnntheory {command}: {what} ...",))
     timer.daemon = True
     timer.start()
     try:

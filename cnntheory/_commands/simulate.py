@@ -128,6 +128,7 @@ def run(args) -> int:
     from .. import compare as cmp
     from .. import simulate as sim
     from .._io import save_results
+    from .._plots import explain_theory_vs_simulation
     from .._problem import shape_counting
 
     steps, record_every = run_length(args)
@@ -197,6 +198,7 @@ def run(args) -> int:
 
         band = fl.moments(problem, m0, v0, float(s.t[-1]), lr=args.lr, batch_size=args.batch, ts=s.t)
         fl.draw_band(fig.axes[:2], band)
+    explain_theory_vs_simulation(fig, s.label_values)  # after the band: its legend entries join the key
     arrays: dict[str, Array | None] = {
         "t": s.t,
         "m": s.m,
