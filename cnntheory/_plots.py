@@ -39,7 +39,8 @@ def plot_order_parameters(
     drawn: list[tuple[int, int]] = []
     for l in range(L):
         for p in range(P):
-            label, style = f"$m_{{{l + 1}{p + 1}}}$", "-"
+            label = f"$m_{{{l + 1}{p + 1}}}$"
+            style: str | tuple = "-"
             under = _coinciding(m, (l, p), drawn)
             if under is not None:  # dashed, so that the line it lies on shows between the dashes
                 label, style = f"{label} (on $m_{{{under[0] + 1}{under[1] + 1}}}$)", (0, (3, 3))
