@@ -25,7 +25,11 @@ def _entry_color(colors: list, l: int, p: int, P: int):
 def plot_order_parameters(
     traj: Trajectory, ax=None, *, title: str | None = None, legend: bool = True, events: bool = True
 ):
-    """`m_lp(t)` (solid) and `v_l(t)` (dashed) of one solve on `ax`.
+    """`m_lp(t)` (solid) and `v_l(t)` (grey, dashed / dotted) of one solve on `ax`.
+
+    A curve `m_lp` that would hide one drawn before it (closer than 1% of the axis span for
+    half the time, e.g. `m_22` on `m_11` in shape counting with `alpha = (1, 1)`) is dashed,
+    and its label says which curve it lies on.
 
     `events`: mark the relu mode changes of `traj.events` on the axis `m = 0` (`mark_events`).
     """
@@ -37,11 +41,14 @@ def plot_order_parameters(
     L, P = m.shape[1:]
     colors = _line_colors()
     drawn: list[tuple[int, int]] = []
+    span = max(
+        float(np.nanmax([np.nanmax(m), np.nanmax(v), 0.0]) - np.nanmin([np.nanmin(m), np.nanmin(v), 0.0])), 1e-12
+    )
     for l in range(L):
         for p in range(P):
             label = f"$m_{{{l + 1}{p + 1}}}$"
             style: str | tuple = "-"
-            under = _coinciding(m, (l, p), drawn)
+            under = _coinciding(m, (l, p), drawn, span)
             if under is not None:  # dashed, so that the line it lies on shows between the dashes
                 label, style = f"{label} (on $m_{{{under[0] + 1}{under[1] + 1}}}$)", (0, (3, 3))
             ax.plot(t, m[:, l, p], color=_entry_color(colors, l, p, P), lw=1.6, ls=style, label=label)
@@ -60,11 +67,15 @@ def plot_order_parameters(
     return ax
 
 
-def _coinciding(m: np.ndarray, entry: tuple[int, int], drawn: list[tuple[int, int]]):
-    """The first already drawn entry whose curve the curve of `entry` covers (to line width), else None."""
-    scale = max(float(np.nanmax(np.abs(m))), 1e-12)
+def _coinciding(m: np.ndarray, entry: tuple[int, int], drawn: list[tuple[int, int]], span: float):
+    """The first drawn entry whose curve the curve of `entry` would hide, else None.
+
+    Two curves hide each other where they are closer than about a line width: 1% of the
+    axis's span `span`, for at least half of the time.
+    """
     for other in drawn:
-        if np.nanmax(np.abs(m[:, entry[0], entry[1]] - m[:, other[0], other[1]])) < 2e-3 * scale:
+        close = np.abs(m[:, entry[0], entry[1]] - m[:, other[0], other[1]]) < 0.01 * span
+        if np.mean(close) >= 0.5:
             return other
     return None
 
@@ -124,7 +135,7 @@ def trajectory_figure(trajs: dict[str, Trajectory], *, suptitle: str | None = No
         2, n, figsize=(5.0 * n, 6.0), sharex="col", gridspec_kw={"height_ratios": [2.2, 1]}, squeeze=False
     )
     for j, (name, traj) in enumerate(trajs.items()):
-        plot_order_parameters(traj, axes[0, j], title=name, legend=(j == n - 1))
+        plot_order_parameters(traj, axes[0, j], title=name)  # a legend each: labels may differ per panel
         plot_loss(traj, axes[1, j])
         axes[0, j].set_xlabel("")
     if suptitle:
@@ -200,4 +211,5 @@ def explain_theory_vs_simulation(fig, label_values=None):
         norm = plt.Normalize(values.min(), values.max() if values.max() > values.min() else values.min() + 1)
         mappable = plt.cm.ScalarMappable(norm=norm, cmap="coolwarm")
         fig.colorbar(mappable, ax=axes[3], label="label value y (lines: theory, dots: simulation)")
+    fig.tight_layout()  # room for the new labels
     return fig
