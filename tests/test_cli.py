@@ -204,3 +204,16 @@ def test_notice_prints_only_when_slow(capsys):
     with notice("demo", "compiling something", after=0.05):
         time.sleep(0.3)
     assert capsys.readouterr().err == "cnntheory demo: compiling something ...\n"
+
+
+def test_an_error_during_a_progress_bar_starts_its_own_line(capsys):
+    from tqdm import tqdm
+
+    from cnntheory._cli import _report
+
+    bar = tqdm(total=10, desc="work")  # on stderr, its line not ended
+    bar.update(3)
+    _report("demo", ValueError("argument --x: bad\nvalue"))
+    err = capsys.readouterr().err
+    assert err.endswith("\ncnntheory demo: error: argument --x: bad value\n")
+    assert not getattr(tqdm, "_instances", None)  # the bar was closed
