@@ -32,7 +32,7 @@ from ._deprecate import renamed_keywords
 from ._keys import as_rng
 from ._random import categorical, dirichlet
 from ._typing import AnyArray
-from ._validate import is_concrete, require
+from ._validate import check_real, is_concrete, require
 
 POOLINGS = ("sum", "mean")
 
@@ -123,6 +123,9 @@ def gram_pseudo_inverse(gram: Float[AnyArray, "P P"]) -> Float[Array, "P P"]:
 
 def dirichlet_moments(alpha: Float[AnyArray, " P"]) -> tuple[Float[Array, " P"], Float[Array, "P P"]]:
     """`E[rho]` and `E[rho rho^T]` for `rho ~ Dirichlet(alpha)`."""
+    if is_concrete(alpha):
+        check_real("alpha", alpha)
+        require(bool(np.all(np.asarray(alpha) > 0)), f"Dirichlet parameters alpha must be > 0, got {np.asarray(alpha)}")
     alpha = jnp.asarray(alpha)
     a0 = jnp.sum(alpha)
     mean = alpha / a0
@@ -168,6 +171,8 @@ class PatchMixture(eqx.Module):
                 f"patches_per_side must be a positive integer or None, got {patches_per_side!r}",
             )
             patches_per_side = int(patches_per_side)
+        check_real("atoms", atoms)
+        check_real("alpha", alpha)
         atoms = jnp.asarray(atoms, dtype=float)
         alpha = jnp.asarray(alpha, dtype=float)
         require(atoms.ndim == 2, f"atoms must be a (P, D) array, got shape {atoms.shape}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,34 @@ def _jsonable(value):
     if isinstance(value, pathlib.Path):
         return str(value)
     return value
+
+
+def check_out_folder(out) -> pathlib.Path:
+    """Check, before any work, that results can be written to the folder `out`; return it as a path.
+
+    `out` may not exist yet (it is created when the results are saved), but every part of
+    it that exists must be a folder, and the deepest existing one must take a new file
+    (tried with a temporary file, removed at once: permissions, read-only file systems).
+    Raises a `ValueError` naming `--out` otherwise.
+    """
+    out = pathlib.Path(out)
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == out else f"is under {existing}, which is a file"
+        raise ValueError(f"argument --out: {str(out)!r} {what}, not a folder: name a folder (new or existing)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise ValueError(
+            f"argument --out: cannot write in {str(existing)!r} ({reason}): name a folder you can write to"
+        ) from None
+    return out
 
 
 def save_results(out, stem: str, *, arrays: dict, params: dict, figure=None, dpi: int = 200) -> dict[str, pathlib.Path]:

@@ -26,7 +26,7 @@ from jaxtyping import Array, Float
 from ._activations import Activation, get_activation
 from ._data import PatchMixture, check_gram, shape_atoms
 from ._typing import AnyArray
-from ._validate import is_concrete, require
+from ._validate import check_real, is_concrete, require
 
 
 class TeacherStudent(eqx.Module):
@@ -73,6 +73,7 @@ class TeacherStudent(eqx.Module):
         self.student_activation = get_activation(student_activation).name
         P = mixture.num_atoms
         gram = mixture.gram
+        check_real("teacher_head", teacher_head)
         teacher_head = jnp.asarray(teacher_head, dtype=float)
         require(teacher_head.ndim == 1, f"teacher_head must be a vector (L*,), got shape {teacher_head.shape}")
         if teacher_overlaps is None:
@@ -84,13 +85,18 @@ class TeacherStudent(eqx.Module):
             if is_concrete(gram):
                 check_gram(gram, name="atom Gram matrix", unit_diagonal=self.teacher_activation == "indicator")
             teacher_overlaps = gram
+        check_real("teacher_overlaps", teacher_overlaps)
         teacher_overlaps = jnp.asarray(teacher_overlaps, dtype=float)
         require(
             teacher_overlaps.shape == (teacher_head.shape[0], P),
             f"teacher_overlaps must have shape (L*, P) = ({teacher_head.shape[0]}, {P}), got {teacher_overlaps.shape}",
         )
+        if moments is not None:
+            check_real("moments", moments)
         moments = mixture.moments if moments is None else jnp.asarray(moments, dtype=float)
         require(moments.shape == (P, P), f"moments must have shape (P, P) = ({P}, {P}), got {moments.shape}")
+        check_real("lr_kernel", lr_kernel)
+        check_real("lr_head", lr_head)
         lr_kernel = jnp.asarray(lr_kernel, dtype=float)
         lr_head = jnp.asarray(lr_head, dtype=float)
         if is_concrete(lr_kernel, lr_head):

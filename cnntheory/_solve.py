@@ -39,9 +39,9 @@ from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
 from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes
 from ._problem import TeacherStudent, flatten_state, unflatten_state
 from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import Events, SolverError, Trajectory, checked
+from ._trajectory import Events, SolverError, Status, Trajectory, checked
 from ._typing import AnyArray, Scalar, Times
-from ._validate import check_times, is_concrete, is_traced, require, require_finite
+from ._validate import check_real, check_times, is_concrete, require
 
 __all__ = [
     "DIFFRAX_SOLVERS",
@@ -72,7 +72,29 @@ def _solve_one(problem, m0, v0, t0, t1, ts, config, branch, *, hybrid, rhs):
         field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
         (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
         nseg, events = jnp.asarray(1), Events.empty(0)
-    return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
+    loss = jax.vmap(problem.loss)(m, v)
+    if config.method == "euler" and rhs is None:
+        status, t_end = _euler_rise(loss, ts, status, t_end)
+    return m, v, loss, status, nsteps, nseg, t_end, events
+
+
+def _euler_rise(loss, ts, status, t_end):
+    """`DIVERGED` (at the first such save) when gradient descent ended above its starting loss.
+
+    Explicit Euler on the gradient flow is gradient descent with step `dt0`. A step small
+    enough to approximate the flow (`dt0 < 2 / beta`, `beta` the Lipschitz constant of the
+    preconditioned gradient along the path) lowers the loss at every step, and the saves
+    between steps lie on segments along which the loss stays below the segment's starting
+    value, so no save of such a run exceeds the loss at `t0`. A run that does is not
+    small-step gradient descent, whatever its later values. The margin `1e-9` (relative)
+    covers round-off. relu's kinks do not change this: across `m_lp = 0` the loss's
+    derivatives in the other entries and the head stay continuous, and it does not depend
+    on `m_lp < 0` at all.
+    """
+    rose = loss > loss[0] + 1e-9 * jnp.abs(loss[0]) + jnp.finfo(loss.dtype).tiny
+    first = jnp.argmax(rose)
+    bad = (status == Status.SUCCESS) & jnp.any(rose)
+    return jnp.where(bad, Status.DIVERGED, status), jnp.where(bad, ts[first], t_end)
 
 
 @functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs"))
@@ -121,7 +143,10 @@ def _shared_stack(problem, m0, v0, t0, t1, ts, config, *, batch_problem):
     unflatten = functools.partial(unflatten_state, num_atoms=P)
     m, v = jax.vmap(jax.vmap(unflatten))(jnp.moveaxis(ys, -1, 0))  # ys (T, n, B) -> (B, T, ...)
     loss = jax.vmap(lambda p, m, v: jax.vmap(p.loss)(m, v), in_axes=(0 if batch_problem else None, 0, 0))(problem, m, v)
-    return m, v, loss, status, jnp.broadcast_to(nsteps, (B,)), jnp.broadcast_to(t_end, (B,))
+    t_end = jnp.broadcast_to(t_end, (B,))
+    if config.method == "euler":
+        status, t_end = jax.vmap(_euler_rise, in_axes=(0, None, 0, 0))(loss, ts, status, t_end)
+    return m, v, loss, status, jnp.broadcast_to(nsteps, (B,)), t_end
 
 
 @functools.partial(jax.jit, static_argnames=("batch_problem",))
@@ -184,9 +209,8 @@ def _check_common(problem, t0, t1, ts):
 
 
 def _check_state(name, x):
-    """`require_finite`, with the common case (concrete and finite) kept cheap."""
-    if not is_traced(x) and not np.isfinite(np.asarray(x)).all():
-        require_finite(name, x)
+    """`check_real`: real numbers (no bool, complex), finite when concrete; cheap when good."""
+    check_real(name, x)
 
 
 def _check_branch(repulsive):
@@ -263,11 +287,13 @@ def solve(
     `throw=True` is `Trajectory.raise_for_status()`.
     """
     t0, t1, ts, config, branch, hybrid = _prepare("solve", problem, t0, t1, ts, config, options, repulsive)
+    _check_state("m0", m0)  # before the conversion to float, which would take bools and drop imaginary parts
+    _check_state("v0", v0)
     m0, v0 = _float_array(m0), _float_array(v0)
     if not (m0.ndim == 2 and v0.shape == (m0.shape[0],) and m0.shape[1] == problem.mixture.atoms.shape[0]):
-        problem.check_state(m0, v0)  # raises, naming the shapes
-    _check_state("m0", m0)
-    _check_state("v0", v0)
+        P = problem.mixture.atoms.shape[0]
+        require(m0.ndim == 2 and m0.shape[1] == P, f"m0 must have shape (L, P) with P = {P} atoms, got {m0.shape}")
+        require(False, f"v0 must have shape (L,) = ({m0.shape[0]},), one head weight per unit of m0, got {v0.shape}")
     if rhs is not None:
         require(
             not hybrid,
@@ -349,13 +375,13 @@ def solve_batch(
         f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}",
     )
     t0, t1, ts, config, branch, hybrid = _prepare("solve_batch", problem, t0, t1, ts, config, options, repulsive)
+    _check_state("m0", m0)
+    _check_state("v0", v0)
     m0, v0 = _float_array(m0), _float_array(v0)
     require(
         m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0],
         f"m0 must be (B, L, P) and v0 (B, L) with the same B, got {m0.shape} and {v0.shape}",
     )
-    _check_state("m0", m0)
-    _check_state("v0", v0)
     if batch_problem:
         sizes = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree_util.tree_leaves(problem)}
         require(

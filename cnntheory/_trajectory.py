@@ -72,9 +72,13 @@ class Status(enum.IntEnum):
                 "the flow chatters on a surface m_lp = 0; raise max_segments"
             )
         if self is Status.DIVERGED:
-            return f"the solution diverged (non-finite or |state| > {DIVERGENCE_BOUND:g}) near t={te:.6g}" + (
-                "; the Euler step dt0 is too large for this problem: reduce dt0" if method == "euler" else ""
-            )
+            if method == "euler":
+                return (
+                    f"gradient descent diverged near t={te:.6g}: the loss rose above its starting value, or the state "
+                    f"became non-finite or |state| > {DIVERGENCE_BOUND:g}; the Euler step dt0 is too large for this "
+                    "problem (small-step gradient descent never raises the loss): reduce dt0"
+                )
+            return f"the solution diverged (non-finite or |state| > {DIVERGENCE_BOUND:g}) near t={te:.6g}"
         return f"the solver '{method}' failed at t={te:.6g}{': ' + detail if detail else ''}"
 
 

@@ -37,6 +37,10 @@ def check_times(t0, t1, ts, num_saves: int = 101):
     traced ones pass through unchecked (shapes are still checked). Messages are built only
     on failure: this runs on every solve.
     """
+    check_real("t0", t0)
+    check_real("t1", t1)
+    if ts is not None:
+        check_real("ts", ts)
     t0, t1 = as_number(t0), as_number(t1)
     times_concrete = not (is_traced(t0) or is_traced(t1))
     if ts is None:
@@ -44,6 +48,8 @@ def check_times(t0, t1, ts, num_saves: int = 101):
     ts = jnp.asarray(ts, dtype=float) if is_traced(ts) else np.asarray(ts, dtype=np.float64)
     if not (ts.ndim == 1 and ts.size >= 1):
         require(False, f"ts must be a non-empty 1-D array of save times, got shape {ts.shape}")
+    if not is_traced(ts) and not np.isfinite(ts).all():
+        require_finite("ts", ts)  # before the order check: NaN compares false
     if times_concrete and not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
         require(False, f"need finite t0 < t1, got t0={t0}, t1={t1}")
     if not is_traced(ts):
@@ -54,12 +60,49 @@ def check_times(t0, t1, ts, num_saves: int = 101):
 
 
 def require_finite(name: str, value) -> None:
-    """Raise a `ValueError` naming `name` when a concrete array has NaN or inf entries."""
+    """Raise a `ValueError` naming `name` unless `value` holds real numbers, all finite.
+
+    Booleans, complex numbers and anything else that is not a number are refused rather
+    than converted (`jnp.asarray(x, dtype=float)` would turn `True` into 1.0 and drop an
+    imaginary part with only a warning). Traced values have their dtype checked, not
+    their values.
+    """
+    _check_dtype(name, value)
     if is_concrete(value):
         arr = np.asarray(value)
         if not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))
             raise ValueError(f"{name} has non-finite entries (first at index {tuple(int(i) for i in bad[0])})")
+
+
+def check_real(name: str, value) -> None:
+    """`require_finite`, cheap when the value is good: one dtype test and one `isfinite`."""
+    if _check_dtype(name, value) == "f" and not is_traced(value) and not np.isfinite(np.asarray(value)).all():
+        require_finite(name, value)
+
+
+def _check_dtype(name: str, value) -> str:
+    """The dtype kind of `value` (`"f"`, `"i"` or `"u"`); a `ValueError` naming `name` for any other."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        if isinstance(value, (bool, np.bool_)):
+            dtype = np.dtype(bool)
+        elif isinstance(value, (int, float)):
+            dtype = np.dtype(float)
+        else:
+            try:
+                dtype = np.asarray(value).dtype
+            except (ValueError, TypeError):
+                raise ValueError(f"{name} must be an array of real numbers, got {type(value).__name__}") from None
+    kind = np.dtype(dtype).kind
+    if kind != "f" and kind not in "iu":
+        what = {"b": "boolean", "c": "complex", "U": "text", "S": "bytes", "O": "objects"}.get(kind, f"dtype {dtype}")
+        fix = {
+            "b": "pass numbers (1.0 / 0.0), not True / False",
+            "c": "the quantities are real: pass np.real(x) if the imaginary part is meant to go",
+        }.get(kind, "pass real numbers")
+        raise ValueError(f"{name} must hold real numbers, got {what} ({np.dtype(dtype)}): {fix}")
+    return kind
 
 
 def require_shape(name: str, value, shape: tuple, hint: str = "") -> None:

@@ -475,21 +475,36 @@ def latex(flow: SymbolicFlow | Sequence[int], *, notation: str = "seed") -> str:
     return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
 
 
-def pretty(flow: SymbolicFlow | Sequence[int]) -> str:
-    """The equations as unicode text (`sympy.pretty`), teacher term minus student term."""
+def pretty(flow: SymbolicFlow | Sequence[int], *, notation: str = "plain", width: int | None = None) -> str:
+    """The equations as unicode text (`sympy.pretty`), teacher term minus student term.
+
+    `notation="seed"` writes symbolic moments `C_pq` as `E[π_p π_q]` (as `latex` does);
+    `width` wraps each equation at that many columns (`None`: one line per equation).
+    """
+    require(notation in ("seed", "plain"), f"notation must be 'seed' or 'plain', got {notation!r}")
     flow = _as_flow(flow)
     # `v^*_1` is LaTeX-friendly; sympy.pretty renders it `v_1__*`, so write `v*_1` (-> v*₁).
     starred = {
         s: sp.Symbol(s.name.replace("^*", "*"), real=True)
         for s in flow.teacher_head.free_symbols | flow.teacher_overlaps.free_symbols
     }
+    if notation == "seed":
+        sub = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+        P = flow.sizes[1]
+        for p in range(P):
+            for q in range(p, P):
+                if isinstance(flow.moments[p, q], sp.Symbol):
+                    starred[flow.moments[p, q]] = sp.Symbol(
+                        f"E[π{str(p + 1).translate(sub)}π{str(q + 1).translate(sub)}]"
+                    )
+    options = {"use_unicode": True, "wrap_line": width is not None, "num_columns": width}
     out = []
     for lhs, teacher, student in _split_teacher_student(flow):
         name = lhs.replace("{", "").replace("}", "")
         teacher, student = teacher.xreplace(starred), student.xreplace(starred)
         expr = sp.Add(teacher, sp.Mul(-1, sp.UnevaluatedExpr(student), evaluate=False), evaluate=False)
-        out.append(sp.pretty(sp.Eq(sp.Symbol(f"d{name}/dt"), expr, evaluate=False), use_unicode=True, wrap_line=False))
-    out += [sp.pretty(sp.Eq(f, e, evaluate=False), use_unicode=True, wrap_line=False) for f, e in _definitions(flow)]
+        out.append(sp.pretty(sp.Eq(sp.Symbol(f"d{name}/dt"), expr, evaluate=False), **options))
+    out += [sp.pretty(sp.Eq(f, e, evaluate=False), **options) for f, e in _definitions(flow)]
     return "\n\n".join(out)
 
 

@@ -6,7 +6,6 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import cnntheory as ct
 from cnntheory._cli import build_parser, main
@@ -47,25 +46,7 @@ def test_no_command_prints_help_and_fails(capsys):
     assert "shape-counting" in capsys.readouterr().out
 
 
-# --- bad arguments: one line on stderr, exit status 2, never a traceback ------------------------
-
-BAD_ARGUMENTS = [
-    (["shape-counting", "--overlap", "1.5"], "overlap must lie strictly between -1 and 1"),
-    (["shape-counting", "--activation", "nope"], "unknown activation 'nope'"),
-    (["shape-counting", "--t1", "-5"], "--t1: must be a finite number > 0"),
-    (["shape-counting", "--m0", "1,2"], "--m0 needs 4 numbers"),
-    (["shape-counting", "--method", "nope"], "unknown method 'nope'"),
-    (["fixed-points", "--alpha", "0,1"], "Dirichlet parameters alpha must be finite and > 0"),
-    # A negative list is a value, not an option: it reaches the Dirichlet check.
-    (["fixed-points", "--alpha", "-1,1"], "Dirichlet parameters alpha must be finite and > 0, got [-1."),
-    (["fixed-points", "--starts", "0"], "--starts: must be an integer >= 1"),
-    (["sweep", "--t1", "0"], "--t1: must be a finite number > 0"),
-    (["sweep", "--activation", "nope"], "unknown activation 'nope'"),
-    (["simulate", "--lr", "-0.1"], "--lr: must be a finite number > 0"),
-    (["simulate", "--alpha", "1,x"], "expected comma-separated numbers"),
-    (["energy", "--images", "0"], "--images: must be an integer >= 1"),
-    (["equations", "--sizes", "0,2"], "--sizes must be two or three positive integers"),
-]
+# --- bad arguments: tests/test_cli_arguments.py (one line on stderr, exit status 2, no work) -----
 
 
 def _one_line(text):
@@ -74,20 +55,10 @@ def _one_line(text):
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, message", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
-def test_bad_argument_is_one_line_and_status_2(argv, message, tmp_path, capsys):
-    code = main([*argv, "--out", str(tmp_path)] if argv[0] != "equations" else argv)
-    err = capsys.readouterr().err
-    assert code == 2
-    line = _one_line(err)
-    assert line.startswith(f"cnntheory {argv[0]}: error: ") and message in line, line
-    assert not list(tmp_path.iterdir())  # refused before anything was written
-
-
 def test_negative_values_parse_as_values():
     args = build_parser().parse_args(["sweep", "--overlap-range", "-0.5", "-.25", "--eps", "-1e-3"])
     assert args.overlap_range == [-0.5, -0.25] and args.eps == -1e-3
-    assert build_parser().parse_args(["shape-counting", "--alpha", "-1,1"]).alpha == [(-1.0, 1.0)]
+    assert build_parser().parse_args(["shape-counting", "--m0", "-1,1,-.5,2"]).m0 == (-1.0, 1.0, -0.5, 2.0)
 
 
 def test_command_line_prints_no_traceback(tmp_path):
@@ -97,7 +68,7 @@ def test_command_line_prints_no_traceback(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert _one_line(result.stderr).startswith("cnntheory fixed-points: error: Dirichlet parameters alpha")
+    assert _one_line(result.stderr).startswith("cnntheory fixed-points: error: argument --alpha: needs 2")
 
 
 def test_simulate_warns_past_the_stability_edge():
@@ -180,3 +151,69 @@ def test_energy_command_writes_its_outputs(tmp_path, capsys):
     data = json.loads((tmp_path / "energy_digits.json").read_text())
     assert data["parameters"]["dataset"] == "digits" and -1 <= data["correlations"]["linear_vs_formula"]["r"] <= 1
     assert "wrote" in capsys.readouterr().out
+
+
+# --- the outputs say what was computed --------------------------------------------------------
+
+
+def test_equations_plain_and_seed_notation_differ_and_lines_fit_the_width(capsys):
+    assert main(["equations", "--width", "80"]) == 0
+    seed = capsys.readouterr().out
+    assert main(["equations", "--plain", "--width", "80"]) == 0
+    plain = capsys.readouterr().out
+    assert "E[π₁π₂]" in seed and "C₁₂" not in seed and "C₁₂" in plain and "E[π" not in plain
+    assert max(len(line) for line in seed.splitlines()) <= 80
+
+
+def test_a_write_that_fails_after_the_work_is_one_line_status_1(tmp_path, capsys, monkeypatch):
+    import cnntheory._io as io
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "save_results", full_disk)
+    assert main(["equations"]) == 0  # writes nothing: unaffected
+    capsys.readouterr()
+    code = main(["shape-counting", "--activation", "sigmoid", "--t1", "1", "--num-points", "3", "--out", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()  # a compile notice may come first
+    assert err[-1] == "cnntheory shape-counting: error: [Errno 28] No space left on device"
+
+
+def test_euler_takes_dt0(tmp_path):
+    # --method euler --dt0 h is gradient descent with step h: the saved state is the GD map's.
+    argv = ["shape-counting", "--activation", "sigmoid", "--alpha", "1,1", "--t1", "1", "--num-points", "11"]
+    assert main([*argv, "--method", "euler", "--dt0", "0.1", "--out", str(tmp_path)]) == 0
+    data = np.load(tmp_path / "shape_counting.npz")
+    problem = ct.shape_counting(activation="sigmoid")
+    m, v = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    for _ in range(10):  # ten explicit Euler steps of the order-parameter flow
+        dm, dv = problem.rhs(m, v)
+        m, v = m + 0.1 * dm, v + 0.1 * dv
+    np.testing.assert_allclose(data["m_alpha_1_1"][-1], m, rtol=1e-12)
+    assert json.loads((tmp_path / "shape_counting.json").read_text())["dt0"] == 0.1
+
+
+def test_notice_prints_only_when_slow(capsys):
+    import time
+
+    from cnntheory._commands._notice import notice
+
+    with notice("demo", "quick"):
+        pass
+    with notice("demo", "compiling something", after=0.05):
+        time.sleep(0.3)
+    assert capsys.readouterr().err == "cnntheory demo: compiling something ...\n"
+
+
+def test_an_error_during_a_progress_bar_starts_its_own_line(capsys):
+    from tqdm import tqdm
+
+    from cnntheory._cli import _report
+
+    bar = tqdm(total=10, desc="work")  # on stderr, its line not ended
+    bar.update(3)
+    _report("demo", ValueError("argument --x: bad\nvalue"))
+    err = capsys.readouterr().err
+    assert err.endswith("\ncnntheory demo: error: argument --x: bad value\n")
+    assert not getattr(tqdm, "_instances", None)  # the bar was closed

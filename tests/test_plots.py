@@ -56,3 +56,36 @@ def test_shape_counting_command_saves_the_events(tmp_path):
     saved = params["events"]["alpha_2_1"]
     assert [e["kind"] for e in saved] == ["slide"]
     assert [(e["t"], e["unit"], e["atom"], e["kind"], e["to"]) for e in saved] == traj.events.to_list()
+
+
+def test_a_curve_that_would_hide_another_is_dashed_and_says_so():
+    # Shape counting with alpha = (1, 1): m_22 lies on m_11 most of the time.
+    traj = solve(shape_counting(), M0, V0, 60.0, ts=np.linspace(0, 60, 61))
+    m = np.asarray(traj.m)
+    fig, ax = plt.subplots()
+    plot_order_parameters(traj, ax)
+    lines = {line.get_label(): line for line in ax.lines}
+    close = np.mean(np.abs(m[:, 1, 1] - m[:, 0, 0]) < 0.01 * np.ptp(np.concatenate([m.ravel(), traj.v.ravel(), [0]])))
+    assert close >= 0.5  # the case the rule is for
+    assert lines["$m_{22}$ (on $m_{11}$)"].get_linestyle() == "--"
+    assert lines["$m_{11}$"].get_linestyle() == "-" and lines["$m_{12}$"].get_linestyle() == "-"
+    plt.close(fig)
+
+
+def test_heatmap_cells_are_centred_on_the_grid_points():
+    from cnntheory._plots import sweep_figure
+
+    x, y = np.linspace(0.0, 3.0, 3), np.array([-0.5, 0.5])  # a sweep's grid: equally spaced
+    data = np.arange(6.0).reshape(2, 3)
+    fig = sweep_figure(x, y, {"value": data}, xlabel="x", ylabel="y")
+    ax = fig.axes[0]
+    mesh = ax.collections[0]
+    np.testing.assert_array_equal(mesh.get_array().reshape(2, 3), data)
+    coords = mesh.get_coordinates()  # (len(y) + 1, len(x) + 1, 2) cell corners
+    np.testing.assert_allclose(coords[0, :, 0], [-0.75, 0.75, 2.25, 3.75])  # halfway between points
+    np.testing.assert_allclose(coords[:, 0, 1], [-1.0, 0.0, 1.0])
+    centres = (coords[0, 1:, 0] + coords[0, :-1, 0]) / 2
+    np.testing.assert_allclose(centres, x)
+    np.testing.assert_allclose(ax.get_xticks(), x)
+    assert ax.get_xlabel() == "x" and ax.get_ylabel() == "y" and fig.axes[1].get_ylabel() == "value"  # colour bar
+    plt.close(fig)

@@ -1,6 +1,6 @@
 """`cnntheory energy`: fit the linear-CNN energy formula (Chowers & Weiss, ICML 2023) on bundled images and draw the figure.
 
-Writes `energy_<dataset>.png` (Lovig's figure), `energy_<dataset>.json` (every parameter and
+Writes `energy_<dataset>.png` (the energy-profile figure of Chowers & Weiss), `energy_<dataset>.json` (every parameter and
 the correlations) and `energy_<dataset>.npz` (the profiles) to `--out`.
 """
 
@@ -11,38 +11,49 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ._types import positive_int
+from . import _types as T
+from ._notice import notice
+
+#: The side of the 8 x 8 digits of scikit-learn.
+DIGIT_SIDE = 8
+
+
+def _check(args) -> None:
+    side = DIGIT_SIDE if args.dataset == "digits" else args.size
+    T.require(
+        args.patch <= side,
+        f"argument --patch: a {args.patch} x {args.patch} filter does not fit in the {side} x {side} images"
+        + (" (the digits are 8 x 8)" if args.dataset == "digits" else " (--size)")
+        + ": lower --patch"
+        + ("" if args.dataset == "digits" else " or raise --size"),
+    )
+    T.require(
+        args.linear_steps % args.linear_records == 0,
+        f"argument --linear-steps: {args.linear_steps} steps must be a multiple of --linear-records "
+        f"{args.linear_records} (the linear CNN is recorded every linear-steps / linear-records steps)",
+    )
 
 
 def register(subparsers) -> None:
-    from ..energy import DATASETS
-
     parser = subparsers.add_parser(
         "energy",
         help="energy profiles of first-layer filters against the linear-CNN theory (Chowers & Weiss, ICML 2023)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--out", type=Path, default=Path("cnntheory-output/energy"), help="output folder")
+    parser.add_argument("--dataset", choices=T.DATASET_NAMES, default="photos", help="bundled image set")
+    parser.add_argument("--images", type=T.positive_int, default=1024, help="number of images / crops")
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("cnntheory-output/energy"),
-        help="output folder (default cnntheory-output/energy)",
+        "--size", type=T.Range(int, ge=1, le=256), default=24, help="crop side for photos / powerlaw (digits: 8)"
     )
-    parser.add_argument("--dataset", choices=DATASETS, default="photos", help="bundled image set (default photos)")
-    parser.add_argument("--images", type=positive_int, default=1024, help="number of images / crops (default 1024)")
-    parser.add_argument("--size", type=positive_int, default=24, help="crop side for photos / powerlaw (default 24)")
-    parser.add_argument("--patch", type=positive_int, default=3, help="first-layer filter side k (default 3)")
-    parser.add_argument(
-        "--linear-steps", type=positive_int, default=200, help="GD steps of the linear CNN (default 200)"
-    )
-    parser.add_argument("--linear-seeds", type=positive_int, default=32, help="seeds of the linear CNN (default 32)")
-    parser.add_argument(
-        "--steps", type=positive_int, default=1000, help="SGD steps of the nonlinear CNN (default 1000)"
-    )
-    parser.add_argument("--seeds", type=positive_int, default=2, help="seeds of the nonlinear CNN (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.set_defaults(func=run)
+    parser.add_argument("--patch", type=T.positive_int, default=3, help="first-layer filter side k")
+    parser.add_argument("--linear-steps", type=T.positive_int, default=200, help="GD steps of the linear CNN")
+    parser.add_argument("--linear-records", type=T.positive_int, default=4, help="records of the linear CNN")
+    parser.add_argument("--linear-seeds", type=T.positive_int, default=32, help="seeds of the linear CNN")
+    parser.add_argument("--steps", type=T.positive_int, default=1000, help="SGD steps of the nonlinear CNN")
+    parser.add_argument("--seeds", type=T.positive_int, default=2, help="seeds of the nonlinear CNN")
+    parser.add_argument("--seed", type=T.seed, default=0, help="random seed")
+    parser.set_defaults(func=run, check=_check)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
     images, labels = load_dataset(args.dataset, args.images, args.size, key=args.seed)
     classes = {"photos": 2, "digits": 10}.get(args.dataset, 10)
     config = EnergyConfig(
-        k=args.patch, linear_steps=args.linear_steps, linear_seeds=args.linear_seeds,
+        k=args.patch, linear_steps=args.linear_steps, linear_records=args.linear_records, linear_seeds=args.linear_seeds,
         small_steps=args.steps, small_seeds=args.seeds, seed=args.seed,
     )  # fmt: skip
-    report = run_experiment(images, labels, classes=classes, config=config)
+    with notice("energy", "training the linear and the small nonlinear CNNs (about two minutes at the defaults)"):
+        report = run_experiment(images, labels, classes=classes, config=config)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"energy_{args.dataset}"
     fig = plot_report(report, title=f"{args.dataset}: {images.shape[0]} images {images.shape[1:]}, k = {args.patch}")

@@ -7,45 +7,49 @@ Default: Lovig's (2025) equations (1)-(4) for shape counting (`L = L* = P = 2`, 
 from __future__ import annotations
 
 import argparse
+import shutil
+
+from . import _types as T
 
 ABSTRACT = "abstract"
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes must be integers 'L,P' or 'L,P,Lstar', got {text!r}") from None
-    if len(sizes) not in (2, 3) or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--sizes must be two or three positive integers 'L,P[,Lstar]', got {text!r}")
-    return sizes
-
-
 def register(subparsers) -> None:
-    from .._activations import ACTIVATIONS
-
-    names = [ABSTRACT, *sorted(ACTIVATIONS)]
+    names = [ABSTRACT, *T.ACTIVATION_NAMES]
     parser = subparsers.add_parser(
         "equations",
         help="print the order-parameter ODEs derived symbolically (sympy)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--latex", action="store_true", help="print LaTeX (an aligned block) instead of unicode text")
     parser.add_argument(
         "--sizes",
-        type=_sizes,
+        type=T.NumberList(T.positive_int, min_length=2, max_length=3, what="sizes L,P[,Lstar]"),
         default=(2, 2, 2),
         metavar="L,P[,Lstar]",
-        help="student units, atoms, teacher units (default 2,2,2)",
+        help="student units, atoms, teacher units",
     )
     parser.add_argument(
-        "--activation", choices=names, default=ABSTRACT, help="student activation (default: undefined sigma)"
+        "--activation",
+        choices=names,
+        metavar="NAME",
+        default=ABSTRACT,
+        help="student activation (default: abstract, an undefined sigma)",
     )
     parser.add_argument(
-        "--teacher-activation", choices=names, default=ABSTRACT, help="teacher activation (default: undefined phi)"
+        "--teacher-activation",
+        choices=names,
+        metavar="NAME",
+        default=ABSTRACT,
+        help="teacher activation (default: abstract, an undefined phi)",
     )
     parser.add_argument("--plain", action="store_true", help="write the moments as C_pq instead of E_pi[pi_p pi_q]")
+    parser.add_argument(
+        "--width",
+        type=T.Range(int, ge=40),
+        default=None,
+        help="wrap the text at this many columns (default: the terminal's width, 100 when not a terminal)",
+    )
     parser.add_argument(
         "--learning-rates",
         action="store_true",
@@ -70,5 +74,9 @@ def run(args: argparse.Namespace) -> int:
         teacher_activation=activation(args.teacher_activation),
         **rates,
     )
-    print(symbolic.latex(flow, notation="plain" if args.plain else "seed") if args.latex else symbolic.pretty(flow))
+    notation = "plain" if args.plain else "seed"
+    if args.latex:
+        print(symbolic.latex(flow, notation=notation))
+    else:  # wrapped at the terminal's width (COLUMNS, or 100 columns when not a terminal)
+        print(symbolic.pretty(flow, notation=notation, width=args.width or shutil.get_terminal_size((100, 24)).columns))
     return 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._types import activation, finite_float, positive_int
-from .shape_counting import _floats
+from . import _types as T
+from ._notice import notice
 
 
 def register(subparsers) -> None:
@@ -17,15 +17,17 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--alpha",
-        type=_floats,
+        type=T.alpha,
         action="append",
         help="Dirichlet parameters, e.g. 1,1 (repeatable; default 1,1 and 2,1)",
     )
-    p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of X and O (default 0.8)")
-    p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
-    p.add_argument("--units", type=positive_int, default=2, help="student units L (default 2)")
-    p.add_argument("--starts", type=positive_int, default=256, help="random starts (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overlap", type=T.overlap, default=0.8, help="Gram overlap G_12 of X and O")
+    p.add_argument(
+        "--activation", choices=T.ACTIVATION_NAMES, metavar="NAME", default="relu", help="student activation"
+    )
+    p.add_argument("--units", type=T.positive_int, default=2, help="student units L")
+    p.add_argument("--starts", type=T.positive_int, default=256, help="random starts")
+    p.add_argument("--seed", type=T.seed, default=0, help="PRNG seed of the random starts")
     p.add_argument("--all", action="store_true", help="print every point, not one per family")
     p.add_argument("--out", default="cnntheory-output/fixed-points", help="output folder")
     p.set_defaults(func=run)
@@ -52,7 +54,8 @@ def run(args) -> int:
     arrays = {}
     for alpha in alphas:
         problem = shape_counting(args.overlap, alpha, args.activation)
-        points = find_fixed_points(problem, args.units, num_starts=args.starts, key=jax.random.PRNGKey(args.seed))
+        with notice("fixed-points", f"alpha = {tuple(alpha)}: compiling the fixed-point search"):
+            points = find_fixed_points(problem, args.units, num_starts=args.starts, key=jax.random.PRNGKey(args.seed))
         families = fixed_point_families(points)
         tag = "_".join(f"{a:g}" for a in alpha)
         counts = count_kinds(points)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import TYPE_CHECKING
 
-from ._types import activation, finite_float, positive_float, positive_int
+from . import _types as T
+from ._notice import notice
 
 if TYPE_CHECKING:
     from jax import Array
@@ -14,11 +14,37 @@ if TYPE_CHECKING:
 DEFAULT_M0 = (0.3, 0.25, 0.2, 0.28)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def add_method_options(p, default: str = "tsit5", dt0_default: str = "required for euler") -> None:
+    """`--method` and `--dt0`, shared with `simulate`."""
+    p.add_argument(
+        "--method",
+        choices=T.METHOD_NAMES,
+        default=default,
+        metavar="METHOD",
+        help="ODE solver: a diffrax solver (tsit5, dopri5, dopri8, bosh3, kvaerno5, ...), 'euler' (the gradient-"
+        "descent map with fixed step --dt0) or a scipy method (RK45, DOP853, LSODA, Radau, BDF)",
+    )
+    p.add_argument(
+        "--dt0",
+        type=T.positive_float,
+        default=None,
+        help=f"fixed step of --method euler (default: {dt0_default}); the first step of an adaptive method",
+    )
+
+
+def check_method(args) -> None:
+    T.require(
+        args.method != "euler" or args.dt0 is not None,
+        "argument --dt0: --method euler takes fixed steps of size --dt0: give one, e.g. --dt0 0.01",
+    )
+
+
+def check_pooling(args) -> None:
+    T.require(
+        args.patches_per_side is not None or args.pooling == "mean",
+        "argument --pooling: the continuum moments (no --patches-per-side) exist for mean pooling only: "
+        "give --patches-per-side M with --pooling sum",
+    )
 
 
 def register(subparsers) -> None:
@@ -26,30 +52,33 @@ def register(subparsers) -> None:
         "shape-counting",
         help="solve the shape-counting flow (Lovig 2025) and draw its figure",
         description="Order-parameter dynamics of the shape-counting teacher-student CNN: "
-        "one panel per Dirichlet law alpha, order parameters m_lp(t), head v(t), loss.",
+        "one panel per Dirichlet law alpha, order parameters m_lp(t), head v(t), loss. "
+        "Writes shape_counting.png, .npz and .json to --out.",
     )
     p.add_argument(
         "--alpha",
-        type=_floats,
+        type=T.alpha,
         action="append",
-        help="Dirichlet parameters, e.g. 1,1 (repeat for more panels; default 1,1 and 2,1)",
+        help="Dirichlet parameters of X and O, e.g. 1,1 (repeat for more panels; default 1,1 and 2,1)",
     )
-    p.add_argument("--overlap", type=finite_float, default=0.8, help="Gram overlap of the X and O atoms (default 0.8)")
-    p.add_argument("--activation", type=activation, default="relu", help="student activation (default relu)")
-    p.add_argument("--t1", type=positive_float, default=60.0, help="final time (default 60)")
-    p.add_argument("--eps", type=finite_float, default=0.01, help="initial head v(0) = (eps, -eps) (default 0.01)")
+    p.add_argument("--overlap", type=T.overlap, default=0.8, help="Gram overlap G_12 of the X and O atoms")
     p.add_argument(
-        "--m0", type=_floats, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22 (default 0.3,0.25,0.2,0.28)"
+        "--activation", choices=T.ACTIVATION_NAMES, metavar="NAME", default="relu", help="student activation"
     )
-    p.add_argument("--method", default="tsit5", help="diffrax solver name or scipy method (default tsit5)")
-    p.add_argument("--rtol", type=positive_float, default=1e-8)
-    p.add_argument("--atol", type=positive_float, default=1e-10)
-    p.add_argument("--patches-per-side", type=positive_int, default=None, help="M (default: continuum moments)")
-    p.add_argument("--pooling", choices=("mean", "sum"), default="mean")
-    p.add_argument("--k", type=positive_int, default=5, help="patch side (default 5)")
-    p.add_argument("--num-points", type=positive_int, default=601, help="save times (default 601)")
+    p.add_argument("--t1", type=T.positive_float, default=60.0, help="final time")
+    p.add_argument("--eps", type=T.finite_float, default=0.01, help="initial head v(0) = (eps, -eps)")
+    p.add_argument("--m0", type=T.m0, default=DEFAULT_M0, help="initial m as m11,m12,m21,m22")
+    add_method_options(p)
+    p.add_argument("--rtol", type=T.tolerance, default=1e-8, help="relative tolerance of adaptive methods")
+    p.add_argument("--atol", type=T.positive_float, default=1e-10, help="absolute tolerance of adaptive methods")
+    p.add_argument(
+        "--patches-per-side", type=T.positive_int, default=None, help="M (default: None, the continuum moments)"
+    )
+    p.add_argument("--pooling", choices=("mean", "sum"), default="mean", help="pooling of the patch outputs")
+    p.add_argument("--k", type=T.positive_int, default=5, help="patch side (D = k^2 sets eta_K = D)")
+    p.add_argument("--num-points", type=T.num_points, default=601, help="save times, t = 0 to --t1")
     p.add_argument("--out", default="cnntheory-output/shape-counting", help="output folder")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check=T.checker(check_method, check_pooling))
 
 
 def run(args) -> int:
@@ -66,8 +95,6 @@ def run(args) -> int:
     from .._trajectory import Events
 
     alphas = args.alpha or [(1.0, 1.0), (2.0, 1.0)]
-    if len(args.m0) != 4:
-        raise ValueError(f"--m0 needs 4 numbers (m11,m12,m21,m22), got {len(args.m0)}")
     m0 = jnp.asarray(args.m0).reshape(2, 2)
     v0 = jnp.array([args.eps, -args.eps])
     ts = jnp.linspace(0.0, args.t1, args.num_points)
@@ -77,7 +104,15 @@ def run(args) -> int:
     for alpha in alphas:
         problem = shape_counting(args.overlap, alpha, args.activation, args.patches_per_side, args.pooling, args.k)
         start = time.perf_counter()
-        traj = solve(problem, m0, v0, args.t1, ts=ts, method=args.method, rtol=args.rtol, atol=args.atol)
+        what = (
+            "compiling the relu (Filippov) solver, 20-60 s on a first run"
+            if args.activation == "relu"
+            else "compiling the solver"
+        )
+        with notice("shape-counting", f"alpha = {tuple(alpha)}: {what}"):
+            traj = solve(
+                problem, m0, v0, args.t1, ts=ts, method=args.method, rtol=args.rtol, atol=args.atol, dt0=args.dt0
+            )
         tag = "_".join(f"{a:g}" for a in alpha)
         name = r"$\alpha = (" + ", ".join(f"{a:g}" for a in alpha) + ")$"
         timings[f"alpha_{tag}"] = time.perf_counter() - start
@@ -104,6 +139,7 @@ def run(args) -> int:
         "m0": np.asarray(m0).tolist(),
         "v0": np.asarray(v0).tolist(),
         "method": args.method,
+        "dt0": args.dt0,
         "rtol": args.rtol,
         "atol": args.atol,
         "patches_per_side": args.patches_per_side,

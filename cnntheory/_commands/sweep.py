@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from ._types import activation, finite_float, positive_float, positive_int
+from . import _types as T
+from ._notice import notice
+
+
+def _check(args) -> None:
+    for name, (lo, hi) in (("--overlap-range", args.overlap_range), ("--skew-range", args.skew_range)):
+        T.require(lo < hi, f"argument {name}: needs LO < HI, got {lo:g} {hi:g}")
+    lo, hi = args.overlap_range
+    T.require(-1 < lo and hi < 1, f"argument --overlap-range: overlaps of unit atoms lie in (-1, 1), got {lo:g} {hi:g}")
+    T.require(
+        args.skew_range[0] > -1,
+        f"argument --skew-range: alpha = (1 + s, 1) needs s > -1, got {args.skew_range[0]:g}",
+    )
 
 
 def register(subparsers) -> None:
@@ -10,21 +22,36 @@ def register(subparsers) -> None:
         "sweep",
         help="phase diagram (final loss, plateau length) over overlap x alpha skew",
         description="Shape counting on a grid of atom overlaps G_12 and Dirichlet skews alpha = (1 + s, 1), "
-        "solved in sharded batches over all JAX devices; heatmaps of the final loss and the plateau length.",
+        "solved in sharded batches over all JAX devices; heatmaps of the final loss and the plateau length, "
+        "one cell per grid point. Writes sweep.png, .npz, .json and sweep_summary.npz/.json to --out.",
     )
-    p.add_argument("--overlaps", type=positive_int, default=8, help="grid points in overlap (default 8)")
-    p.add_argument("--overlap-range", type=finite_float, nargs=2, default=(0.0, 0.9))
-    p.add_argument("--skews", type=positive_int, default=8, help="grid points in skew s (default 8)")
-    p.add_argument("--skew-range", type=finite_float, nargs=2, default=(0.0, 3.0))
+    grid = T.Range(int, ge=2)
+    p.add_argument("--overlaps", type=grid, default=8, help="grid points in overlap")
     p.add_argument(
-        "--activation", type=activation, default="tanh", help="student activation (default tanh; relu compiles slowly)"
+        "--overlap-range", type=T.overlap, nargs=2, default=(0.0, 0.9), metavar=("LO", "HI"), help="overlap interval"
     )
-    p.add_argument("--eps", type=finite_float, default=1e-3, help="initial head (eps, -eps) (default 1e-3)")
-    p.add_argument("--t1", type=positive_float, default=100.0)
-    p.add_argument("--num-points", type=positive_int, default=401)
-    p.add_argument("--chunk-size", type=positive_int, default=256)
+    p.add_argument("--skews", type=grid, default=8, help="grid points in skew s")
+    p.add_argument(
+        "--skew-range",
+        type=T.Range(float, gt=-1),
+        nargs=2,
+        default=(0.0, 3.0),
+        metavar=("LO", "HI"),
+        help="skew interval, alpha = (1 + s, 1)",
+    )
+    p.add_argument(
+        "--activation",
+        choices=T.ACTIVATION_NAMES,
+        metavar="NAME",
+        default="tanh",
+        help="student activation (relu compiles slowly)",
+    )
+    p.add_argument("--eps", type=T.finite_float, default=1e-3, help="initial head (eps, -eps)")
+    p.add_argument("--t1", type=T.positive_float, default=100.0, help="final time")
+    p.add_argument("--num-points", type=T.num_points, default=401, help="save times, t = 0 to --t1")
+    p.add_argument("--chunk-size", type=T.positive_int, default=256, help="problems per batched solve")
     p.add_argument("--out", default="cnntheory-output/sweep", help="output folder")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check=_check)
 
 
 def run(args) -> int:
@@ -32,9 +59,9 @@ def run(args) -> int:
 
     matplotlib.use("Agg")
     import jax.numpy as jnp
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from .._plots import sweep_figure
     from .._problem import shape_counting
     from .._trajectory import Status
     from ..analysis import sweep
@@ -47,33 +74,30 @@ def run(args) -> int:
     }
     m0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
     v0 = jnp.array([args.eps, -args.eps])
-    res = sweep(
-        lambda overlap, skew: shape_counting(float(overlap), (1.0 + float(skew), 1.0), args.activation),
-        grid,
-        m0,
-        v0,
-        args.t1,
-        ts=np.linspace(0.0, args.t1, args.num_points),
-        chunk_size=args.chunk_size,
-    )
+    with notice("sweep", f"compiling the batched {args.activation} solver"):
+        res = sweep(
+            lambda overlap, skew: shape_counting(float(overlap), (1.0 + float(skew), 1.0), args.activation),
+            grid,
+            m0,
+            v0,
+            args.t1,
+            ts=np.linspace(0.0, args.t1, args.num_points),
+            chunk_size=args.chunk_size,
+        )
 
     def plateau_length(t, m, v, loss):
         mask = plateau_mask(t, loss)
         return float(np.sum(np.diff(t)[mask[:-1]]))
 
     final, plateau = res.final_loss(), res.map(plateau_length)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    extent = (*args.skew_range, *args.overlap_range)
-    for ax, data, title in (
-        (axes[0], np.log10(np.maximum(final, 1e-300)), "log10 final loss"),
-        (axes[1], plateau, "plateau length"),
-    ):
-        im = ax.imshow(data, origin="lower", aspect="auto", extent=extent)
-        ax.set_xlabel("skew s, alpha = (1 + s, 1)")
-        ax.set_ylabel("overlap $G_{12}$")
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax)
-    fig.tight_layout()
+    fig = sweep_figure(
+        grid["skew"],
+        grid["overlap"],
+        {"log10 final loss": np.log10(np.maximum(final, 1e-300)), "plateau length (time)": plateau},
+        xlabel=r"skew $s$, $\alpha = (1 + s, 1)$",
+        ylabel="overlap $G_{12}$",
+        suptitle=f"Shape counting, {args.activation}: {final.size} problems to t = {args.t1:g}",
+    )
     print(
         f"{final.size} problems, {int(np.sum(res.status != Status.SUCCESS))} failed; final loss in [{final.min():.3e}, {final.max():.3e}], "
         f"plateau length in [{plateau.min():.3g}, {plateau.max():.3g}]"
@@ -83,6 +107,9 @@ def run(args) -> int:
         "activation": args.activation,
         "eps": args.eps,
         "t1": args.t1,
+        "num_points": args.num_points,
+        "overlap": grid["overlap"].tolist(),
+        "skew": grid["skew"].tolist(),
         "m0": np.asarray(m0).tolist(),
     }
     paths = res.save(args.out, "sweep", params=params, figure=fig)

@@ -12,7 +12,7 @@ from .._data import empirical_moments, gram_pseudo_inverse
 from .._problem import TeacherStudent
 from .._trajectory import Status, checked
 from .._typing import AnyArray
-from .._validate import require, require_finite
+from .._validate import check_real, require, require_finite
 from ._engine import _advance, _draw_block, _prepare, _Setup, _TestSet
 from ._modes import FullBatch, Mode, Online, _as_mode
 from ._networks import teacher_kernels
@@ -122,6 +122,8 @@ def simulate(
 
     **Returns:** a `Simulation`.
     """
+    check_real("m0", m0)  # before the conversion to float, which takes bools and drops imaginary parts
+    check_real("v0", v0)
     m0 = jnp.asarray(m0, dtype=float)
     v0 = jnp.asarray(v0, dtype=float)
     steps, mode = _check_args(
