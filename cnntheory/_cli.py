@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ._cache import enable_compilation_cache  # compiled programs kept across runs (off: CNNTHEORY_NO_CACHE=1)
+
+    enable_compilation_cache()
     try:
         return int(args.func(args) or 0)
     except ValueError as err:

@@ -10,9 +10,12 @@ segments from the same pieces.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import diffrax
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -57,6 +60,37 @@ def controller(config: SolverConfig, norm=optx.rms_norm):
 def diffrax_solver(config: SolverConfig):
     """The diffrax solver `config.method` names."""
     return DIFFRAX_SOLVERS[config.method]()
+
+
+#: diffrax's run-time checks of the save times (`diffeqsolve`, `SaveAt` / `SubSaveAt`), word for word.
+SAVE_TIME_CHECKS = frozenset({"saveat.ts must be increasing or decreasing.", "saveat.ts must lie between t0 and t1."})
+
+
+@contextlib.contextmanager
+def checked_save_times(checked: bool = True) -> Iterator[None]:
+    """Trace diffrax solves without their run-time checks of the save times (when `checked`).
+
+    Use it only around the tracing of a program whose save times the caller has already
+    checked in Python (sorted and within `[t0, t1]`, the conditions of `SAVE_TIME_CHECKS`),
+    for every call that reuses the program. Those checks are `equinox.error_if` calls on
+    traced times: each puts a host callback into the program, and JAX never writes a program
+    with host callbacks to its persistent compilation cache (`cnntheory._cache`), so every
+    new process would compile the solve again. Dropping them changes no number (an
+    `error_if` whose condition is false returns its input). Every other run-time check stays.
+    """
+    if not checked:
+        yield
+        return
+    original = eqxi.error_if
+
+    def error_if(x, pred, msg, *args, **kwargs):
+        return x if msg in SAVE_TIME_CHECKS else original(x, pred, msg, *args, **kwargs)
+
+    eqxi.error_if = error_if  # diffrax looks `eqxi.error_if` up on each call: this reaches it
+    try:
+        yield
+    finally:
+        eqxi.error_if = original
 
 
 def divergence_event_fn(t, y, args, **kwargs):

@@ -36,7 +36,7 @@ from typing_extensions import Unpack
 
 from ._config import SolverConfig, SolverOptions, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
-from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes
+from ._integrate import DIFFRAX_SOLVERS, checked_save_times, integrate, integrate_lanes
 from ._problem import TeacherStudent, flatten_state, unflatten_state
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import Events, SolverError, Trajectory, checked
@@ -75,14 +75,31 @@ def _solve_one(problem, m0, v0, t0, t1, ts, config, branch, *, hybrid, rhs):
     return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
 
 
-@functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs"))
-def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, branch, *, hybrid, batch_problem, batched, rhs):
+@functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs", "times_checked"))
+def _compiled(
+    problem,
+    m0,
+    v0,
+    t0,
+    t1,
+    ts,
+    config: SolverConfig,
+    branch,
+    *,
+    hybrid,
+    batch_problem,
+    batched,
+    rhs,
+    times_checked=False,
+):
     """The whole solve, loss included, as one XLA program.
 
     Every number (times, save times, the tolerances and `dt0` of `config`, the problem's
     arrays, the initial state, the relu branch index `branch`) is a traced argument:
     new values reuse the compiled program. The static fields of `config` (method, limits)
-    fix the program.
+    fix the program. `times_checked`: the caller checked `t0`, `t1` and `ts` in Python, so
+    the program leaves out diffrax's own checks of them (`checked_save_times`: a program
+    without host callbacks, which the persistent compilation cache can keep).
     """
 
     def one(problem, m0, v0):
@@ -90,7 +107,8 @@ def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, branch, *, hybr
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
-    m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
+    with checked_save_times(times_checked):
+        m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
     # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
     return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, events)
 
@@ -124,10 +142,15 @@ def _shared_stack(problem, m0, v0, t0, t1, ts, config, *, batch_problem):
     return m, v, loss, status, jnp.broadcast_to(nsteps, (B,)), jnp.broadcast_to(t_end, (B,))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_problem",))
-def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem):
+@functools.partial(jax.jit, static_argnames=("batch_problem", "times_checked"))
+def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem, times_checked=False):
     """`solve_batch(shared_steps=True)` as one XLA program: stacks of `LANES_PER_STACK`
-    lanes, integrated one after another (`lax.map`)."""
+    lanes, integrated one after another (`lax.map`); `times_checked` as in `_compiled`."""
+    with checked_save_times(times_checked):
+        return _shared_program(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
+
+
+def _shared_program(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem):
     B = m0.shape[0]
 
     def stack(problem, m0, v0):
@@ -222,6 +245,11 @@ def _prepare(caller, problem, t0, t1, ts, config, options, repulsive):
     return t0, t1, ts, config, _check_branch(repulsive), hybrid
 
 
+def _times_checked(t0, t1, ts) -> bool:
+    """True when `check_times` checked every value (none traced): diffrax need not check them again."""
+    return not (is_traced(t0) or is_traced(t1) or is_traced(ts))
+
+
 def solve(
     problem: TeacherStudent,
     m0: Float[AnyArray, "L P"],
@@ -278,7 +306,19 @@ def solve(
         traj = _solve_scipy(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive)
     else:
         traj = _compiled(
-            problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs
+            problem,
+            m0,
+            v0,
+            t0,
+            t1,
+            ts,
+            config,
+            branch,
+            hybrid=hybrid,
+            batch_problem=False,
+            batched=False,
+            rhs=rhs,
+            times_checked=_times_checked(t0, t1, ts),
         )
     return checked(traj, throw)
 
@@ -370,9 +410,23 @@ def solve_batch(
             not hybrid,
             "shared_steps=True needs a smooth student activation (or method='euler'): relu lanes switch modes at their own events",
         )
-        traj = _compiled_shared(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
+        traj = _compiled_shared(
+            problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem, times_checked=_times_checked(t0, t1, ts)
+        )
         return checked(traj, throw)
     traj = _compiled(
-        problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None
+        problem,
+        m0,
+        v0,
+        t0,
+        t1,
+        ts,
+        config,
+        branch,
+        hybrid=hybrid,
+        batch_problem=batch_problem,
+        batched=True,
+        rhs=None,
+        times_checked=_times_checked(t0, t1, ts),
     )
     return checked(traj, throw)

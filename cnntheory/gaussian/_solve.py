@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, Int
 from typing_extensions import Unpack
 
 from .._config import SolverConfig, SolverOptions, resolve_config
-from .._integrate import DIFFRAX_SOLVERS, integrate
+from .._integrate import DIFFRAX_SOLVERS, checked_save_times, integrate
 from .._trajectory import CnnTheoryError, SolverError, _Result, checked, status_message
 from .._typing import AnyArray
 from .._validate import require, require_finite, require_shape
@@ -63,7 +63,9 @@ def _field(t, y, problem):
 
 @eqx.filter_jit
 def _solve(problem, y0, t0, t1, ts, config):
-    ys, status, num_steps, t_end = integrate(_field, y0, problem, t0, t1, ts, config)
+    # `solve` checks the save times in Python before every call (no host callbacks: cacheable).
+    with checked_save_times():
+        ys, status, num_steps, t_end = integrate(_field, y0, problem, t0, t1, ts, config)
     error = jax.vmap(problem.error)(*ys)
     return ys, error, status, num_steps, t_end
 
