@@ -28,6 +28,7 @@ import functools
 import math
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +37,7 @@ from typing_extensions import Unpack
 
 from ._config import SolverConfig, SolverOptions, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
-from ._integrate import DIFFRAX_SOLVERS, checked_save_times, integrate, integrate_lanes
+from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes, times_checked
 from ._problem import TeacherStudent, flatten_state, unflatten_state
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import Events, SolverError, Trajectory, checked
@@ -65,41 +66,31 @@ def _custom_vector_field(t, y, problem, *, rhs):
 
 
 def _solve_one(problem, m0, v0, t0, t1, ts, config, branch, *, hybrid, rhs):
-    """One solve and the population loss along it, all inside the compiled function."""
+    """One solve and the population loss along it, all inside the compiled function.
+
+    Returns what the solve computed: `(m, v, loss, status, num_steps, t_end)`, and for relu
+    `num_segments` and `events` after `num_steps`. A smooth solve's constant fields are no
+    program outputs: each output costs microseconds on every call (`_assemble`).
+    """
     if hybrid:
         m, v, status, nsteps, nseg, t_end, events = integrate_filippov(problem, m0, v0, t0, t1, ts, config, branch)
-    else:
-        field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
-        (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
-        nseg, events = jnp.asarray(1), Events.empty(0)
-    return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
+        return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, nseg, t_end, events
+    field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
+    (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
+    return m, v, jax.vmap(problem.loss)(m, v), status, nsteps, t_end
 
 
-@functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs", "times_checked"))
-def _compiled(
-    problem,
-    m0,
-    v0,
-    t0,
-    t1,
-    ts,
-    config: SolverConfig,
-    branch,
-    *,
-    hybrid,
-    batch_problem,
-    batched,
-    rhs,
-    times_checked=False,
-):
-    """The whole solve, loss included, as one XLA program.
+@functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs"))
+def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, branch, *, hybrid, batch_problem, batched, rhs):
+    """The whole solve, loss included, as one XLA program: `_solve_one`'s outputs (`_assemble`
+    makes them a `Trajectory`).
 
     Every number (times, save times, the tolerances and `dt0` of `config`, the problem's
     arrays, the initial state, the relu branch index `branch`) is a traced argument:
     new values reuse the compiled program. The static fields of `config` (method, limits)
-    fix the program. `times_checked`: the caller checked `t0`, `t1` and `ts` in Python, so
-    the program leaves out diffrax's own checks of them (`checked_save_times`: a program
-    without host callbacks, which the persistent compilation cache can keep).
+    fix the program. The callers check `t0`, `t1` and `ts` (`_checked_times`), so the
+    program leaves out diffrax's own checks of them (`times_checked`): a program
+    without host callbacks, which the persistent compilation cache can keep.
     """
 
     def one(problem, m0, v0):
@@ -107,10 +98,69 @@ def _compiled(
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
-    with checked_save_times(times_checked):
-        m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
-    # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
-    return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, events)
+    with times_checked():
+        return one(problem, m0, v0)
+
+
+@functools.cache
+def _smooth_fields(batch: tuple[int, ...], weak: bool) -> tuple:
+    """`num_segments` (1; weakly typed as `jnp.asarray(1)` when `weak`) and the leaves of the
+    empty `events` of a smooth solve with batch shape `batch`.
+
+    Made once and shared (jax arrays are immutable), eagerly even when the first call is
+    traced (`ensure_compile_time_eval`: no tracer is kept).
+    """
+    with jax.ensure_compile_time_eval():
+        events = Events.empty(0, batch)
+        return (jnp.full(batch, 1) if weak else jnp.ones(batch, dtype=int)), jax.tree_util.tree_leaves(events)
+
+
+@functools.cache
+def _structure(method: str, max_steps: int, max_segments: int):
+    """The pytree structure of a `Trajectory` with these static fields (the method and the limits)."""
+    with jax.ensure_compile_time_eval():
+        scalar, ints, vector = jnp.zeros(()), jnp.zeros((), dtype=int), jnp.zeros(1)
+        template = Trajectory(
+            t=vector,
+            m=jnp.zeros((1, 1, 1)),
+            v=jnp.zeros((1, 1)),
+            loss=vector,
+            status=ints,
+            num_steps=ints,
+            num_segments=ints,
+            t_end=scalar,
+            method=method,
+            max_steps=max_steps,
+            max_segments=max_segments,
+            events=Events.empty(0),
+        )
+    return jax.tree_util.tree_structure(template)
+
+
+def _assemble(ts, out: tuple, config: SolverConfig, batch: tuple[int, ...], shared: bool = False) -> Trajectory:
+    """The `Trajectory` of a compiled solve's outputs `out` (`_solve_one`, or `_compiled_shared`'s
+    when `shared`), saved at `ts`.
+
+    A pytree unflatten with a cached structure: `Trajectory(...)` would run the dataclass
+    `__init__` and its checks on every solve, about ten times slower.
+    """
+    if len(out) == 6:
+        m, v, loss, status, nsteps, t_end = out
+        nseg, event_leaves = _smooth_fields(batch, not shared)
+    else:
+        m, v, loss, status, nsteps, nseg, t_end, events = out
+        event_leaves = jax.tree_util.tree_leaves(events)
+    leaves = [ts, m, v, loss, status, nsteps, nseg, t_end, *event_leaves]
+    return _structure(config.method, config.max_steps, config.max_segments).unflatten(leaves)
+
+
+def _device_times(given, ts):
+    """The save times as a jax array: the caller's own when it is a float64 one (no copy)."""
+    if is_traced(ts):
+        return ts
+    if isinstance(given, jax.Array) and given.dtype == jnp.float64 and given.shape == ts.shape:
+        return given
+    return jnp.asarray(ts)
 
 
 #: Lanes integrated as one system by `solve_batch(shared_steps=True)`; more go in chunks
@@ -142,11 +192,12 @@ def _shared_stack(problem, m0, v0, t0, t1, ts, config, *, batch_problem):
     return m, v, loss, status, jnp.broadcast_to(nsteps, (B,)), jnp.broadcast_to(t_end, (B,))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_problem", "times_checked"))
-def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem, times_checked=False):
+@functools.partial(jax.jit, static_argnames=("batch_problem",))
+def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem):
     """`solve_batch(shared_steps=True)` as one XLA program: stacks of `LANES_PER_STACK`
-    lanes, integrated one after another (`lax.map`); `times_checked` as in `_compiled`."""
-    with checked_save_times(times_checked):
+    lanes, integrated one after another (`lax.map`): `(m, v, loss, status, num_steps, t_end)`
+    (`_assemble` makes them a `Trajectory`); the times checked as for `_compiled`."""
+    with times_checked():
         return _shared_program(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
 
 
@@ -170,9 +221,7 @@ def _shared_program(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_
             lambda a: stack(a[0] if batch_problem else problem, a[1], a[2]), (problems, split(m0), split(v0))
         )
         out = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[:B], parts)
-    m, v, loss, status, nsteps, t_end = out
-    nseg = jnp.ones(B, dtype=nsteps.dtype)
-    return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, Events.empty(0, (B,)))
+    return out  # (m, v, loss, status, num_steps, t_end), lanes first
 
 
 def _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config: SolverConfig, events, detail="") -> Trajectory:
@@ -242,12 +291,25 @@ def _prepare(caller, problem, t0, t1, ts, config, options, repulsive):
     t0, t1, ts = _check_common(problem, t0, t1, ts)
     config = _with_euler_steps(resolve_config(config, options, caller=caller), t0, t1)
     hybrid = not problem.sigma.smooth and config.method != "euler"
-    return t0, t1, ts, config, _check_branch(repulsive), hybrid
+    return t0, t1, _checked_times(t0, t1, ts, config.dt0), config, _check_branch(repulsive), hybrid
 
 
-def _times_checked(t0, t1, ts) -> bool:
-    """True when `check_times` checked every value (none traced): diffrax need not check them again."""
-    return not (is_traced(t0) or is_traced(t1) or is_traced(ts))
+def _checked_times(t0, t1, ts, dt0):
+    """`ts`, with the checks `check_times` could not make (traced values) put into the caller's program.
+
+    Concrete times are checked in Python already (and `dt0 > 0` by `SolverConfig`). Under
+    `jit` / `vmap` / `grad` the same conditions (`t0 < t1`, `dt0 > 0`, `ts` sorted and
+    within `[t0, t1]`: what diffrax checks, `times_checked`) become an `eqx.error_if` in the
+    caller's program, outside the compiled solve, so that the solve is one program however
+    it is called.
+    """
+    if not (is_traced(t0) or is_traced(t1) or is_traced(ts) or is_traced(dt0)):
+        return ts
+    ts = jnp.asarray(ts)
+    bad = ~(t0 < t1) | jnp.any(ts[1:] < ts[:-1]) | jnp.any((ts < t0) | (ts > t1))
+    if dt0 is not None:
+        bad = bad | ~(dt0 > 0)
+    return eqx.error_if(ts, bad, "need t0 < t1, dt0 > 0 and ts sorted in increasing order within [t0, t1]")
 
 
 def solve(
@@ -290,6 +352,7 @@ def solve(
     Relu students are integrated as Filippov solutions (module docstring).
     `throw=True` is `Trajectory.raise_for_status()`.
     """
+    given = ts
     t0, t1, ts, config, branch, hybrid = _prepare("solve", problem, t0, t1, ts, config, options, repulsive)
     m0, v0 = _float_array(m0), _float_array(v0)
     if not (m0.ndim == 2 and v0.shape == (m0.shape[0],) and m0.shape[1] == problem.mixture.atoms.shape[0]):
@@ -305,21 +368,11 @@ def solve(
     if config.is_scipy:
         traj = _solve_scipy(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive)
     else:
-        traj = _compiled(
-            problem,
-            m0,
-            v0,
-            t0,
-            t1,
-            ts,
-            config,
-            branch,
-            hybrid=hybrid,
-            batch_problem=False,
-            batched=False,
-            rhs=rhs,
-            times_checked=_times_checked(t0, t1, ts),
+        ts = _device_times(given, ts)
+        out = _compiled(
+            problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs
         )
+        traj = _assemble(ts, out, config, ())
     return checked(traj, throw)
 
 
@@ -388,7 +441,9 @@ def solve_batch(
         method in DIFFRAX_SOLVERS,
         f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}",
     )
+    given = ts
     t0, t1, ts, config, branch, hybrid = _prepare("solve_batch", problem, t0, t1, ts, config, options, repulsive)
+    ts = _device_times(given, ts)
     m0, v0 = _float_array(m0), _float_array(v0)
     require(
         m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0],
@@ -410,23 +465,20 @@ def solve_batch(
             not hybrid,
             "shared_steps=True needs a smooth student activation (or method='euler'): relu lanes switch modes at their own events",
         )
-        traj = _compiled_shared(
-            problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem, times_checked=_times_checked(t0, t1, ts)
+        out = _compiled_shared(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
+    else:
+        out = _compiled(
+            problem,
+            m0,
+            v0,
+            t0,
+            t1,
+            ts,
+            config,
+            branch,
+            hybrid=hybrid,
+            batch_problem=batch_problem,
+            batched=True,
+            rhs=None,
         )
-        return checked(traj, throw)
-    traj = _compiled(
-        problem,
-        m0,
-        v0,
-        t0,
-        t1,
-        ts,
-        config,
-        branch,
-        hybrid=hybrid,
-        batch_problem=batch_problem,
-        batched=True,
-        rhs=None,
-        times_checked=_times_checked(t0, t1, ts),
-    )
-    return checked(traj, throw)
+    return checked(_assemble(ts, out, config, (m0.shape[0],), shared=shared_steps), throw)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,8 @@ from jax.experimental.compilation_cache import compilation_cache
 
 import cnntheory as ct
 from cnntheory import _cache
-from cnntheory._integrate import SAVE_TIME_CHECKS, checked_save_times
-from cnntheory._solve import _compiled, _prepare, _times_checked
+from cnntheory._integrate import TIME_CHECKS, times_checked
+from cnntheory._solve import _checked_times, _compiled, _prepare
 
 FLAGS = (
     "jax_compilation_cache_dir",
@@ -124,50 +125,58 @@ def test_clear_removes_only_cache_folders(cache_env):
     ct.clear_compilation_cache(cache_env / "never_made")  # nothing there: nothing to do
 
 
-@pytest.fixture(scope="module")
-def small():
-    problem = ct.shape_counting(activation="tanh")
-    return problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
-
-
-def _callbacks(times_checked, small) -> int:
-    problem, m0, v0 = small
+def _callbacks(problem, m0, v0) -> int:
     t0, t1, ts, config, branch, hybrid = _prepare("solve", problem, 0.0, 5.0, None, None, {}, "minus")
     program = _compiled.trace(
-        problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=None,
-        times_checked=times_checked,
-    )  # fmt: skip
+        problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=None
+    )
     return str(program.jaxpr).count("callback")
 
 
-def test_solve_program_has_no_host_callbacks(small):
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_solve_program_has_no_host_callbacks(activation):
     # JAX never writes a program with host callbacks to its cache: the solve must have none.
-    assert _callbacks(True, small) == 0
-    # Traced times are not checked in Python: diffrax's checks stay (they are the callbacks).
-    assert _callbacks(False, small) > 0
+    problem = ct.shape_counting(activation=activation)
+    assert _callbacks(problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])) == 0
 
 
-def test_times_checked_only_when_concrete():
-    assert _times_checked(np.float64(0.0), np.float64(1.0), np.linspace(0.0, 1.0, 3))
-    seen = []
-    jax.make_jaxpr(lambda ts: seen.append(_times_checked(np.float64(0.0), np.float64(1.0), ts)) or ts)(jnp.zeros(2))
-    jax.make_jaxpr(lambda t1: seen.append(_times_checked(np.float64(0.0), t1, np.zeros(2))) or t1)(1.0)
-    assert seen == [False, False]
+def test_gaussian_program_has_no_host_callbacks():
+    from cnntheory.gaussian import GaussianTeacherStudent
+    from cnntheory.gaussian._solve import SOLVE_DEFAULTS, _solve
+
+    problem = GaussianTeacherStudent(1, np.ones(2), np.eye(2), lr=0.5)
+    y0 = (0.2 * jnp.eye(2), jnp.full((2, 2), 1e-3), jnp.ones(2))
+    f64 = np.float64
+    jaxpr = eqx.filter_make_jaxpr(_solve)(problem, y0, f64(0.0), f64(1.0), jnp.linspace(0.0, 1.0, 3), SOLVE_DEFAULTS)
+    assert str(jaxpr[0]).count("callback") == 0
 
 
-def test_checked_save_times_drops_only_those_checks():
+def test_traced_times_checked_in_the_callers_program():
+    # Traced times skip the Python checks: the same conditions run in the caller's program.
+    check = jax.jit(lambda t1, ts, dt0: _checked_times(np.float64(0.0), t1, ts, dt0))
+    np.testing.assert_array_equal(check(1.0, jnp.array([0.0, 0.5, 1.0]), 0.1), [0.0, 0.5, 1.0])
+    bad = [(1.0, [0.0, 0.7, 0.5], 0.1), (1.0, [0.0, 0.5, 1.5], 0.1), (1.0, [-0.1, 0.5, 1.0], 0.1)]
+    bad += [(-1.0, [-1.0, -0.5, 0.0], 0.1), (1.0, [0.0, 0.5, 1.0], -0.1)]
+    for t1, ts, dt0 in bad:
+        with pytest.raises(Exception, match=r"need t0 < t1, dt0 > 0 and ts sorted in increasing order"):
+            jax.block_until_ready(check(t1, jnp.array(ts), dt0))
+    concrete = np.linspace(0.0, 1.0, 3)
+    assert _checked_times(np.float64(0.0), np.float64(1.0), concrete, None) is concrete  # checked in Python
+
+
+def test_times_checked_drops_only_those_checks():
     original = eqxi.error_if
     x = jnp.arange(3.0)
-    with checked_save_times():
-        for message in SAVE_TIME_CHECKS:
-            assert eqxi.error_if(x, True, message) is x
+    with times_checked():
+        for message in TIME_CHECKS:
+            assert eqxi.error_if(x, True, message + " (and the values)") is x
         with pytest.raises(Exception, match="another check"):  # equinox raises at trace time
             eqxi.error_if(x, True, "another check")
     assert eqxi.error_if is original
-    with pytest.raises(KeyError), checked_save_times():
+    with pytest.raises(KeyError), times_checked():
         raise KeyError("inside")
     assert eqxi.error_if is original
-    with checked_save_times(False):
+    with times_checked(False):
         assert eqxi.error_if is original
 
 
@@ -205,7 +214,35 @@ def test_second_process_skips_compilation(tmp_path):
     first, second = run(), run()
     folder = pathlib.Path(first["path"])
     assert folder.parent == tmp_path
-    assert first["misses"] > 0 and first["hits"] == 0
+    assert first["misses"] > 0  # (a program compiled twice in one process hits already in the first)
     assert any(p.name.startswith("jit__compiled-") for p in folder.iterdir())  # the solve itself was written
-    assert second["misses"] == 0 and second["hits"] == first["misses"]  # every program came from disk
+    assert second["misses"] == 0 and second["hits"] == first["misses"] + first["hits"]  # all came from disk
     assert second["m"] == first["m"]  # the same numbers, bit for bit
+
+
+# --- the per-call path: a solve's outputs become a `Trajectory` by a cached unflatten ---------
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_assemble_equals_the_constructor(batch, shared):
+    from cnntheory._solve import _assemble
+    from cnntheory._trajectory import Events, Trajectory
+
+    rng = np.random.default_rng(0)
+    T, L, P = 4, 2, 3
+    ts = jnp.linspace(0.0, 1.0, T)
+    m, v, loss = (jnp.asarray(rng.normal(size=(*batch, T, *s))) for s in ((L, P), (L,), ()))
+    status, nsteps, t_end = jnp.zeros(batch, dtype=int), jnp.full(batch, 7), jnp.ones(batch)
+    config = ct.SolverConfig(method="dopri5", max_steps=123, max_segments=9)
+    got = _assemble(ts, (m, v, loss, status, nsteps, t_end), config, batch, shared=shared)
+    nseg = jnp.ones(batch, dtype=int) if shared else jnp.full(batch, 1)
+    want = Trajectory(
+        t=ts, m=m, v=v, loss=loss, status=status, num_steps=nsteps, num_segments=nseg, t_end=t_end,
+        method="dopri5", max_steps=123, max_segments=9, events=Events.empty(0, batch),
+    )  # fmt: skip
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.weak_type == b.weak_type
+        np.testing.assert_array_equal(a, b)
+    assert got.message == want.message
