@@ -109,7 +109,7 @@ def naive_relu(problem, reference):
     config = ct.SolverConfig(method="tsit5", rtol=1e-8, atol=1e-10, max_steps=100_000, max_segments=1, max_events=1)
     args = (problem, M0, V0, jnp.asarray(0.0), jnp.asarray(T1), TS, config, 0)
     start = time.perf_counter()
-    traj = jax.block_until_ready(_solve._compiled(*args, **kwargs))
+    traj = jax.block_until_ready(_solve._assemble(TS, _solve._compiled(*args, **kwargs), config, ()))
     status, steps, t_end = traj.status, traj.num_steps, traj.t_end
     first = time.perf_counter() - start
     return dict(

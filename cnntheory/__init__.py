@@ -1,7 +1,16 @@
 """cnntheory: learning dynamics of convolutional networks in the teacher-student setting.
 
 The public namespace only re-exports; each concept lives in its own module.
+
+`import cnntheory` loads jax, diffrax and the core (data, problem, solve, results); every
+public subpackage (`analysis`, `compare`, `energy`, `fluctuations`, `gaussian`, `simulate`,
+`symbolic`) is imported on first attribute access (PEP 562), so that scipy, sympy,
+matplotlib and scikit-learn are loaded only by the code that needs them.
+`cnntheory.enable_compilation_cache()` keeps compiled programs across processes.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 import jax
 
@@ -9,6 +18,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from ._activations import ACTIVATIONS, Activation, get_activation  # noqa: E402
+from ._cache import clear_compilation_cache, enable_compilation_cache  # noqa: E402
 from ._data import (  # noqa: E402
     PatchMixture,
     atoms_from_gram,
@@ -31,7 +41,22 @@ from ._solve import (  # noqa: E402
 )
 from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, Status  # noqa: E402
 
-from . import gaussian  # noqa: E402  (Gaussian patches; the committee machine is N = 1)
-from . import fluctuations  # noqa: E402  (fluctuations of online SGD; cheap: nothing beyond jax and diffrax)
+if TYPE_CHECKING:  # the type checker sees the subpackages as attributes; at run time they load lazily
+    from . import analysis, compare, energy, fluctuations, gaussian, simulate, symbolic
 
 __version__ = "0.4.0"
+
+#: The public subpackages, loaded on first attribute access (one rule for all of them).
+_SUBPACKAGES = ("analysis", "compare", "energy", "fluctuations", "gaussian", "simulate", "symbolic")
+
+
+def __getattr__(name: str):
+    # Only called for names not found in the module: import a subpackage on first use. The
+    # import binds it as an attribute of this module, so later lookups never come back here.
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBPACKAGES))

@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(args.command, err)
         return 2
     _load_package()
+    from ._cache import enable_compilation_cache  # compiled programs kept across runs (off: CNNTHEORY_NO_CACHE=1)
+
+    enable_compilation_cache()
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as err:

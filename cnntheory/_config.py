@@ -131,6 +131,8 @@ def _replace(defaults: SolverConfig, options: Mapping[str, Any]) -> SolverConfig
 
 def _built(defaults: SolverConfig, options: Mapping[str, Any]) -> SolverConfig:
     """`defaults` with `options` replaced, reused for repeated hashable options (it is immutable)."""
+    if not options:  # the common call: no hashing of `defaults` (an equinox Module hash is ~5 us)
+        return defaults
     try:
         return _cached(defaults, tuple((name, type(value), value) for name, value in options.items()))
     except TypeError:  # an array or a tracer among the options (or in `defaults`)

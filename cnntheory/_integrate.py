@@ -10,9 +10,12 @@ segments from the same pieces.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import diffrax
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -57,6 +60,43 @@ def controller(config: SolverConfig, norm=optx.rms_norm):
 def diffrax_solver(config: SolverConfig):
     """The diffrax solver `config.method` names."""
     return DIFFRAX_SOLVERS[config.method]()
+
+
+#: The beginnings of diffrax's run-time checks of the times (`diffeqsolve`: the save times of
+#: `SaveAt` / `SubSaveAt` sorted and within `[t0, t1]`, and `(t1 - t0) * dt0 >= 0`).
+TIME_CHECKS = (
+    "saveat.ts must be increasing or decreasing.",
+    "saveat.ts must lie between t0 and t1.",
+    "Must have (t1 - t0) * dt0 >= 0",
+)
+
+
+@contextlib.contextmanager
+def times_checked(checked: bool = True) -> Iterator[None]:
+    """Trace diffrax solves without their run-time checks of the times (when `checked`).
+
+    Use it only around the tracing of a program whose times the caller checks itself, for
+    every call that runs the program (the conditions of `TIME_CHECKS`: in Python when the
+    values are concrete, else in the caller's program). diffrax makes those checks with
+    `equinox.error_if` on traced times: each puts a host callback into the program, and
+    JAX never writes a program with host callbacks to its persistent compilation cache
+    (`cnntheory._cache`), so every new process would compile the solve again. Dropping them
+    changes no number (an `error_if` whose condition is false returns its input). Every
+    other run-time check stays.
+    """
+    if not checked:
+        yield
+        return
+    original = eqxi.error_if
+
+    def error_if(x, pred, msg, *args, **kwargs):
+        return x if msg.startswith(TIME_CHECKS) else original(x, pred, msg, *args, **kwargs)
+
+    eqxi.error_if = error_if  # diffrax looks `eqxi.error_if` up on each call: this reaches it
+    try:
+        yield
+    finally:
+        eqxi.error_if = original
 
 
 def divergence_event_fn(t, y, args, **kwargs):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.integrate
 
 from ._filippov import REPULSIVE_BRANCHES, Mode, event_condition, initial_mode, mode_flow, pending_entries, resolve_mode
 from ._problem import TeacherStudent, flatten_state
@@ -89,6 +88,8 @@ def _segment(fun, jac, t, t1, y, ts, method, rtol, atol, events):
     # A segment with no save time in it still needs a (non-empty) t_eval: scipy returns
     # a list, not an array, for an empty one. Save its end instead and drop it.
     t_eval = ts if len(ts) else np.array([t1])
+    import scipy.integrate  # here, not at the top: `import cnntheory` stays free of scipy
+
     sol = scipy.integrate.solve_ivp(
         fun, (t, t1), y, method=method, t_eval=t_eval, rtol=rtol, atol=atol, events=events, **implicit
     )

@@ -28,6 +28,7 @@ import functools
 import math
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,12 +37,12 @@ from typing_extensions import Unpack
 
 from ._config import SolverConfig, SolverOptions, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
-from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes
+from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes, times_checked
 from ._problem import TeacherStudent, flatten_state, unflatten_state
 from ._scipy import SCIPY_METHODS, scipy_solve
 from ._trajectory import Events, SolverError, Status, Trajectory, checked
 from ._typing import AnyArray, Scalar, Times
-from ._validate import check_real, check_times, is_concrete, require
+from ._validate import check_real, check_times, is_concrete, is_traced, require
 
 __all__ = [
     "DIFFRAX_SOLVERS",
@@ -65,17 +66,24 @@ def _custom_vector_field(t, y, problem, *, rhs):
 
 
 def _solve_one(problem, m0, v0, t0, t1, ts, config, branch, *, hybrid, rhs):
-    """One solve and the population loss along it, all inside the compiled function."""
+    """One solve and the population loss along it, all inside the compiled function.
+
+    Returns what the solve computed: `(m, v, loss, status, num_steps, t_end)`, and for relu
+    `num_segments` and `events` after `num_steps`. A smooth solve's constant fields are no
+    program outputs: each output costs microseconds on every call (`_assemble`).
+    """
     if hybrid:
         m, v, status, nsteps, nseg, t_end, events = integrate_filippov(problem, m0, v0, t0, t1, ts, config, branch)
-    else:
-        field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
-        (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
-        nseg, events = jnp.asarray(1), Events.empty(0)
+        loss = jax.vmap(problem.loss)(m, v)
+        if config.method == "euler":
+            status, t_end = _euler_rise(loss, ts, status, t_end)
+        return m, v, loss, status, nsteps, nseg, t_end, events
+    field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
+    (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
     loss = jax.vmap(problem.loss)(m, v)
     if config.method == "euler" and rhs is None:
         status, t_end = _euler_rise(loss, ts, status, t_end)
-    return m, v, loss, status, nsteps, nseg, t_end, events
+    return m, v, loss, status, nsteps, t_end
 
 
 def _euler_rise(loss, ts, status, t_end):
@@ -99,12 +107,15 @@ def _euler_rise(loss, ts, status, t_end):
 
 @functools.partial(jax.jit, static_argnames=("hybrid", "batch_problem", "batched", "rhs"))
 def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, branch, *, hybrid, batch_problem, batched, rhs):
-    """The whole solve, loss included, as one XLA program.
+    """The whole solve, loss included, as one XLA program: `_solve_one`'s outputs (`_assemble`
+    makes them a `Trajectory`).
 
     Every number (times, save times, the tolerances and `dt0` of `config`, the problem's
     arrays, the initial state, the relu branch index `branch`) is a traced argument:
     new values reuse the compiled program. The static fields of `config` (method, limits)
-    fix the program.
+    fix the program. The callers check `t0`, `t1` and `ts` (`_checked_times`), so the
+    program leaves out diffrax's own checks of them (`times_checked`): a program
+    without host callbacks, which the persistent compilation cache can keep.
     """
 
     def one(problem, m0, v0):
@@ -112,9 +123,69 @@ def _compiled(problem, m0, v0, t0, t1, ts, config: SolverConfig, branch, *, hybr
 
     if batched:
         one = jax.vmap(one, in_axes=(0 if batch_problem else None, 0, 0))
-    m, v, loss, status, nsteps, nseg, t_end, events = one(problem, m0, v0)
-    # Built inside the program: returning it costs a pytree unflatten, not a Module __init__.
-    return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, events)
+    with times_checked():
+        return one(problem, m0, v0)
+
+
+@functools.cache
+def _smooth_fields(batch: tuple[int, ...], weak: bool) -> tuple:
+    """`num_segments` (1; weakly typed as `jnp.asarray(1)` when `weak`) and the leaves of the
+    empty `events` of a smooth solve with batch shape `batch`.
+
+    Made once and shared (jax arrays are immutable), eagerly even when the first call is
+    traced (`ensure_compile_time_eval`: no tracer is kept).
+    """
+    with jax.ensure_compile_time_eval():
+        events = Events.empty(0, batch)
+        return (jnp.full(batch, 1) if weak else jnp.ones(batch, dtype=int)), jax.tree_util.tree_leaves(events)
+
+
+@functools.cache
+def _structure(method: str, max_steps: int, max_segments: int):
+    """The pytree structure of a `Trajectory` with these static fields (the method and the limits)."""
+    with jax.ensure_compile_time_eval():
+        scalar, ints, vector = jnp.zeros(()), jnp.zeros((), dtype=int), jnp.zeros(1)
+        template = Trajectory(
+            t=vector,
+            m=jnp.zeros((1, 1, 1)),
+            v=jnp.zeros((1, 1)),
+            loss=vector,
+            status=ints,
+            num_steps=ints,
+            num_segments=ints,
+            t_end=scalar,
+            method=method,
+            max_steps=max_steps,
+            max_segments=max_segments,
+            events=Events.empty(0),
+        )
+    return jax.tree_util.tree_structure(template)
+
+
+def _assemble(ts, out: tuple, config: SolverConfig, batch: tuple[int, ...], shared: bool = False) -> Trajectory:
+    """The `Trajectory` of a compiled solve's outputs `out` (`_solve_one`, or `_compiled_shared`'s
+    when `shared`), saved at `ts`.
+
+    A pytree unflatten with a cached structure: `Trajectory(...)` would run the dataclass
+    `__init__` and its checks on every solve, about ten times slower.
+    """
+    if len(out) == 6:
+        m, v, loss, status, nsteps, t_end = out
+        nseg, event_leaves = _smooth_fields(batch, not shared)
+    else:
+        m, v, loss, status, nsteps, nseg, t_end, events = out
+        event_leaves = jax.tree_util.tree_leaves(events)
+    leaves = [ts, m, v, loss, status, nsteps, nseg, t_end, *event_leaves]
+    return _structure(config.method, config.max_steps, config.max_segments).unflatten(leaves)
+
+
+def _device_times(given, ts):
+    """The save times as a jax array: the caller's own when it is a float64 one (no copy)."""
+    if is_traced(ts):
+        return ts
+    if isinstance(given, jax.Array) and given.dtype == jnp.float64 and given.shape == ts.shape:
+        return given
+    return jnp.asarray(ts)
 
 
 #: Lanes integrated as one system by `solve_batch(shared_steps=True)`; more go in chunks
@@ -152,7 +223,13 @@ def _shared_stack(problem, m0, v0, t0, t1, ts, config, *, batch_problem):
 @functools.partial(jax.jit, static_argnames=("batch_problem",))
 def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem):
     """`solve_batch(shared_steps=True)` as one XLA program: stacks of `LANES_PER_STACK`
-    lanes, integrated one after another (`lax.map`)."""
+    lanes, integrated one after another (`lax.map`): `(m, v, loss, status, num_steps, t_end)`
+    (`_assemble` makes them a `Trajectory`); the times checked as for `_compiled`."""
+    with times_checked():
+        return _shared_program(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
+
+
+def _shared_program(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch_problem):
     B = m0.shape[0]
 
     def stack(problem, m0, v0):
@@ -172,9 +249,7 @@ def _compiled_shared(problem, m0, v0, t0, t1, ts, config: SolverConfig, *, batch
             lambda a: stack(a[0] if batch_problem else problem, a[1], a[2]), (problems, split(m0), split(v0))
         )
         out = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[:B], parts)
-    m, v, loss, status, nsteps, t_end = out
-    nseg = jnp.ones(B, dtype=nsteps.dtype)
-    return _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config, Events.empty(0, (B,)))
+    return out  # (m, v, loss, status, num_steps, t_end), lanes first
 
 
 def _trajectory(ts, m, v, loss, status, nsteps, nseg, t_end, config: SolverConfig, events, detail="") -> Trajectory:
@@ -243,7 +318,25 @@ def _prepare(caller, problem, t0, t1, ts, config, options, repulsive):
     t0, t1, ts = _check_common(problem, t0, t1, ts)
     config = _with_euler_steps(resolve_config(config, options, caller=caller), t0, t1)
     hybrid = not problem.sigma.smooth and config.method != "euler"
-    return t0, t1, ts, config, _check_branch(repulsive), hybrid
+    return t0, t1, _checked_times(t0, t1, ts, config.dt0), config, _check_branch(repulsive), hybrid
+
+
+def _checked_times(t0, t1, ts, dt0):
+    """`ts`, with the checks `check_times` could not make (traced values) put into the caller's program.
+
+    Concrete times are checked in Python already (and `dt0 > 0` by `SolverConfig`). Under
+    `jit` / `vmap` / `grad` the same conditions (`t0 < t1`, `dt0 > 0`, `ts` sorted and
+    within `[t0, t1]`: what diffrax checks, `times_checked`) become an `eqx.error_if` in the
+    caller's program, outside the compiled solve, so that the solve is one program however
+    it is called.
+    """
+    if not (is_traced(t0) or is_traced(t1) or is_traced(ts) or is_traced(dt0)):
+        return ts
+    ts = jnp.asarray(ts)
+    bad = ~(t0 < t1) | jnp.any(ts[1:] < ts[:-1]) | jnp.any((ts < t0) | (ts > t1))
+    if dt0 is not None:
+        bad = bad | ~(dt0 > 0)
+    return eqx.error_if(ts, bad, "need t0 < t1, dt0 > 0 and ts sorted in increasing order within [t0, t1]")
 
 
 def solve(
@@ -286,6 +379,7 @@ def solve(
     Relu students are integrated as Filippov solutions (module docstring).
     `throw=True` is `Trajectory.raise_for_status()`.
     """
+    given = ts
     t0, t1, ts, config, branch, hybrid = _prepare("solve", problem, t0, t1, ts, config, options, repulsive)
     _check_state("m0", m0)  # before the conversion to float, which would take bools and drop imaginary parts
     _check_state("v0", v0)
@@ -303,9 +397,11 @@ def solve(
     if config.is_scipy:
         traj = _solve_scipy(problem, m0, v0, t0, t1, ts, config, hybrid, rhs, repulsive)
     else:
-        traj = _compiled(
+        ts = _device_times(given, ts)
+        out = _compiled(
             problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=False, batched=False, rhs=rhs
         )
+        traj = _assemble(ts, out, config, ())
     return checked(traj, throw)
 
 
@@ -374,9 +470,11 @@ def solve_batch(
         method in DIFFRAX_SOLVERS,
         f"solve_batch needs a diffrax method ({', '.join(sorted(DIFFRAX_SOLVERS))}), got {method!r}",
     )
+    given = ts
     t0, t1, ts, config, branch, hybrid = _prepare("solve_batch", problem, t0, t1, ts, config, options, repulsive)
     _check_state("m0", m0)
     _check_state("v0", v0)
+    ts = _device_times(given, ts)
     m0, v0 = _float_array(m0), _float_array(v0)
     require(
         m0.ndim == 3 and v0.ndim == 2 and m0.shape[0] == v0.shape[0],
@@ -396,9 +494,20 @@ def solve_batch(
             not hybrid,
             "shared_steps=True needs a smooth student activation (or method='euler'): relu lanes switch modes at their own events",
         )
-        traj = _compiled_shared(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
-        return checked(traj, throw)
-    traj = _compiled(
-        problem, m0, v0, t0, t1, ts, config, branch, hybrid=hybrid, batch_problem=batch_problem, batched=True, rhs=None
-    )
-    return checked(traj, throw)
+        out = _compiled_shared(problem, m0, v0, t0, t1, ts, config, batch_problem=batch_problem)
+    else:
+        out = _compiled(
+            problem,
+            m0,
+            v0,
+            t0,
+            t1,
+            ts,
+            config,
+            branch,
+            hybrid=hybrid,
+            batch_problem=batch_problem,
+            batched=True,
+            rhs=None,
+        )
+    return checked(_assemble(ts, out, config, (m0.shape[0],), shared=shared_steps), throw)

@@ -2,6 +2,7 @@
 on every annotated function and dataclass of `cnntheory`, and strict dtype promotion."""
 
 import functools
+import os
 
 import jax
 import jaxtyping
@@ -13,6 +14,9 @@ jax.config.update("jax_enable_x64", True)
 # No implicit promotion (an int array meeting a float one, float32 meeting float64):
 # the package casts explicitly.
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+# The `cnntheory` command turns the persistent compilation cache on: never in the user's
+# cache folder from a test (tests/test_cache.py turns it on in a temporary one).
+os.environ["CNNTHEORY_NO_CACHE"] = "1"
 
 # Before the package is first imported, so that every cnntheory module is checked. The
 # PEP 484 numeric tower lets an int stand for a float (as the annotations mean it).

@@ -9,16 +9,18 @@ unless `throw=False`.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 from typing_extensions import Unpack
 
 from .._config import SolverConfig, SolverOptions, resolve_config
-from .._integrate import DIFFRAX_SOLVERS, integrate
+from .._integrate import DIFFRAX_SOLVERS, integrate, times_checked
 from .._trajectory import CnnTheoryError, SolverError, _Result, checked, status_message
 from .._typing import AnyArray
 from .._validate import require, require_finite, require_shape
@@ -63,7 +65,9 @@ def _field(t, y, problem):
 
 @eqx.filter_jit
 def _solve(problem, y0, t0, t1, ts, config):
-    ys, status, num_steps, t_end = integrate(_field, y0, problem, t0, t1, ts, config)
+    # `solve` checks the save times in Python before every call (no host callbacks: cacheable).
+    with times_checked():
+        ys, status, num_steps, t_end = integrate(_field, y0, problem, t0, t1, ts, config)
     error = jax.vmap(problem.error)(*ys)
     return ys, error, status, num_steps, t_end
 
@@ -104,26 +108,40 @@ def solve(
     require_shape("v0", v0, (K,))
     for name, x in (("Q0", Q0), ("R0", R0), ("v0", v0)):
         require_finite(name, x)
-    require(bool(jnp.allclose(Q0, Q0.T)), "Q0 must be symmetric (it is K K^T / D)")
+    # The checks on host copies: each eager jnp operation would compile a small program on a
+    # process's first call and dispatch one on every call.
+    Q0_host = np.asarray(Q0)
+    require(bool(np.allclose(Q0_host, Q0_host.T)), "Q0 must be symmetric (it is K K^T / D)")
     ts = jnp.linspace(0.0, float(t1), num_saves) if ts is None else jnp.asarray(ts, dtype=jnp.float64)
+    ts_host = np.asarray(ts)
     require(
-        bool(jnp.all(jnp.diff(ts) > 0)) and float(ts[0]) >= 0 and float(ts[-1]) <= float(t1),
+        bool(np.all(np.diff(ts_host) > 0)) and ts_host[0] >= 0 and ts_host[-1] <= float(t1),
         "ts must be increasing within [0, t1]",
     )
     f64 = lambda x: jnp.asarray(x, dtype=jnp.float64)  # noqa: E731 (arrays: no recompiles)
     ys, error, status, num_steps, t_end = _solve(problem, (Q0, R0, v0), f64(0.0), f64(t1), ts, config)
     message = status_message(status, t_end, config.method, float(t1), config.max_steps, 0)
     Q, R, v = ys
-    traj = GaussianTrajectory(
-        t=ts,
-        Q=Q,
-        R=R,
-        v=v,
-        error=error,
-        status=status,
-        num_steps=num_steps,
-        t_end=t_end,
-        method=config.method,
-        message=message,
-    )
+    traj = _structure(config.method, message).unflatten([ts, Q, R, v, error, status, num_steps, t_end])
     return checked(traj, throw)
+
+
+@functools.lru_cache(maxsize=128)
+def _structure(method: str, message: str):
+    """The pytree structure of a `GaussianTrajectory` with these static fields: building the
+    result is then an unflatten, not the dataclass `__init__` and its checks on every solve."""
+    with jax.ensure_compile_time_eval():
+        x, i = jnp.zeros(1), jnp.zeros((), dtype=int)
+        template = GaussianTrajectory(
+            t=x,
+            Q=jnp.zeros((1, 1, 1)),
+            R=jnp.zeros((1, 1, 1)),
+            v=jnp.zeros((1, 1)),
+            error=x,
+            status=i,
+            num_steps=i,
+            t_end=jnp.zeros(()),
+            method=method,
+            message=message,
+        )
+    return jax.tree_util.tree_structure(template)
