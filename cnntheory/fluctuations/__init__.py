@@ -36,58 +36,57 @@ only the singleton partition: `ñ -> rho` and the moments are the Dirichlet ones
 gradient noise does not vanish there: images still differ in their composition `rho`;
 only the multinomial patch-sampling noise (`O(1/N)`) is gone.
 
-**Moment equations.** Let `mu_k = E y_k`, `Sigma_k = Cov y_k`, `h = lr`, and expand
-`F(mu + delta) = F + J delta + 1/2 F''[delta, delta] + ...` with `J = dF/dy`. Then
+**Moment maps** (`moments`, module `_moments`). Let `mu_k = E y_k`, `Sigma_k = Cov y_k`,
+`h = lr`, and expand `F(mu + delta) = F + J delta + 1/2 F''[delta, delta] + ...` with
+`J = dF/dy`. Taking the mean and covariance of one step over the seeds,
 
-$$\mu_{k+1} = \mu_k + h\big(F(\mu_k) + \tfrac12 F''(\mu_k):\Sigma_k\big) + \dots,\qquad
-\Sigma_{k+1} = \Sigma_k + h (J\Sigma_k + \Sigma_k J^T) + h^2 D(\mu_k)/B + \dots$$
+$$\mu_{k+1} = \mu_k + h\,E F(y_k) = \mu_k + h\big(F(\mu_k) + \tfrac12 F''(\mu_k):\Sigma_k\big),$$
 
-`Sigma` is `O(h/B)`. In ODE time `t = h k` the covariance obeys, to leading order,
+$$\Sigma_{k+1} = (I + hJ_k)\,\Sigma_k\,(I + hJ_k)^T + h^2 D(\mu_k)/B .$$
 
-$$\dot\Sigma = J\Sigma + \Sigma J^T + \frac{\mathrm{lr}}{B}\,D(\mu),\qquad \Sigma(0) = 0,$$
+This **discrete-step map** is the default at a finite `lr` (`discrete=True`): nothing in `h`
+is expanded, so the `O(lr)` discrete-step bias of the mean and the `h^2 J Sigma J^T` term of
+the covariance are exact for the linearised chain up to the stability edge; records are
+whole steps, `t = t0 + k lr`. The **continuous equations** (`discrete=False`) are its
+`lr -> 0` limit to first order in `lr` and `lr/B`:
 
-(dropped: `h^2 J Sigma J^T` and the `O(h)` change of `J`, relative `O(lr)`). The mean
-follows an explicit-Euler map of the drift `F + 1/2 F'':Sigma`; the continuous flow whose
-time-`h` map matches the Euler map to `O(h^2)` per step is its modified equation
-`f - (h/2) f' f` (the Taylor terms `h^2/2 f' f` cancel). To first order in `lr` and
-`lr/B`:
+$$\dot\mu = F(\mu) - \frac{\mathrm{lr}}{2}\,J F + \frac12\,F'':\Sigma,\qquad
+\dot\Sigma = J\Sigma + \Sigma J^T + \frac{\mathrm{lr}}{B}\,D(\mu)$$
 
-$$\dot\mu = F(\mu) - \frac{\mathrm{lr}}{2}\,J(\mu) F(\mu) + \frac12\,F''(\mu):\Sigma .$$
+(`-(lr/2) J F`: the modified equation of the Euler map); their spread errs by about
+`0.7 lr max|eig J|`. For a relu student the map carries the mean and covariance through
+transversal crossings of `m_lp = 0` with the saltation matrix of piecewise-smooth systems,
+and stops with status `FAILED`, naming the time and the entry, where the predicted band
+touches a sliding or repulsive kink (`_moments`).
 
-The second term is the discrete-step bias (`O(lr)`), the third the noise-induced drift
-(`O(lr/B)`, the flow's curvature against the spread). Errors are `O(lr^2, lr^2/B,
-(lr/B)^2)` in the mean and relative `O(lr)` in `Sigma`; the theory stops holding when `lr`
-approaches the stability edge, and near plateaus (saddles), where `J` has unstable
-directions and the linear-noise approximation breaks once `Sigma` is no longer small.
-`F''` needs a smooth `sigma`: for relu it is a delta function on `m_lp = 0`, which this
-expansion misses. For a relu student `moments` holds while no `m_lp` reaches 0; at a Filippov
-sliding surface the (non-Filippov) moment equations chatter and the solve stops with
-`status = 1`, while SGD jitters across the surface: on shape counting (lr = 0.05, B = 4)
-about a third of the seeds sit on the `m_21 < 0` side at any time, the seed mean of `m_21`
-tends to the Filippov value 0 from above (0.007 at t = 25, 0.002 at t = 40) and its spread
-shrinks (0.019 to 0.011) instead of growing as the smooth theory would.
+**Validity** (`Validity`, module `_validity`): every prediction carries, per saved time,
+`lr_rho = lr max|eig J|`, a `curvature` (the Jacobian's RMS change across the predicted
+spread) and, for relu, `kink_proximity = max sigma_lp / |mu_lp|`; `moments` warns
+(`ValidityWarning`) past `THRESHOLDS`, calibrated against simulations.
 
-Measured (`benchmarks/fluctuations.py`, 256 seeds, shape counting and a random problem,
-softplus/sigmoid/tanh): for `lr <= 0.025` the predicted spread is within 10% of the measured
-one in 99% of components (ratios 0.89 to 1.15); at `lr = 0.1` in 91%, at `lr = 0.3` and `0.6`
-(stability edge 1.4) it is 7-60% too small. On the plateau (`v(0) = 0.01`, where the head's
-spread exceeds its mean) the spread of `m` is underestimated by up to 28% early on: the
-linear-noise approximation needs the state's spread small against its mean. Across 256
-training sets of 128 images, `training_set_spread` is within 8% of full-batch GD's spread.
+Measured (`benchmarks/fluctuations.py`, against an online SGD written from the definitions,
+512 seeds): on a stiff softplus problem (`P = 4`, 2x2 patches, `L = 3`, `eta_K = 9`,
+stability edge `lr ~ 1.05`), `lr` from 0.0125 to 0.4 and `B` from 1 to 64, the discrete map
+has every spread within 15% (at least 91% within 10% at every grid point) and every mean
+within 4 SE; the continuous equations have 62-93% of spreads within 15% and means off by
+16-2400 SE at `lr = 0.2, 0.4`. At the targets `(lr, B) = (0.2, 4)` and `(0.1, 1)`: spread
+within 15% in 100% of component-times, mean within 3.9 and 3.0 SE at most. A relu student
+crossing two kinks transversally: predicted within 15% at the saved times the indicators
+call valid; the times while the band straddles a kink are flagged.
 
-**Sample paths** (`sample_paths`): the Itô SDE with the same first two moments,
-`dY = (F - (lr/2) J F) dt + sqrt(lr/B) Γ(Y) Cov(g)^{1/2}(Y) dW` (a `P`-dimensional
-Brownian motion; Itô's formula supplies the `1/2 F'':Sigma` drift), by Euler–Maruyama on
-a diffrax `VirtualBrownianTree`.
+**Sample paths** (`sample_paths`, module `_paths`): the Gaussian approximation of the exact
+discrete chain (`discrete=True`, the default), or the Itô SDE with the same first two
+moments, `dY = (F - (lr/2) J F) dt + sqrt(lr/B) Γ(Y) Cov(g)^{1/2}(Y) dW`, by Euler–Maruyama
+on a diffrax `VirtualBrownianTree`.
 
-**Finite training sets** (`training_set_spread`). Full-batch GD on `n_train` images follows
-the flow with `C_hat = mean_i ñ_i ñ_i^T`. Across training sets
+**Finite training sets** (`training_set_spread`, module `_training_set`). Full-batch GD on
+`n_train` images follows the flow with `C_hat = mean_i ñ_i ñ_i^T`. Across training sets
 `Cov(vec C_hat) = Cov(vec ñ ñ^T) / n_train` with
 `Cov(ñ_i ñ_j, ñ_p ñ_q) = E[ñ_i ñ_j ñ_p ñ_q] - C_ij C_pq`, and to first order in
-`1/n_train` the trajectory moves by `S(t) vec(C_hat - C)` with the linear response
-`S = dy(t)/d vec C`, integrated forward with the flow (forward-mode sensitivity,
-`dS/dt = J S + dF/d vec C`, `S(0) = 0`):
-`Cov y(t) = S Cov(vec C_hat) S^T`.
+`1/n_train` the trajectory moves by `S vec(C_hat - C)` with the linear response
+`S = dy/d vec C`: at a step `lr` the exact derivative of gradient descent's map,
+`S_{k+1} = (I + lr J) S_k + lr dF/d vec C`, else forward-mode sensitivity of the flow,
+`dS/dt = J S + dF/d vec C`, `S(0) = 0`; `Cov y = S Cov(vec C_hat) S^T`.
 """
 
 from ._moments import moments
@@ -96,10 +95,14 @@ from ._paths import SamplePaths, sample_paths
 from ._plots import draw_band
 from ._result import Fluctuations
 from ._training_set import moment_covariance, response, training_set_spread
+from ._validity import THRESHOLDS, Validity, ValidityWarning
 
 __all__ = [
     "Fluctuations",
     "SamplePaths",
+    "THRESHOLDS",
+    "Validity",
+    "ValidityWarning",
     "count_moment_tensor",
     "draw_band",
     "drift_map",
