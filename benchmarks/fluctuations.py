@@ -1,23 +1,34 @@
-"""Fluctuation theory of online SGD (`cnntheory.fluctuations.moments`) vs `simulate(mode="online")`.
+"""Fluctuation theory of online SGD (`cnntheory.fluctuations.moments`) against online-SGD seeds.
 
-For six problems (shape counting with overlap 0.8, alpha = (1, 1), mean pooling, M = 4, started
-off the plateau at `v(0) = (0.3, -0.3)`; and a random problem: P = 3 atoms of a random Gram
-matrix, tanh teacher with a random head, L = 2, M = 3, mean pooling) with softplus, sigmoid and
-tanh students, and a grid lr x B, 256 seeds of online SGD each, records at t = 1, 2, 3:
+The reference is an online SGD written here from the definitions, independent of the theory
+and of `simulate`: numpy-sampled images (rho ~ Dirichlet(alpha), every patch an atom), the
+real pooled CNN, `jax.grad` of the batch's squared error, order parameters read off the
+kernels (`independent_sgd`); it is cross-checked against `cnntheory.simulate` at the two
+target points. Every grid point is predicted twice: **before**, the continuous `lr -> 0`
+equations (`discrete=False`, what `moments` computed until issue 21), and **after**, the
+discrete-step map (`discrete=True`, now the default). Per component and record:
 
-- spread: predicted `sqrt(diag Sigma)` over the measured seed std, per component and time;
-  pass when within 10% (the std of 256 seeds has a relative SE of 4.4%, so even an exact theory
-  misses 10% in ~2% of components);
-- mean: wherever the plain flow misses the seed mean by more than 5 standard errors, pass when
-  the corrected mean `mu` is within 2 SE (an exact theory fails this in ~5% of components).
+- spread: predicted / measured seed std; pass within 15% (and within 10%). The std of 512
+  seeds has a relative SE of 3.1%, so even an exact theory misses 10% in ~0.1% of cases;
+- mean: `|mu - seed mean| / SE`; pass within 3 SE (an exact theory fails in ~0.3%).
 
-Then where it stops holding: large lr (towards the stability edge), the plateau (shape counting
-from `v(0) = (0.01, -0.01)`, where the head's spread exceeds its mean), and relu at the Filippov
-sliding surface `m_21 = 0` of shape counting. Finally `fullbatch` GD on 256 training sets of 128
-images against `training_set_spread` (`--training-sets` runs only this part).
+Problems:
 
-Writes `benchmarks/results/fluctuations.{json,md,png}`. About 10 minutes on 2 CPU cores.
-Run: `python benchmarks/fluctuations.py` (`--quick`: one grid point; `--replot`: redraw the figure).
+1. **stiff** (the target): P = 4 atoms of a random Gram matrix, 2 x 2 patches of side 3, mean
+   pooling, L = 3, softplus student and teacher, eta_K = 9, eta_v = 1 (stability edge lr ~1.05
+   along the path), lr from 0.0125 to 0.4 (~0.4 of the edge) x B in 1, 4, 16, 64, 512 seeds,
+   records at t = 0.5, 1, ..., 3. Targets: spread within 15% in >= 90% of component-times and
+   mean within 3 SE at (lr, B) = (0.2, 4) and (0.1, 1);
+2. shape counting (overlap 0.8, M = 4, v(0) = +-0.3) and a random P = 3 problem with
+   softplus/sigmoid/tanh students, lr in 0.025, 0.1, B in 1, 4, 16, 256 seeds;
+3. where it stops holding: lr = 0.6 on the stiff problem; the plateau (shape counting from
+   v(0) = 0.01); a relu student whose mean crosses two kinks transversally (the stiff problem
+   with relu, seed 6; B = 1, 4, 16); relu at shape counting's sliding surface (a status);
+4. full-batch GD across 256 training sets of 128 images vs `training_set_spread` (lr = 0.05);
+5. the cost of a prediction: discrete map vs continuous solve.
+
+Writes `benchmarks/results/fluctuations.{json,md,png}`. About 10-15 minutes on 2 shared CPU
+cores. Run: `python benchmarks/fluctuations.py` (`--quick`: the two target points only).
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ import pathlib
 import platform
 import sys
 import time
+import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -41,22 +54,18 @@ from cnntheory import fluctuations as fl
 from cnntheory import simulate as sim
 
 RESULTS = pathlib.Path(__file__).parent / "results"
-SEEDS = 256
-T1 = 3.0
-LRS = (0.01, 0.025, 0.1)
-BATCHES = (1, 4, 16)
-ACTIVATIONS = ("softplus", "sigmoid", "tanh")
-QUICK = "--quick" in sys.argv  # smoke run: one problem, one grid point
-REPLOT = "--replot" in sys.argv  # redraw the figure from the stored JSON
-TRAINING_SETS = "--training-sets" in sys.argv  # only the finite-training-set check, merged into the stored JSON
+SEEDS = 512
+SMALL_SEEDS = 256
+QUICK = "--quick" in sys.argv
+STIFF_LRS = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+STIFF_BATCHES = (1, 4, 16, 64)
+TARGETS = ((0.2, 4), (0.1, 1))
 
 
-def shape_problem(activation, v=0.3):
-    problem = ct.shape_counting(0.8, (1.0, 1.0), activation, 4, "mean")
-    return problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([v, -v])
+# --- problems ----------------------------------------------------------------------------
 
 
-def random_problem(activation, seed=5, P=3, L=2, M=3, k=3):
+def random_problem(seed, P=3, L=2, M=3, k=3, activation="softplus", teacher="tanh", scale=0.5):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((P, P + 2))
     gram = X @ X.T / (P + 2)
@@ -65,84 +74,170 @@ def random_problem(activation, seed=5, P=3, L=2, M=3, k=3):
     problem = ct.TeacherStudent(
         mixture,
         rng.standard_normal(P),
-        teacher_activation="tanh",
+        teacher_activation=teacher,
         student_activation=activation,
         lr_kernel=float(k * k),
         lr_head=1.0,
     )
-    return problem, jnp.asarray(0.5 * rng.standard_normal((L, P))), jnp.asarray(0.5 * rng.standard_normal(L))
+    return problem, jnp.asarray(scale * rng.standard_normal((L, P))), jnp.asarray(scale * rng.standard_normal(L))
 
 
-def flat(m, v):
-    S, T = v.shape[:2]
-    return np.concatenate([np.asarray(m).reshape(S, T, -1), np.asarray(v)], axis=2)
+def stiff_problem(activation="softplus", seed=5):
+    return random_problem(seed, P=4, L=3, M=2, activation=activation, teacher="softplus")
 
 
-def compare(problem, m0, v0, lr, B, t1, records, key, seeds=SEEDS, method="tsit5"):
-    """One grid point: simulate, predict, and the per-component statistics at the records."""
+def shape_problem(activation, v=0.3):
+    problem = ct.shape_counting(0.8, (1.0, 1.0), activation, 4, "mean")
+    return problem, jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([v, -v])
+
+
+# --- the independent reference --------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _sgd_step(problem, teacher_K, K, v, x, lr):
+    D = x.shape[-1]
+    scale = 1.0 if problem.mixture.pooling == "sum" else 1.0 / x.shape[-2]
+
+    def output(K, v, x, act):  # x (B, N, D) -> (B,)
+        return scale * jnp.sum(act(jnp.einsum("ld,bnd->bln", K, x) / D), -1) @ v
+
+    def loss(K, v, x):
+        y = output(teacher_K, problem.teacher_head, x, problem.phi.fn)
+        return 0.5 * jnp.mean((output(K, v, x, problem.sigma.fn) - y) ** 2)
+
+    gK, gv = jax.vmap(jax.grad(loss, argnums=(0, 1)))(K, v, x)
+    return K - lr * problem.lr_kernel * gK, v - lr * problem.lr_head * gv
+
+
+def independent_sgd(problem, m0, v0, *, lr, batch_size, steps, record_every, num_seeds, seed):
+    """`(S, R, n)` flat order parameters of online SGD at steps `record_every, 2 record_every, ...`."""
+    mixture = problem.mixture
+    atoms = np.asarray(mixture.atoms)
+    P, D = atoms.shape
+    rng = np.random.default_rng(seed)
+    ginv = np.linalg.inv(np.asarray(problem.gram))
+    teacher_K = jnp.asarray(np.asarray(problem.teacher_overlaps) @ ginv @ atoms)
+    K0 = np.asarray(m0) @ ginv @ atoms  # K0 atoms^T / D = m0 (nothing outside the atoms' span)
+    K = jnp.broadcast_to(jnp.asarray(K0), (num_seeds,) + K0.shape)
+    v = jnp.broadcast_to(jnp.asarray(v0), (num_seeds, v0.shape[0]))
+    out = []
+    for k in range(1, steps + 1):
+        rho = rng.dirichlet(np.asarray(mixture.alpha), size=(num_seeds, batch_size))
+        u = rng.random((num_seeds, batch_size, mixture.num_patches, 1))
+        idx = np.minimum((u > np.cumsum(rho, -1)[:, :, None, :]).sum(-1), P - 1)
+        K, v = _sgd_step(problem, teacher_K, K, v, jnp.asarray(atoms[idx]), jnp.asarray(lr))
+        if k % record_every == 0:
+            m = K @ jnp.asarray(atoms).T / D
+            out.append(np.concatenate([np.asarray(m).reshape(num_seeds, -1), np.asarray(v)], axis=1))
+    return np.stack(out, axis=1)
+
+
+def flat(s):
+    return np.concatenate([np.asarray(s.m).reshape(s.num_seeds, s.t.shape[0], -1), np.asarray(s.v)], axis=2)
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def predict(problem, m0, v0, lr, B, ts, discrete):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fl.ValidityWarning)
+        return fl.moments(problem, m0, v0, float(ts[-1]), lr=lr, batch_size=B, ts=ts, discrete=discrete, throw=False)
+
+
+def stats(pred, y):
+    """Per-component-time statistics of a prediction against seeds `y` `(S, T, n)` at `pred.t`."""
+    S = y.shape[0]
+    mean, std = y.mean(0), y.std(0, ddof=1)
+    ratio = np.asarray(pred.std) / std
+    z = np.abs(np.asarray(pred.mean) - mean) / (std / np.sqrt(S))
+    val = pred.validity
+    valid = val.valid
+    out = {
+        "status": int(pred.status),
+        "message": pred.message,
+        "spread_within_15": float(np.mean(np.abs(ratio - 1) <= 0.15)),
+        "spread_within_10": float(np.mean(np.abs(ratio - 1) <= 0.10)),
+        "spread_ratio_range": [float(np.nanmin(ratio)), float(np.nanmax(ratio))],
+        "mean_within_3se": float(np.mean(z <= 3)),
+        "mean_max_z": float(np.nanmax(z)),
+        "valid_records": int(valid.sum()),
+        "records": int(valid.size),
+        "max_lr_rho": float(np.nanmax(np.asarray(val.lr_rho))),
+        "max_curvature": float(np.nanmax(np.asarray(val.curvature))),
+        "max_kink_proximity": float(np.nanmax(np.asarray(val.kink_proximity))),
+    }
+    if valid.any() and not valid.all():
+        r, zz = ratio[valid], z[valid]
+        out["where_valid"] = {
+            "spread_within_15": float(np.mean(np.abs(r - 1) <= 0.15)),
+            "spread_ratio_range": [float(r.min()), float(r.max())],
+            "mean_within_3se": float(np.mean(zz <= 3)),
+            "mean_max_z": float(zz.max()),
+        }
+    return out
+
+
+def run_point(problem, m0, v0, lr, B, t1, records, seeds, seed, label):
     steps = int(round(t1 / lr))
+    every = steps // records
     start = time.perf_counter()
+    y = independent_sgd(
+        problem, m0, v0, lr=lr, batch_size=B, steps=steps, record_every=every, num_seeds=seeds, seed=seed
+    )
+    sim_s = time.perf_counter() - start
+    ts = lr * every * np.arange(1, y.shape[1] + 1)
+    row = {"problem": label, "lr": lr, "batch_size": B, "seeds": seeds, "t": ts.tolist(), "seconds_sgd": sim_s}
+    row["before"] = stats(predict(problem, m0, v0, lr, B, ts, False), y) if problem.sigma.smooth else None
+    row["after"] = stats(predict(problem, m0, v0, lr, B, ts, True), y)
+    b, a = row["before"], row["after"]
+    fmt = lambda r: "-" if r is None else f"{r['spread_within_15']:.2f}/{r['mean_max_z']:5.1f}"  # noqa: E731
+    print(
+        f"{label:22s} lr={lr:<6g} B={B:<3d} before {fmt(b)}  after {fmt(a)}  valid {a['valid_records']}/{a['records']} "
+        f"lr_rho {a['max_lr_rho']:.2f} curv {a['max_curvature']:.3f} kink {a['max_kink_proximity']:.2f} (sgd {sim_s:.1f}s)",
+        flush=True,
+    )
+    return row, y
+
+
+def cross_check(problem, m0, v0, lr, B, y, seed):
+    """`simulate(mode="online")` against the independent SGD: the same distribution (means in SE, std ratios)."""
+    every = int(round(3.0 / lr)) // 6  # the records of `run_point`
     s = sim.simulate(
         problem,
         m0,
         v0,
         mode="online",
         lr=lr,
-        steps=steps,
-        record_every=steps // records,
-        key=key,
-        num_seeds=seeds,
+        steps=every * y.shape[1],
+        record_every=every,
+        key=jax.random.key(seed),
+        num_seeds=SEEDS,
         batch_size=B,
         num_test=0,
-        throw=False,
     )
-    sim_s = time.perf_counter() - start
-    start = time.perf_counter()
-    pred = fl.moments(problem, m0, v0, t1, lr=lr, batch_size=B, ts=s.t, method=method, throw=False)
-    theory_s = time.perf_counter() - start
-    ok = np.asarray(s.status) == 0
-    y = flat(s.m, s.v)[ok][:, 1:]
-    n = y.shape[0]
-    mean, std = y.mean(0), y.std(0, ddof=1)
-    se = std / np.sqrt(n)
-    flow = np.concatenate([np.asarray(pred.flow_m).reshape(len(s.t), -1), np.asarray(pred.flow_v)], 1)[1:]
-    mu, sd = np.asarray(pred.mean)[1:], np.asarray(pred.std)[1:]
-    ratio = sd / std
-    missed = np.abs(flow - mean) > 5 * se
-    z = np.abs(mu - mean) / se
-    return {
+    x = flat(s)[:, 1:]
+    se = np.sqrt(x.var(0, ddof=1) / x.shape[0] + y.var(0, ddof=1) / y.shape[0])
+    z = np.abs(x.mean(0) - y.mean(0)) / se
+    ratio = x.std(0, ddof=1) / y.std(0, ddof=1)
+    out = {
         "lr": lr,
         "batch_size": B,
-        "seeds": int(n),
-        "diverged": int((~ok).sum()),
-        "t": np.asarray(s.t[1:]).tolist(),
-        "theory_status": int(pred.status),
-        "theory_message": pred.message,
-        "spread_ratio": ratio.tolist(),
-        "spread_pass_fraction": float(np.mean(np.abs(ratio - 1) <= 0.10)),
-        "spread_ratio_range": [float(ratio.min()), float(ratio.max())],
-        "flow_miss_over_se": (np.abs(flow - mean) / se).tolist(),
-        "mean_miss_over_se": z.tolist(),
-        "bias_resolved_components": int(missed.sum()),
-        "mean_pass_fraction": float(np.mean(z[missed] <= 2)) if missed.any() else None,
-        "max_mean_z_where_flow_missed": float(z[missed].max()) if missed.any() else None,
-        # summaries for the figure: RMS over components at the last record
-        "measured_spread": float(np.sqrt(np.mean(std[-1] ** 2))),
-        "predicted_spread": float(np.sqrt(np.mean(sd[-1] ** 2))),
-        "measured_bias": float(np.sqrt(max(np.mean((mean[-1] - flow[-1]) ** 2 - se[-1] ** 2), 0.0))),
-        "predicted_bias": float(np.sqrt(np.mean((mu[-1] - flow[-1]) ** 2))),
-        "seconds": {"simulate": sim_s, "moments": theory_s},
+        "mean_max_z": float(z.max()),
+        "std_ratio_range": [float(ratio.min()), float(ratio.max())],
     }
+    print(f"simulate vs independent SGD lr={lr} B={B}: {out}", flush=True)
+    return out
 
 
-def training_sets(key, seeds=SEEDS, num_train=128, lr=0.05, t1=3.0):
-    """Full-batch GD on `seeds` training sets of `num_train` images vs `training_set_spread`."""
+def training_sets(key, seeds=256, num_train=128, lr=0.05, t1=3.0):
+    """Full-batch GD on `seeds` training sets of `num_train` images vs `training_set_spread` at step `lr`."""
     out = []
     for name, make in (("shape_counting", shape_problem), ("random", random_problem)):
-        problem, m0, v0 = make("softplus")
+        problem, m0, v0 = make("softplus") if name == "shape_counting" else make(5, activation="softplus")
         steps = int(round(t1 / lr))
         key, sub = jax.random.split(key)
-        start = time.perf_counter()
         s = sim.simulate(
             problem,
             m0,
@@ -155,248 +250,214 @@ def training_sets(key, seeds=SEEDS, num_train=128, lr=0.05, t1=3.0):
             num_seeds=seeds,
             num_train=num_train,
             num_test=8,
-        )  # num_test=0 trips simulate's label grouping
-        sim_s = time.perf_counter() - start
-        pred = fl.training_set_spread(problem, m0, v0, t1, num_train=num_train, ts=s.t)
-        std = flat(s.m, s.v)[:, 1:].std(0, ddof=1)
-        ratio = np.asarray(pred.std)[1:] / std
-        out.append(
-            {
-                "problem": name,
-                "activation": "softplus",
-                "num_train": num_train,
-                "seeds": seeds,
-                "lr": lr,
-                "t": np.asarray(s.t[1:]).tolist(),
-                "spread_ratio": ratio.tolist(),
+        )
+        std = flat(s)[:, 1:].std(0, ddof=1)
+        row = {"problem": name, "num_train": num_train, "seeds": seeds, "lr": lr}
+        for disc in (False, True):
+            pred = fl.training_set_spread(problem, m0, v0, t1, num_train=num_train, ts=s.t, lr=lr, discrete=disc)
+            ratio = np.asarray(pred.std)[1:] / std
+            row["after" if disc else "before"] = {
                 "spread_ratio_range": [float(ratio.min()), float(ratio.max())],
-                "spread_pass_fraction": float(np.mean(np.abs(ratio - 1) <= 0.10)),
-                "seconds_simulate": sim_s,
+                "spread_within_10": float(np.mean(np.abs(ratio - 1) <= 0.10)),
             }
-        )
-        print(
-            f"training sets {name}: spread ratio [{ratio.min():.3f}, {ratio.max():.3f}], pass {out[-1]['spread_pass_fraction']:.2f}",
-            flush=True,
-        )
+        print(f"training sets {name}: {row}", flush=True)
+        out.append(row)
+    return out
+
+
+def cost(problem, m0, v0, lr=0.05, B=4, t1=3.0, repeats=5):
+    """Seconds per prediction (after compiling) of the discrete map and the continuous solve, 61 records."""
+    ts = lr * np.round(np.linspace(0, t1 / lr, 61))
+    out = {}
+    for disc in (True, False):
+        predict(problem, m0, v0, lr, B, ts, disc).mean.block_until_ready()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predict(problem, m0, v0, lr, B, ts, disc).mean.block_until_ready()
+            times.append(time.perf_counter() - start)
+        out["discrete" if disc else "continuous"] = float(np.median(times))
+    out["steps"] = int(round(t1 / lr))
+    out["records"] = 61
+    print(f"cost: {out}", flush=True)
     return out
 
 
 def main():
     RESULTS.mkdir(exist_ok=True)
-    if TRAINING_SETS:
-        path = RESULTS / "fluctuations.json"
-        stored = json.loads(path.read_text())
-        stored["training_sets"] = training_sets(jax.random.key(1))
-        path.write_text(json.dumps(stored, indent=1) + "\n")
-        (RESULTS / "fluctuations.md").write_text(summary_table(stored))
-        return
-    if REPLOT:
-        stored = json.loads((RESULTS / "fluctuations.json").read_text())
-        figure(stored["grid"]).savefig(RESULTS / "fluctuations.png", dpi=150, bbox_inches="tight")
-        (RESULTS / "fluctuations.md").write_text(summary_table(stored))
-        return
-    key = jax.random.key(0)
-    grid = []
-    problems = [("shape_counting", a, shape_problem) for a in ACTIVATIONS] + [
-        ("random", a, random_problem) for a in ACTIVATIONS
-    ]
-    if QUICK:
-        problems = problems[:1]
-    for name, act, make in problems:
-        problem, m0, v0 = make(act)
-        for lr in LRS[1:2] if QUICK else LRS:
-            for B in BATCHES[1:2] if QUICK else BATCHES:
-                key, sub = jax.random.split(key)
-                r = compare(problem, m0, v0, lr, B, T1, 3, sub)
-                r.update(problem=name, activation=act)
-                grid.append(r)
-                print(
-                    f"{name:15s} {act:8s} lr={lr:<5g} B={B:<3d} spread ratio [{r['spread_ratio_range'][0]:.3f}, {r['spread_ratio_range'][1]:.3f}] "
-                    f"pass {r['spread_pass_fraction']:.2f} | bias resolved in {r['bias_resolved_components']:2d} comps, "
-                    f"mean pass {r['mean_pass_fraction']} | sim {r['seconds']['simulate']:.1f}s theory {r['seconds']['moments']:.1f}s",
-                    flush=True,
-                )
-
-    limits = {}
-    if not QUICK:
-        # large lr: shape counting softplus, B = 4, towards the stability edge
-        from cnntheory.analysis import stability_edge
-
-        problem, m0, v0 = shape_problem("softplus")
-        limits["stability_edge_at_start"] = float(stability_edge(problem, m0, v0))
-        limits["large_lr"] = []
-        for lr in (0.3, 0.6):
-            key, sub = jax.random.split(key)
-            r = compare(problem, m0, v0, lr, 4, 3.6, 3, sub)
-            limits["large_lr"].append(r)
-            print(
-                f"large lr={lr}: spread ratio {r['spread_ratio_range']}, pass {r['spread_pass_fraction']:.2f}, mean pass {r['mean_pass_fraction']}",
-                flush=True,
-            )
-        # plateau: shape counting from the seed's small head
-        problem, m0, v0 = shape_problem("softplus", v=0.01)
-        key, sub = jax.random.split(key)
-        r = compare(problem, m0, v0, 0.05, 4, 10.0, 5, sub)
-        limits["plateau"] = r
-        print(
-            f"plateau: spread ratio {r['spread_ratio_range']}, pass {r['spread_pass_fraction']:.2f}, mean pass {r['mean_pass_fraction']}",
-            flush=True,
-        )
-        # relu at the sliding surface: the seed's shape-counting run, m_21 reaches 0 near t = 25
-        problem, m0, v0 = shape_problem("relu", v=0.01)
-        key, sub = jax.random.split(key)
-        lr, B, t1 = 0.05, 4, 40.0
-        steps = int(round(t1 / lr))
-        s = sim.simulate(
-            problem,
-            m0,
-            v0,
-            mode="online",
-            lr=lr,
-            steps=steps,
-            record_every=steps // 8,
-            key=sub,
-            num_seeds=SEEDS,
-            batch_size=B,
-            num_test=0,
-            throw=False,
-        )
-        flow = ct.solve(problem, m0, v0, t1, ts=s.t)
-        pred = fl.moments(problem, m0, v0, t1, lr=lr, batch_size=B, ts=s.t, throw=False, max_steps=20_000)
-        m21 = np.asarray(s.m[:, :, 1, 0])
-        limits["relu_sliding"] = {
-            "t": np.asarray(s.t).tolist(),
-            "filippov_flow_m21": np.asarray(flow.m[:, 1, 0]).tolist(),
-            "seed_mean_m21": m21.mean(0).tolist(),
-            "seed_std_m21": m21.std(0, ddof=1).tolist(),
-            "fraction_of_seeds_with_m21_below_0": (m21 < 0).mean(0).tolist(),
-            "moments_status": int(pred.status),
-            "moments_message": pred.message,
-            "predicted_mean_m21": np.asarray(pred.mean_m[:, 1, 0]).tolist(),
-            "predicted_std_m21": np.asarray(pred.std_m[:, 1, 0]).tolist(),
-        }
-        print(
-            "relu sliding:",
-            json.dumps({k: v for k, v in limits["relu_sliding"].items() if k != "t"}, default=str)[:600],
-            flush=True,
-        )
-
-    params = {
+    stored: dict = {
         "benchmark": "fluctuations",
         "seeds": SEEDS,
-        "t1": T1,
-        "lrs": LRS,
-        "batch_sizes": BATCHES,
-        "activations": ACTIVATIONS,
         "criteria": {
-            "spread": "|predicted/measured std - 1| <= 0.10 per component and record",
-            "mean": "|mu - seed mean| <= 2 SE wherever |flow - seed mean| > 5 SE",
+            "spread": "|predicted/measured std - 1| <= 0.15 (and 0.10) per component and record",
+            "mean": "|predicted mean - seed mean| <= 3 SE per component and record",
+            "before": "continuous lr -> 0 equations (discrete=False)",
+            "after": "discrete-step moment map (discrete=True, the default)",
         },
+        "thresholds": fl.THRESHOLDS,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "jax": jax.__version__},
-        "grid": grid,
-        "limits": limits,
-        "training_sets": training_sets(key) if not QUICK else [],
     }
+    problem, m0, v0 = stiff_problem()
+    from cnntheory.analysis import stability_edge
+
+    stored["stiff_stability_edge_at_start"] = float(stability_edge(problem, m0, v0))
+    grid, cross = [], []
+    points = TARGETS if QUICK else [(lr, B) for lr in STIFF_LRS for B in STIFF_BATCHES]
+    for i, (lr, B) in enumerate(points):
+        row, y = run_point(problem, m0, v0, lr, B, 3.0, 6, SEEDS, 100 + i, "stiff softplus")
+        grid.append(row)
+        if (lr, B) in TARGETS:
+            cross.append(cross_check(problem, m0, v0, lr, B, y, 7 + i))
+    stored["stiff"] = grid
+    stored["simulate_cross_check"] = cross
+    if not QUICK:
+        others = []
+        for i, (name, act) in enumerate(
+            [(p, a) for p in ("shape_counting", "random") for a in ("softplus", "sigmoid", "tanh")]
+        ):
+            prob, pm0, pv0 = shape_problem(act) if name == "shape_counting" else random_problem(5, activation=act)
+            for lr in (0.025, 0.1):
+                for B in (1, 4, 16):
+                    row, _ = run_point(prob, pm0, pv0, lr, B, 3.0, 3, SMALL_SEEDS, 300 + i, f"{name} {act}")
+                    others.append(row)
+        stored["smooth_grid"] = others
+        limits = {}
+        limits["large_lr"], _ = run_point(problem, m0, v0, 0.6, 4, 3.6, 6, SEEDS, 400, "stiff softplus")
+        prob, pm0, pv0 = shape_problem("softplus", v=0.01)
+        limits["plateau"], _ = run_point(prob, pm0, pv0, 0.05, 4, 10.0, 10, SEEDS, 401, "plateau softplus")
+        prob, pm0, pv0 = stiff_problem("relu", seed=6)
+        limits["relu_crossing"] = [
+            run_point(prob, pm0, pv0, 0.05, B, 3.0, 15, SEEDS, 402 + B, "relu crossing")[0] for B in (1, 4, 16)
+        ]
+        prob, pm0, pv0 = shape_problem("relu", v=0.01)
+        pred = fl.moments(prob, pm0, pv0, 40.0, lr=0.05, batch_size=4, throw=False)
+        limits["relu_sliding"] = {"status": int(pred.status), "message": pred.message}
+        print(f"relu sliding: {limits['relu_sliding']}", flush=True)
+        stored["limits"] = limits
+        stored["training_sets"] = training_sets(jax.random.key(1))
+        stored["cost"] = cost(problem, m0, v0)
     stem = "fluctuations_quick" if QUICK else "fluctuations"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(params, indent=1) + "\n")
-    figure(grid).savefig(RESULTS / f"{stem}.png", dpi=150, bbox_inches="tight")
-    (RESULTS / f"{stem}.md").write_text(summary_table(params))
-    spread = [g["spread_pass_fraction"] for g in grid]
-    mean = [g["mean_pass_fraction"] for g in grid if g["mean_pass_fraction"] is not None]
-    print(
-        f"overall: spread pass {np.mean(spread):.3f} (worst grid point {min(spread):.2f}); mean pass {np.mean(mean) if mean else None} "
-        f"over {sum(g['bias_resolved_components'] for g in grid)} resolved-bias components"
-    )
+    previous = RESULTS / "fluctuations.json"
+    if previous.exists() and "grid" in (old := json.loads(previous.read_text())):
+        # the measured spreads and biases of the earlier 256-seed `simulate` grid, which the notebook plots
+        stored["grid"], stored["grid_note"] = old["grid"], old.get("grid_note", "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(stored, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(summary_table(stored))
+    figure(stored).savefig(RESULTS / f"{stem}.png", dpi=150, bbox_inches="tight")
+
+
+def _cells(r):
+    if r is None:
+        return "- | - | - |"
+    return f"{r['spread_within_15']:.2f} | {r['spread_ratio_range'][0]:.2f}-{r['spread_ratio_range'][1]:.2f} | {r['mean_max_z']:.1f} |"
 
 
 def summary_table(stored) -> str:
-    """A markdown summary: one row per grid point, then the limits and the training sets."""
-    intro = (
-        "Spread: predicted / measured seed std over components and records (pass: within 10%). Mean: where the "
-        "plain flow misses the seed mean by > 5 SE, the fraction of those components where the corrected mean is "
-        "within 2 SE."
-    )
     lines = [
-        "# Fluctuation theory vs online SGD (256 seeds)",
+        f"# Fluctuation theory vs online SGD ({SEEDS} seeds on the stiff problem, {SMALL_SEEDS} elsewhere)",
         "",
-        intro,
+        "Before: the continuous `lr -> 0` equations (`discrete=False`); after: the discrete-step map (the default). "
+        "Per grid point, over components and records: the fraction of predicted/measured spreads within 15%, "
+        "their range, and the largest mean miss in standard errors (a consistent prediction stays below ~3.5 over "
+        "these 90 component-times). `valid`: records where every validity indicator is within its threshold "
+        f"({', '.join(f'{k} <= {v:g}' for k, v in stored['thresholds'].items())}).",
         "",
-        "| problem | activation | lr | B | spread ratio min | spread ratio max | spread pass | bias resolved | mean pass | max z |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| problem | lr | B | before: spread within 15% | range | max z | after: spread within 15% | range | max z | valid | max lr_rho | max curvature |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda x: "-" if x is None else f"{x:.3g}"
-    for g in stored["grid"]:
-        lines.append(
-            f"| {g['problem']} | {g['activation']} | {g['lr']:g} | {g['batch_size']} | {g['spread_ratio_range'][0]:.3f} | "
-            f"{g['spread_ratio_range'][1]:.3f} | {g['spread_pass_fraction']:.2f} | {g['bias_resolved_components']} | "
-            f"{fmt(g['mean_pass_fraction'])} | {fmt(g['max_mean_z_where_flow_missed'])} |"
-        )
+    rows = stored["stiff"] + stored.get("smooth_grid", [])
     limits = stored.get("limits", {})
-    rows = [(f"large lr = {r['lr']:g}, B = {r['batch_size']}", r) for r in limits.get("large_lr", [])]
-    if "plateau" in limits:
-        rows.append(("plateau v(0) = 0.01, lr = 0.05, B = 4", limits["plateau"]))
-    if rows:
+    rows = rows + [limits["large_lr"], limits["plateau"]] + limits["relu_crossing"] if limits else rows
+    for g in rows:
+        a = g["after"]
+        lines.append(
+            f"| {g['problem']} | {g['lr']:g} | {g['batch_size']} | {_cells(g['before'])} {_cells(a)} "
+            f"{a['valid_records']}/{a['records']} | {a['max_lr_rho']:.2f} | {a['max_curvature']:.3f} |"
+        )
+    flagged = [g for g in rows if "where_valid" in g["after"]]
+    if flagged:
+        lines += ["", "Where the prediction is flagged somewhere, the records it calls valid:", ""]
         lines += [
-            "",
-            f"Limits (shape counting, softplus; stability edge at the start {limits['stability_edge_at_start']:.3g}):",
-            "",
-            "| case | spread ratio min | spread ratio max | spread pass | mean pass |",
-            "|---|---|---|---|---|",
+            "| problem | lr | B | valid | spread within 15% | range | mean within 3 SE | max z |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        for g in flagged:
+            w = g["after"]["where_valid"]
+            lines.append(
+                f"| {g['problem']} | {g['lr']:g} | {g['batch_size']} | {g['after']['valid_records']}/{g['after']['records']} | "
+                f"{w['spread_within_15']:.2f} | {w['spread_ratio_range'][0]:.2f}-{w['spread_ratio_range'][1]:.2f} | "
+                f"{w['mean_within_3se']:.2f} | {w['mean_max_z']:.1f} |"
+            )
+    if limits:
         lines += [
-            f"| {name} | {r['spread_ratio_range'][0]:.3f} | {r['spread_ratio_range'][1]:.3f} | {r['spread_pass_fraction']:.2f} | "
-            f"{fmt(r['mean_pass_fraction'])} |"
-            for name, r in rows
+            "",
+            f"relu at shape counting's sliding surface: status {limits['relu_sliding']['status']}: {limits['relu_sliding']['message']}",
+        ]
+    if stored.get("simulate_cross_check"):
+        lines += [
+            "",
+            "`simulate` vs the independent SGD (512 seeds each): "
+            + "; ".join(
+                f"lr={c['lr']:g}, B={c['batch_size']}: means within {c['mean_max_z']:.1f} SE, std ratios "
+                f"{c['std_ratio_range'][0]:.3f}-{c['std_ratio_range'][1]:.3f}"
+                for c in stored["simulate_cross_check"]
+            ),
         ]
     if stored.get("training_sets"):
+        lines += ["", "Full-batch GD (lr = 0.05) across 256 training sets of 128 images vs `training_set_spread`:", ""]
         lines += [
-            "",
-            "Full-batch GD across training sets vs `training_set_spread`:",
-            "",
-            "| problem | n_train | sets | spread ratio min | spread ratio max | spread pass |",
-            "|---|---|---|---|---|---|",
+            "| problem | before: ratio range | within 10% | after: ratio range | within 10% |",
+            "|---|---|---|---|---|",
         ]
+        for r in stored["training_sets"]:
+            b, a = r["before"], r["after"]
+            lines.append(
+                f"| {r['problem']} | {b['spread_ratio_range'][0]:.3f}-{b['spread_ratio_range'][1]:.3f} | {b['spread_within_10']:.2f} | "
+                f"{a['spread_ratio_range'][0]:.3f}-{a['spread_ratio_range'][1]:.3f} | {a['spread_within_10']:.2f} |"
+            )
+    if stored.get("cost"):
+        c = stored["cost"]
         lines += [
-            f"| {r['problem']} | {r['num_train']} | {r['seeds']} | {r['spread_ratio_range'][0]:.3f} | {r['spread_ratio_range'][1]:.3f} | "
-            f"{r['spread_pass_fraction']:.2f} |"
-            for r in stored["training_sets"]
+            "",
+            f"Cost of one prediction ({c['steps']} steps, {c['records']} records, after compiling): discrete map "
+            f"{1e3 * c['discrete']:.1f} ms, continuous solve {1e3 * c['continuous']:.1f} ms.",
         ]
     return "\n".join(lines) + "\n"
 
 
-def figure(grid):
+def figure(stored):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    names = sorted({(g["problem"], g["activation"]) for g in grid})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, act) in enumerate(names):
-        rows = sorted(
-            (g for g in grid if (g["problem"], g["activation"]) == (name, act)), key=lambda g: g["lr"] / g["batch_size"]
-        )
-        c = colors[i % len(colors)]
-        x = np.array([g["lr"] / g["batch_size"] for g in rows])
-        axes[0].loglog(x, [g["predicted_spread"] for g in rows], "-", color=c, lw=1, label=f"{name}, {act}")
-        axes[0].loglog(x, [g["measured_spread"] for g in rows], "o", color=c, ms=4)
-        rows = sorted(rows, key=lambda g: (g["lr"], g["batch_size"]))
-        for B, marker in zip(BATCHES, ("o", "s", "^"), strict=True):
-            sub = [g for g in rows if g["batch_size"] == B]
-            lr = [g["lr"] for g in sub]
-            axes[1].loglog(lr, [g["predicted_bias"] for g in sub], "-", color=c, lw=1)
-            seen = [
-                (g["lr"], g["measured_bias"]) for g in sub if g["measured_bias"] > 0
-            ]  # 0: not resolved from seed noise
-            if seen:
-                axes[1].loglog(*zip(*seen, strict=True), marker, color=c, ms=4, mfc="none" if B != 1 else c)
+    for i, B in enumerate(STIFF_BATCHES):
+        rows = sorted((g for g in stored["stiff"] if g["batch_size"] == B), key=lambda g: g["lr"])
+        if not rows:
+            continue
+        lr = [g["lr"] for g in rows]
+        for which, style in (("before", "--o"), ("after", "-s")):
+            axes[0].semilogx(
+                lr,
+                [g[which]["spread_within_15"] for g in rows],
+                style,
+                color=colors[i],
+                ms=4,
+                mfc="none" if which == "before" else colors[i],
+                label=f"B = {B}, {which}",
+            )
+            axes[1].loglog(
+                lr,
+                [g[which]["mean_max_z"] for g in rows],
+                style,
+                color=colors[i],
+                ms=4,
+                mfc="none" if which == "before" else colors[i],
+            )
+    axes[0].axhline(0.9, color="0.5", lw=0.8, ls=":")
+    axes[1].axhline(3.5, color="0.5", lw=0.8, ls=":")
     axes[0].set(
-        xlabel="lr / B",
-        ylabel="seed std at t = 3 (RMS over components)",
-        title="spread: theory (lines) vs 256 seeds (dots)",
+        xlabel="lr", ylabel="fraction of spreads within 15%", title="stiff problem: spread (before: continuous)"
     )
-    axes[1].set(
-        xlabel="lr",
-        ylabel="|seed mean - flow| at t = 3 (RMS)",
-        title="bias: theory (lines) vs seeds (B = 1 ●, 4 ○, 16 △)",
-    )
-    axes[0].legend(fontsize=7)
+    axes[1].set(xlabel="lr", ylabel="max |mean miss| / SE", title="stiff problem: mean")
+    axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
 
