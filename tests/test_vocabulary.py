@@ -94,6 +94,8 @@ LR_IS_THE_STEP = {
     "cnntheory.energy.ExactLinearCNN.expected_energy": "full-batch GD step",
     "cnntheory.fluctuations.moments": "online-SGD step",
     "cnntheory.fluctuations.sample_paths": "online-SGD step",
+    "cnntheory.fluctuations.response": "the gradient-descent step whose exact derivative is taken (None: the flow)",
+    "cnntheory.fluctuations.training_set_spread": "full-batch GD step (None: the flow)",
     "cnntheory.fluctuations.Fluctuations": "the step of the predicted run",
     "cnntheory.fluctuations.SamplePaths": "the step of the sampled run",
 }
