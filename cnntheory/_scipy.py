@@ -130,12 +130,12 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive
         todo = ~saved & (ts >= t)
         if hybrid:
             side, slide = mode
-            fun = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode(yy, s, sl))  # noqa: E731
-            jac = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode_jac(yy, s, sl))  # noqa: E731
+            fun = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode(yy, s, sl))
+            jac = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode_jac(yy, s, sl))
             events_fns = [_mode_event(flow, mode, branch != 2), _divergence_event]
         else:
-            fun = lambda _t, yy: np.asarray(flow.smooth(yy))  # noqa: E731
-            jac = lambda _t, yy: np.asarray(flow.smooth_jac(yy))  # noqa: E731
+            fun = lambda _t, yy: np.asarray(flow.smooth(yy))
+            jac = lambda _t, yy: np.asarray(flow.smooth_jac(yy))
             events_fns = [_divergence_event]
         sol = _segment(fun, jac, t, float(t1), y, ts[todo], method, rtol, atol, events_fns)
         nseg += 1

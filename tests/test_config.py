@@ -195,7 +195,7 @@ def test_entry_points_take_a_config_or_its_keywords():
     )
 
     def sweep(**solver):
-        fn = lambda overlap: shape_counting(float(overlap), activation="tanh")  # noqa: E731
+        fn = lambda overlap: shape_counting(float(overlap), activation="tanh")
         return an.sweep(fn, {"overlap": [0.5, 0.8]}, M0, V0, 1.0, ts=ts, progress=False, **solver).loss
 
     same(sweep(**options), sweep(config=config))

@@ -112,7 +112,7 @@ def solve_schedule(
             status = int(traj.status)
             break
         m, v = traj.m[-1], traj.v[-1]
-    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
+    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])
     return Trajectory(
         t=cat("t"),
         m=cat("m"),

@@ -37,7 +37,7 @@ def _gd_distance(problem, m, v, lr, steps=200, size=1e-8, seed=0):
     # Distances in the metric Lambda^{-1}, where the linearised map I - lr Lambda^{1/2} H Lambda^{1/2}
     # is symmetric, so below the edge the norm cannot grow (in the Euclidean norm the oblique
     # projection onto the zero modes may lengthen a perturbation by a few per cent).
-    norm = lambda K, w: jnp.sqrt(jnp.sum(K**2) / problem.lr_kernel + jnp.sum(w**2) / problem.lr_head)  # noqa: E731
+    norm = lambda K, w: jnp.sqrt(jnp.sum(K**2) / problem.lr_kernel + jnp.sum(w**2) / problem.lr_head)
     scale = size / norm(dK, dv)
     grad = jax.jit(jax.grad(lambda K, v: parameter_loss(problem, K, v), argnums=(0, 1)))
     K, w = K0 + scale * dK, v + scale * dv
@@ -86,7 +86,7 @@ def test_hessian_matches_finite_differences_and_landscape_centre():
     np.testing.assert_allclose(K @ np.asarray(problem.mixture.atoms).T / problem.patch_dim, m, atol=1e-12)
     theta = np.concatenate([K.ravel(), v])
     L, D = 2, problem.patch_dim
-    f = lambda th: float(an.parameter_loss(problem, jnp.asarray(th[: L * D]).reshape(L, D), jnp.asarray(th[L * D :])))  # noqa: E731
+    f = lambda th: float(an.parameter_loss(problem, jnp.asarray(th[: L * D]).reshape(L, D), jnp.asarray(th[L * D :])))
     h = 1e-4
     rng = np.random.default_rng(0)
     for _ in range(4):

@@ -120,7 +120,7 @@ def test_flow_jacobian_matches_finite_differences():
     h = 1e-6
     F = lambda y: np.concatenate(
         [np.ravel(a) for a in problem.rhs(jnp.asarray(y[:4]).reshape(2, 2), jnp.asarray(y[4:]))]
-    )  # noqa: E731
+    )
     fd = np.stack([(F(y + h * e) - F(y - h * e)) / (2 * h) for e in np.eye(6)], axis=1)
     np.testing.assert_allclose(J, fd, atol=1e-8)
 

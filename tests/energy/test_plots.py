@@ -4,11 +4,11 @@ six panels, the lines each panel promises, profiles normalised to maximum 1, the
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-import cnntheory.energy as E  # noqa: E402
+import cnntheory.energy as E
 
 
 @pytest.fixture

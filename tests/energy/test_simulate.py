@@ -62,7 +62,7 @@ def test_linear_cnn_loss_against_loops_and_its_gradient(colour_images):
 def brute_force_small_cnn(params, x):
     """The documented forward pass with explicit loops in numpy."""
     p = {name: np.asarray(a) for name, a in params.items()}
-    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+    relu = lambda a: np.maximum(a, 0.0)
 
     def conv(h, w, b, pad):
         h = np.pad(h, ((0, 0), (pad, pad), (pad, pad)))

@@ -7,13 +7,13 @@ at small eta, and the patch panel's per-patch normalisation; `committee_figure` 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from helpers_gaussian import plateau_height as reference_height  # noqa: E402
-from helpers_gaussian import symmetric_point  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from helpers_gaussian import plateau_height as reference_height
+from helpers_gaussian import symmetric_point
 
-from cnntheory.gaussian._committee import (  # noqa: E402
+from cnntheory.gaussian._committee import (
     committee_curves,
     committee_figure,
     initial_overlaps,

@@ -115,7 +115,7 @@ def test_one_patch_is_the_committee_machine_and_odd_patches_rescale_time():
     N-patch first-order flow is N c^2 times the committee flow (the eta^2 part differs)."""
     rng = np.random.default_rng(6)
     Q, R, T, v = random_state(rng, 3, 2)
-    make = lambda N, pooling, lr: GaussianTeacherStudent(N, [0.8, 1.2], T, lr=lr, pooling=pooling, train_head=True)  # noqa: E731
+    make = lambda N, pooling, lr: GaussianTeacherStudent(N, [0.8, 1.2], T, lr=lr, pooling=pooling, train_head=True)
     for a, b in zip(make(1, "sum", 0.5).rhs(Q, R, v), make(1, "mean", 0.5).rhs(Q, R, v), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     eta = 1e-7

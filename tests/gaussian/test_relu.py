@@ -91,7 +91,7 @@ def test_orthant4_exact_values_and_scipy():
     # trivariate closed form 1/8 + sum arcsin / 4 pi.
     r, q = 0.6, -0.3
     R = np.array([[1, r, 0, 0], [r, 1, 0, 0], [0, 0, 1, q], [0, 0, q, 1]])
-    bi = lambda x: 0.25 + np.arcsin(x) / (2 * np.pi)  # noqa: E731
+    bi = lambda x: 0.25 + np.arcsin(x) / (2 * np.pi)
     assert float(P4(jnp.asarray(R), 48)) == pytest.approx(bi(r) * bi(q), rel=1e-13)
     L = np.array(CASES["a=b"])
     C = L @ L.T
@@ -120,9 +120,9 @@ def test_relu_identities_on_random_covariances():
     relu's two-field closed forms (which Monte Carlo holds in test_integrals.py)."""
     rng = np.random.default_rng(3)
     vm = {relu_I4: jax.jit(jax.vmap(relu_I4)), relu_J3: jax.jit(jax.vmap(relu_J3))}
-    batch = lambda f, Cs: np.asarray(vm[f](jnp.stack(Cs)))  # noqa: E731
+    batch = lambda f, Cs: np.asarray(vm[f](jnp.stack(Cs)))
     C4 = [random_cov(rng, 4) for _ in range(50)]
-    swap = lambda C, p: C[jnp.ix_(jnp.array(p), jnp.array(p))]  # noqa: E731
+    swap = lambda C, p: C[jnp.ix_(jnp.array(p), jnp.array(p))]
     base = batch(relu_I4, C4)
     # Round-off level: every term is O(1) and the sums are short.
     np.testing.assert_allclose(batch(relu_I4, [swap(C, [1, 0, 2, 3]) for C in C4]), base, rtol=1e-12, atol=1e-14)
