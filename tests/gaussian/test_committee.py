@@ -81,6 +81,7 @@ def curves():
     return committee_curves(Ks=(2,), patches=(1, 2), lr=0.1, patch_lr=0.1, t1=3000.0, num_saves=61)
 
 
+@pytest.mark.slow
 def test_committee_curves_shapes_and_start(curves):
     np.testing.assert_array_equal(curves["t"], np.linspace(0.0, 3000.0, 61))
     assert curves["committee_error"].shape == (1, 61) and curves["patch_error_per_patch"].shape == (2, 61)

@@ -55,6 +55,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_relu_I4_J3_match_monte_carlo(name):
     L = np.array(CASES[name])
@@ -66,6 +67,7 @@ def test_relu_I4_J3_match_monte_carlo(name):
         assert abs(float(got) - mean) <= 5 * se + 1e-15, (float(got), mean, se)
 
 
+@pytest.mark.slow
 def test_relu_I4_J3_match_monte_carlo_1e7():
     rng = np.random.default_rng(5)
     L = rng.normal(size=(4, 4))
@@ -82,6 +84,7 @@ def random_cov(rng, k):
     return jnp.asarray(A @ A.T / k + 0.05 * np.eye(k))
 
 
+@pytest.mark.slow
 def test_orthant4_exact_values_and_scipy():
     # Equicorrelated: P = 1/16 at rho = 0, 1/(n + 1) = 1/5 at rho = 1/2 (exact).
     assert float(P4(jnp.eye(4), 48)) == pytest.approx(1 / 16, rel=1e-14)
@@ -114,6 +117,7 @@ def test_orthant4_exact_values_and_scipy():
         )
 
 
+@pytest.mark.slow
 def test_relu_identities_on_random_covariances():
     """Exact consequences of the definitions, on 50 random covariances: symmetries,
     homogeneity, factorisation under independence, and the reductions of duplicated fields to
@@ -164,6 +168,7 @@ def test_relu_near_degenerate_is_continuous():
         assert float(I4(jnp.asarray(Le @ Le.T))) == pytest.approx(exact, abs=tol)
 
 
+@pytest.mark.slow
 def test_relu_forms_are_nan_free_and_differentiable():
     rng = np.random.default_rng(9)
     C = random_cov(rng, 4)
