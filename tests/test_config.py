@@ -54,6 +54,7 @@ def test_solver_config_rejects(kwargs, words):
         solve(shape_counting(activation="tanh"), M0, V0, 1.0, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation, options",
     [
@@ -78,6 +79,7 @@ def test_config_and_keywords_give_identical_trajectories(activation, options):
     assert by_keywords.events.to_list() == by_config.events.to_list()
 
 
+@pytest.mark.slow
 def test_solve_batch_accepts_a_config():
     problem = shape_counting(activation="tanh")
     m0, v0 = np.stack([M0, 0.5 * M0]), np.stack([V0, V0])
@@ -104,6 +106,7 @@ def test_config_and_conflicting_keyword():
         solve(problem, M0, V0, 1.0, config={"rtol": 1e-7})
 
 
+@pytest.mark.slow
 def test_config_tolerances_do_not_recompile(monkeypatch):
     """Configs differing only in numbers (rtol, atol, dt0) reuse the compiled solve."""
     traces = []
@@ -125,6 +128,7 @@ def test_config_tolerances_do_not_recompile(monkeypatch):
     assert len(traces) == n
 
 
+@pytest.mark.slow
 def test_solver_config_under_jit_takes_traced_tolerances():
     problem = shape_counting(activation="tanh")
 
@@ -169,6 +173,7 @@ def test_resolve_config_defaults_and_reuse():
     assert float(traced) == 1e-5
 
 
+@pytest.mark.slow
 def test_entry_points_take_a_config_or_its_keywords():
     """`moments`, `response`, `training_set_spread`, `matching_solve`'s `solve`,
     `solve_schedule`, `sweep`, the Gaussian `solve` and the escape-time fits: the same
@@ -213,6 +218,7 @@ def test_entry_points_take_a_config_or_its_keywords():
         fl.moments(problem, M0, V0, 1.0, lr=0.1, batch_size=4, method="RK45")
 
 
+@pytest.mark.slow
 def test_gaussian_solve_keeps_its_own_defaults():
     """The Gaussian flow starts with `dt0 = 1e-2` and allows `10**6` steps: `max_steps=2`
     overrides only that field."""

@@ -62,6 +62,7 @@ def test_gradient_descent_is_stable_just_below_the_edge_and_not_above(seed):
     assert not np.isfinite(grown) or grown > 1e4
 
 
+@pytest.mark.slow
 def test_edge_of_the_shape_counting_start_and_bad_input():
     problem = ct.shape_counting(0.8, (1.0, 1.0), "relu", 4)
     m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
@@ -78,6 +79,7 @@ def test_edge_of_the_shape_counting_start_and_bad_input():
         stability_edge(problem, m0.ravel(), v0)
 
 
+@pytest.mark.slow
 def test_hessian_matches_finite_differences_and_landscape_centre():
     problem = ct.shape_counting(0.8, (2.0, 1.0), "tanh", k=3)
     m, v = jnp.array([[0.3, -0.2], [0.1, 0.5]]), jnp.array([0.7, -0.4])

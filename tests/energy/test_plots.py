@@ -18,6 +18,7 @@ def figure(tiny_report):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_six_panels_and_their_lines(tiny_report, figure):
     _, _, cfg, rep = tiny_report
     axes = figure.axes
