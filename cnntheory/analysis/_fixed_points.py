@@ -131,7 +131,7 @@ def flow_jacobian(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[A
 
 @eqx.filter_jit
 def _solve_starts(problem, y0, side, slide, *, hybrid, max_steps, newton_steps):
-    solver = optx.LevenbergMarquardt(rtol=1e-13, atol=1e-15)
+    solver: optx.LevenbergMarquardt = optx.LevenbergMarquardt(rtol=1e-13, atol=1e-15)
 
     def one(y0, side, slide):
         fn = lambda y, args: _field(problem, y, side, slide, hybrid)
@@ -147,7 +147,8 @@ def _solve_starts(problem, y0, side, slide, *, hybrid, max_steps, newton_steps):
         y = jax.lax.fori_loop(0, newton_steps, newton, y)
         F = fn(y, None)
         J = jax.jacfwd(fn)(y, None)
-        theta = mode_flow(problem, *problem.unflatten(y), Mode(side, slide))[2] if hybrid else jnp.zeros_like(side)
+        m, v = problem.unflatten(y)
+        theta = mode_flow(problem, m, v, Mode(side, slide))[2] if hybrid else jnp.zeros_like(side)
         return y, jnp.max(jnp.abs(F)), J, theta
 
     return jax.vmap(one)(y0, side, slide)

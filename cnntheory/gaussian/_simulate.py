@@ -181,12 +181,12 @@ def _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every):
     dim = K0.shape[-1]
 
     def step(carry, _):
-        K, v, _ = fullbatch_step(problem, *carry, X, y)
+        K, v, _ = fullbatch_step(problem, carry[0], carry[1], X, y)
         return (K, v), None
 
     def record(carry, _):
         carry, _ = jax.lax.scan(step, carry, None, length=record_every)
-        loss = fullbatch_step(problem, *carry, X, y)[2]
+        loss = fullbatch_step(problem, carry[0], carry[1], X, y)[2]
         return carry, (_order(carry[0], Kstar, carry[1], dim), loss)
 
     _, (orders, losses) = jax.lax.scan(record, (K0, v0), None, length=num_records)
@@ -262,6 +262,7 @@ def simulate(
         k_init, k_run = jax.random.split(k)
         Kstar, K0 = kernels_from_overlaps(problem.teacher_overlaps, Q0, R0, int(dim), k_init)
         if mode == "fullbatch":
+            assert n_train is not None  # checked above
             k_data, k_noise = jax.random.split(k_run)
             X = jax.random.normal(k_data, (int(n_train), problem.num_patches, int(dim)))
             y = teacher_labels(problem, Kstar, X, k_noise)
