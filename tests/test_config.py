@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
 from cnntheory import SolverConfig, shape_counting, solve, solve_batch
@@ -17,8 +18,7 @@ from cnntheory import fluctuations as fl
 from cnntheory import gaussian as ga
 from cnntheory._config import SolverOptions, resolve_config
 
-M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
-V0 = np.array([0.01, -0.01])
+M0, V0 = SEED_M0, SEED_V0
 
 
 def test_solver_config_defaults_match_solve():

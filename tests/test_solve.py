@@ -8,11 +8,11 @@ module-scoped fixtures.
 
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 from cnntheory import SolverError, Trajectory, shape_counting, solve, solve_batch, stack_problems
 
-M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
-V0 = np.array([0.01, -0.01])
+M0, V0 = SEED_M0, SEED_V0
 RELU_T1 = 60.0
 RELU_TS = np.linspace(0.0, RELU_T1, 61)
 # One static max_steps for every relu Euler solve, so that they share one compilation

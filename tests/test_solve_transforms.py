@@ -10,9 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
+from helpers_problems import random_sigmoid_problem as random_problem
+from helpers_problems import random_sigmoid_state as random_state
 
 import cnntheory as ct
-from cnntheory import PatchMixture, SolverError, TeacherStudent, solve, solve_batch
+from cnntheory import SolverError, TeacherStudent, solve, solve_batch
 
 T1 = 4.0
 TS = np.linspace(0.0, T1, 9)
@@ -21,28 +24,6 @@ TS = np.linspace(0.0, T1, 9)
 # O(atol / H) solver noise, both far below the 1e-6 relative tolerance used below.
 TOL = {"rtol": 1e-11, "atol": 1e-13}
 H = 1e-5
-
-
-def random_problem(seed=0, L_star=3, P=3, k=3):
-    rng = np.random.default_rng(seed)
-    atoms = rng.normal(size=(P, k * k))
-    atoms = np.sqrt(k * k) * atoms / np.linalg.norm(atoms, axis=1, keepdims=True)  # unit Gram diagonal
-    mixture = PatchMixture(atoms, alpha=rng.uniform(0.5, 2.0, size=P), patches_per_side=None, pooling="mean")
-    overlaps = 0.8 * rng.normal(size=(L_star, P))
-    return TeacherStudent(
-        mixture,
-        rng.normal(size=L_star),
-        overlaps,
-        teacher_activation="sigmoid",
-        student_activation="sigmoid",
-        lr_kernel=2.0,
-        lr_head=0.7,
-    )
-
-
-def random_state(seed, L=3, P=3):
-    rng = np.random.default_rng(100 + seed)
-    return rng.normal(scale=0.5, size=(L, P)), rng.normal(scale=0.5, size=L)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +184,7 @@ def test_relu_jit():
     (vmap works too, as `solve_batch` shows in tests/test_solve.py.)
     """
     problem = ct.shape_counting()
-    m0, v0 = np.array([[0.3, 0.25], [0.2, 0.28]]), np.array([0.01, -0.01])
+    m0, v0 = SEED_M0, SEED_V0
     ts = np.linspace(0.0, 60.0, 61)  # the shapes of tests/test_solve.py: one shared compilation
     final = lambda m0: solve(problem, m0, v0, 60.0, ts=ts).loss[-1]
     plain = float(final(m0))

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
 from cnntheory import (
@@ -16,8 +17,8 @@ from cnntheory import (
 from cnntheory import simulate as sim
 from cnntheory._trajectory import status_message
 
-M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
-V0 = np.array([0.01, -0.01])
+M0 = SEED_M0
+V0 = SEED_V0
 
 
 def test_status_codes_are_stable():

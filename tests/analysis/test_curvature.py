@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
 from cnntheory import analysis as an
@@ -65,7 +66,7 @@ def test_gradient_descent_is_stable_just_below_the_edge_and_not_above(seed):
 @pytest.mark.slow
 def test_edge_of_the_shape_counting_start_and_bad_input():
     problem = ct.shape_counting(0.8, (1.0, 1.0), "relu", 4)
-    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    m0, v0 = jnp.asarray(SEED_M0), jnp.asarray(SEED_V0)
     edge = stability_edge(problem, m0, v0)
     # The same number as the lr-metric sharpness of a one-point trajectory (independent route:
     # eigenvalues of Lambda H, not symmetrised, by numpy).

@@ -5,12 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0
 
 import cnntheory as ct
 from cnntheory import analysis as an
 from cnntheory.analysis import Schedule, restrict_atoms, simulate_schedule, solve_schedule
 
-M0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
+M0 = jnp.asarray(SEED_M0)
 V0 = jnp.array([0.1, -0.1])
 LR = 0.05
 
@@ -76,7 +77,7 @@ def test_simulated_filters_match_the_theory_filters():
 def test_schedule_one_segment_and_two_chained():
     p1 = ct.shape_counting(0.8, (1.0, 1.0), "tanh", k=3)
     p2 = an.restrict_atoms(p1, [0])
-    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.1, -0.1])
+    m0, v0 = jnp.asarray(SEED_M0), jnp.array([0.1, -0.1])
     ts = np.linspace(0, 10, 11)
     plain = ct.solve(p1, m0, v0, 10.0, ts=ts)
     one = an.solve_schedule(an.Schedule([0.0], [p1]), m0, v0, 10.0, ts=ts)
