@@ -31,6 +31,7 @@ def smooth():
     return random_problem()
 
 
+@pytest.mark.slow
 def test_new_numbers_do_not_recompile(monkeypatch):
     """New t1, ts, tolerances, parameters and initial states reuse the compiled solve."""
     traces = []
@@ -66,6 +67,7 @@ def test_new_numbers_do_not_recompile(monkeypatch):
     assert len(traces) > n
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_match_plain_calls(smooth):
     m0, v0 = random_state(0)
 
@@ -106,6 +108,7 @@ def test_a_jitted_function_can_return_the_trajectory(smooth):
     assert traj.success and "successfully" in traj.message and traj.method == "tsit5"
 
 
+@pytest.mark.slow
 def test_throw_under_jit():
     """A failing traced solve raises at run time (`eqx.error_if`); throw=False returns the status."""
     problem = ct.shape_counting(activation="sigmoid")
@@ -139,6 +142,7 @@ def _rebuild(problem, f):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["final_loss", "m_mid", "v_end"])
 def test_grad_matches_finite_differences(smooth, output):
     """`jax.grad` through `solve` w.r.t. every array field of the problem and the initial state."""
@@ -178,6 +182,7 @@ def test_grad_matches_finite_differences(smooth, output):
         assert float(ad) == pytest.approx(float(fd), rel=1e-6, abs=1e-9), name
 
 
+@pytest.mark.slow
 def test_relu_jit():
     """The relu (Filippov) solve also runs traced, under jit (its gradient does not: README).
 
@@ -193,6 +198,7 @@ def test_relu_jit():
         jax.grad(final)(jnp.asarray(m0))
 
 
+@pytest.mark.slow
 def test_solve_batch_new_numbers_and_vmap_agree(smooth):
     m0, v0 = random_state(4)
     m0s, v0s = np.stack([m0, -m0]), np.stack([v0, 2 * v0])

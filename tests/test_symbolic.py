@@ -42,6 +42,7 @@ CASES += [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,sizes", CASES)
 def test_generated_rhs_matches_vectorised(activation, sizes):
     L, P, Lstar = sizes
@@ -56,6 +57,7 @@ def test_generated_rhs_matches_vectorised(activation, sizes):
         assert_close(dv, ref_v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_sympy_evaluation_matches_vectorised(activation):
     """Evaluating the derived expressions in sympy itself (no JAX printer involved)."""
@@ -105,6 +107,7 @@ def test_generated_rhs_vmaps():
 
 
 # --- Jacobian ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "erf"])
 def test_jacobian_matches_jacfwd(activation):
     L, P = 2, 2
@@ -125,6 +128,7 @@ def test_jacobian_matches_jacfwd(activation):
 
 
 # --- solve with the generated RHS -------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif("rhs" not in inspect.signature(cnntheory.solve).parameters, reason="solve has no rhs= keyword yet")
 @pytest.mark.parametrize("activation", ["tanh"])
 def test_solve_with_generated_rhs(activation):
@@ -140,6 +144,7 @@ def test_solve_with_generated_rhs(activation):
     assert_close(got.loss, ref.loss, tol=1e-11)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("rhs" not in inspect.signature(cnntheory.solve).parameters, reason="solve has no rhs= keyword yet")
 def test_solve_euler_relu_with_generated_rhs():
     """relu: the generated RHS gives the same gradient-descent (Euler) map as problem.rhs."""
@@ -271,6 +276,7 @@ def test_exact_moments_symbolic_and_errors():
 
 
 # --- stationary points (linear activation) ----------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("L,P", [(1, 2), (2, 2)])
 def test_stationary_points_linear(L, P):
     problem = random_problem(P, 2, "linear", teacher_activation="indicator", seed=4)
