@@ -98,6 +98,7 @@ def test_committee_curves_shapes_and_start(curves):
     np.testing.assert_allclose(curves["patch_error_per_patch"][:, 0], eps0, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_committee_curves_plateau_and_escape(curves):
     err = curves["committee_error"][0]
     h = reference_height(2)

@@ -106,6 +106,7 @@ def test_fullbatch_conventions(runs):
     assert float(sim.error[0, -1]) == pytest.approx(float(p.error(sim.Q[0, -1], sim.R[0, -1], sim.v[0, -1])), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_fullbatch_approaches_the_population_flow(runs):
     p, sims, flow = runs
     devs = {}
