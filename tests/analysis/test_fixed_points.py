@@ -130,7 +130,6 @@ def test_flow_jacobian_matches_finite_differences():
     np.testing.assert_allclose(J, fd, atol=1e-8)
 
 
-@pytest.mark.slow
 def test_relu_fixed_points_are_filippov_equilibria():
     problem = ct.shape_counting(0.8, (2.0, 1.0), "relu")
     points = an.find_fixed_points(problem, 2, num_starts=64, key=jax.random.PRNGKey(3))
