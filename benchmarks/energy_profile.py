@@ -18,8 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import cnntheory  # noqa: E402,F401
-from cnntheory import energy as E  # noqa: E402
+import cnntheory  # noqa: F401
+from cnntheory import energy as E
 
 RESULTS = Path(__file__).parent / "results"
 PAPER = {"nonlinear_vs_formula": "0.94 +- 0.01 (VGG11, CIFAR-10)", "random_init_control": "0.10 +- 0.15"}

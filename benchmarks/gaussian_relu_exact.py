@@ -46,7 +46,7 @@ def rk4(problem, ts, dt=0.1):
     f = jax.jit(lambda y: problem.rhs(*y))
     y = tuple(jnp.asarray(x, dtype=jnp.float64) for x in (Q0, R0, V0))
     out, t = [y], 0.0
-    add = lambda y, k, h: tuple(a + h * b for a, b in zip(y, k, strict=True))  # noqa: E731
+    add = lambda y, k, h: tuple(a + h * b for a, b in zip(y, k, strict=True))
     for target in np.asarray(ts)[1:]:
         while t < target - 1e-9:
             k1 = f(y)

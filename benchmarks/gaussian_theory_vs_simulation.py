@@ -28,10 +28,10 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import cnntheory  # noqa: E402,F401 (float64)
-from cnntheory.gaussian import GaussianTeacherStudent, simulate, solve  # noqa: E402
+import cnntheory  # noqa: F401 (float64)
+from cnntheory.gaussian import GaussianTeacherStudent, simulate, solve
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 Q0 = np.array([[0.5, 0.1], [0.1, 0.4]])

@@ -37,7 +37,7 @@ from scipy.integrate import solve_ivp
 from scipy.special import expit
 
 import cnntheory as ct
-from cnntheory import _solve  # noqa: F401  (private core, for the naive baseline)
+from cnntheory import _solve  # private core, for the naive baseline
 
 T1 = 60.0
 M0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
@@ -129,7 +129,7 @@ def bench_ensemble(activation, n, scipy_n):
     key = jax.random.PRNGKey(0)
     m0s = 0.3 + 0.1 * jax.random.normal(key, (n, 2, 2))
     v0s = jnp.tile(V0, (n, 1))
-    run = lambda: ct.solve_batch(problem, m0s, v0s, T1, ts=TS)  # noqa: E731
+    run = lambda: ct.solve_batch(problem, m0s, v0s, T1, ts=TS)
     batch, first, steady = timed(run, 2)
     start = time.perf_counter()
     loop = [ct.solve(problem, m0s[i], v0s[i], T1, ts=TS, method="DOP853") for i in range(scipy_n)]
@@ -222,7 +222,7 @@ def bench_front_door(quick=False):
         f, y0 = numpy_rhs(problem, L), np.concatenate([np.ravel(m0), np.asarray(v0)])
         run = lambda: solve_ivp(
             f, (0.0, float(ts[-1])), y0, method="RK45", t_eval=np.asarray(ts), rtol=1e-8, atol=1e-10
-        )  # noqa: E731
+        )
         times["scipy RK45 numpy rhs"] = _scipy_time(run, scipy_repeats)
         ref = ct.solve(problem, m0, v0, float(ts[-1]), ts=ts, method="dopri8", rtol=1e-12, atol=1e-14)
         err_scipy = float(np.max(np.abs(run().y[: m0.size, -1] - np.ravel(ref.m[-1]))))

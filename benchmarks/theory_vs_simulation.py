@@ -32,11 +32,11 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import cnntheory  # noqa: E402
-from cnntheory import compare as cmp  # noqa: E402
-from cnntheory import simulate as sim  # noqa: E402
+import cnntheory
+from cnntheory import compare as cmp
+from cnntheory import simulate as sim
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 M0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])

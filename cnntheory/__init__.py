@@ -17,9 +17,9 @@ import jax
 # Theory runs in float64 throughout (set once, at import; never inside a jitted function).
 jax.config.update("jax_enable_x64", True)
 
-from ._activations import ACTIVATIONS, Activation, get_activation  # noqa: E402
-from ._cache import clear_compilation_cache, enable_compilation_cache  # noqa: E402
-from ._data import (  # noqa: E402
+from ._activations import ACTIVATIONS, Activation, get_activation
+from ._cache import clear_compilation_cache, enable_compilation_cache
+from ._data import (
     PatchMixture,
     atoms_from_gram,
     count_moments,
@@ -27,10 +27,10 @@ from ._data import (  # noqa: E402
     extract_patches,
     shape_atoms,
 )
-from ._config import SolverConfig, SolverOptions  # noqa: E402
-from ._problem import TeacherStudent, shape_counting  # noqa: E402
-from ._plots import mark_events, plot_loss, plot_order_parameters, trajectory_figure  # noqa: E402
-from ._solve import (  # noqa: E402
+from ._config import SolverConfig, SolverOptions
+from ._problem import TeacherStudent, shape_counting
+from ._plots import mark_events, plot_loss, plot_order_parameters, trajectory_figure
+from ._solve import (
     DIFFRAX_SOLVERS,
     SCIPY_METHODS,
     SolverError,
@@ -39,12 +39,12 @@ from ._solve import (  # noqa: E402
     solve_batch,
     stack_problems,
 )
-from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, Status  # noqa: E402
+from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, Status
 
 if TYPE_CHECKING:  # the type checker sees the subpackages as attributes; at run time they load lazily
     from . import analysis, compare, energy, fluctuations, gaussian, simulate, symbolic
 
-__version__ = "0.4.0"
+from ._version import __version__
 
 #: The public subpackages, loaded on first attribute access (one rule for all of them).
 _SUBPACKAGES = ("analysis", "compare", "energy", "fluctuations", "gaussian", "simulate", "symbolic")

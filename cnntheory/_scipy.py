@@ -8,6 +8,9 @@ mode, then `pending_entries` + `resolve_mode` (every entry's side is checked).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +29,8 @@ def _flat_smooth(problem, y):
 
 
 def _flat_mode(problem, y, side, slide):
-    dm, dv, _ = mode_flow(problem, *problem.unflatten(y), Mode(side, slide))
+    m, v = problem.unflatten(y)
+    dm, dv, _ = mode_flow(problem, m, v, Mode(side, slide))
     return flatten_state(dm, dv)
 
 
@@ -46,24 +50,38 @@ def _after_event(problem, y, mode, events, t, fired, branch):
     return resolve_mode(problem, m, v, mode, hit, events, t, branch)
 
 
-_SCIPY_FNS = {
-    "smooth": jax.jit(_flat_smooth),
-    "smooth_jac": jax.jit(jax.jacfwd(_flat_smooth, argnums=1)),
-    "mode": jax.jit(_flat_mode),
-    "mode_jac": jax.jit(jax.jacfwd(_flat_mode, argnums=1)),
-    "condition": jax.jit(_condition),
-    "after_event": jax.jit(_after_event),
-    "initial": jax.jit(_initial),
-}
+_smooth = jax.jit(_flat_smooth)
+_smooth_jac = jax.jit(jax.jacfwd(_flat_smooth, argnums=1))
+_mode = jax.jit(_flat_mode)
+_mode_jac = jax.jit(jax.jacfwd(_flat_mode, argnums=1))
+_condition_jit = jax.jit(_condition)
+_after_event_jit = jax.jit(_after_event)
+_initial_jit = jax.jit(_initial)
 
 
 class _ScipyFlow:
-    """Flat-state callables of the flow of one problem, for scipy."""
+    """Flat-state callables of the flow of one problem, for scipy: the module-level programs
+    with the problem bound. `smooth` / `smooth_jac` may be replaced (a custom `rhs`)."""
 
     def __init__(self, problem: TeacherStudent, L: int):
-        self.L, self.P = L, problem.num_atoms
-        for name, fn in _SCIPY_FNS.items():
-            setattr(self, name, lambda *a, _fn=fn: _fn(problem, *a))
+        self.problem, self.L, self.P = problem, L, problem.num_atoms
+        self.smooth: Callable[[Any], Any] = lambda y: _smooth(problem, y)
+        self.smooth_jac: Callable[[Any], Any] = lambda y: _smooth_jac(problem, y)
+
+    def mode(self, y, side, slide):
+        return _mode(self.problem, y, side, slide)
+
+    def mode_jac(self, y, side, slide):
+        return _mode_jac(self.problem, y, side, slide)
+
+    def condition(self, y, side, slide, watch):
+        return _condition_jit(self.problem, y, side, slide, watch)
+
+    def after_event(self, y, mode, events, t, fired, branch):
+        return _after_event_jit(self.problem, y, mode, events, t, fired, branch)
+
+    def initial(self, y, events, t, branch):
+        return _initial_jit(self.problem, y, events, t, branch)
 
 
 def _divergence_event(t, y):
@@ -121,7 +139,7 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive
     out = np.full((len(ts), y.size), np.nan)
     saved = np.zeros(len(ts), dtype=bool)
     status, nsteps, nseg, t, msg = Status.SUCCESS, 0, 0, float(t0), ""
-    mode = None
+    mode: Mode | None = None
     branch = REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else int(repulsive)
     events = Events.empty(max_events if hybrid else 0)
     if hybrid:
@@ -129,14 +147,17 @@ def scipy_solve(problem, m0, v0, t0, t1, ts, config, hybrid, rhs=None, repulsive
         y = np.concatenate([np.ravel(m_init), y[L * P :]])
     while t < t1 and nseg < max_segments:
         todo = ~saved & (ts >= t)
+        fun: Callable[..., Any]
+        jac: Callable[..., Any]
         if hybrid:
+            assert mode is not None  # set by flow.initial above
             side, slide = mode
-            fun = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode(yy, s, sl))  # noqa: E731
-            jac = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode_jac(yy, s, sl))  # noqa: E731
+            fun = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode(yy, s, sl))
+            jac = lambda _t, yy, s=side, sl=slide: np.asarray(flow.mode_jac(yy, s, sl))
             events_fns = [_mode_event(flow, mode, branch != 2), _divergence_event]
         else:
-            fun = lambda _t, yy: np.asarray(flow.smooth(yy))  # noqa: E731
-            jac = lambda _t, yy: np.asarray(flow.smooth_jac(yy))  # noqa: E731
+            fun = lambda _t, yy: np.asarray(flow.smooth(yy))
+            jac = lambda _t, yy: np.asarray(flow.smooth_jac(yy))
             events_fns = [_divergence_event]
         sol = _segment(fun, jac, t, float(t1), y, ts[todo], method, rtol, atol, events_fns)
         nseg += 1

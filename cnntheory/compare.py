@@ -245,7 +245,7 @@ def plot_comparison(
     fan = problem is not None and sim.predictions is not None
     fig, axes = plt.subplots(1, 4 if fan else 3, figsize=(17 if fan else 13, 3.8))
     t = np.asarray(sim.t)
-    theory_mean = (lambda x: np.asarray(x).mean(axis=0)) if traj.m.ndim == 4 else np.asarray  # noqa: E731
+    theory_mean = (lambda x: np.asarray(x).mean(axis=0)) if traj.m.ndim == 4 else np.asarray
 
     def band(ax, x, color, label):
         x = np.asarray(x)

@@ -40,6 +40,7 @@ def test_registry_is_complete():
         assert isinstance(act, Activation) and act.name == name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_fn_matches_reference(name):
     act = ACTIVATIONS[name]
@@ -52,6 +53,7 @@ def test_fn_matches_reference(name):
     assert got.dtype == np.float64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_derivative_matches_jax_grad(name):
     act = ACTIVATIONS[name]
@@ -61,6 +63,7 @@ def test_derivative_matches_jax_grad(name):
     np.testing.assert_allclose(hand, auto, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_derivative_matches_finite_differences(name):
     """A check of `derivative` that does not go through the same code path as `fn`."""
@@ -82,6 +85,7 @@ def test_relu_derivative_at_zero_is_jax_convention():
     assert float(jax.grad(relu.fn)(0.0)) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_sympy_expression_matches_fn(name):
     act = ACTIVATIONS[name]
@@ -93,6 +97,7 @@ def test_sympy_expression_matches_fn(name):
     np.testing.assert_allclose(np.asarray(act.fn(jnp.asarray(pts))), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "indicator"])
 def test_sympy_derivative_matches_derivative(name):
     act = ACTIVATIONS[name]

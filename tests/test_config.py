@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
 from cnntheory import SolverConfig, shape_counting, solve, solve_batch
@@ -17,8 +18,7 @@ from cnntheory import fluctuations as fl
 from cnntheory import gaussian as ga
 from cnntheory._config import SolverOptions, resolve_config
 
-M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
-V0 = np.array([0.01, -0.01])
+M0, V0 = SEED_M0, SEED_V0
 
 
 def test_solver_config_defaults_match_solve():
@@ -54,6 +54,7 @@ def test_solver_config_rejects(kwargs, words):
         solve(shape_counting(activation="tanh"), M0, V0, 1.0, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "activation, options",
     [
@@ -78,6 +79,7 @@ def test_config_and_keywords_give_identical_trajectories(activation, options):
     assert by_keywords.events.to_list() == by_config.events.to_list()
 
 
+@pytest.mark.slow
 def test_solve_batch_accepts_a_config():
     problem = shape_counting(activation="tanh")
     m0, v0 = np.stack([M0, 0.5 * M0]), np.stack([V0, V0])
@@ -104,6 +106,7 @@ def test_config_and_conflicting_keyword():
         solve(problem, M0, V0, 1.0, config={"rtol": 1e-7})
 
 
+@pytest.mark.slow
 def test_config_tolerances_do_not_recompile(monkeypatch):
     """Configs differing only in numbers (rtol, atol, dt0) reuse the compiled solve."""
     traces = []
@@ -125,6 +128,7 @@ def test_config_tolerances_do_not_recompile(monkeypatch):
     assert len(traces) == n
 
 
+@pytest.mark.slow
 def test_solver_config_under_jit_takes_traced_tolerances():
     problem = shape_counting(activation="tanh")
 
@@ -169,6 +173,7 @@ def test_resolve_config_defaults_and_reuse():
     assert float(traced) == 1e-5
 
 
+@pytest.mark.slow
 def test_entry_points_take_a_config_or_its_keywords():
     """`moments`, `response`, `training_set_spread`, `matching_solve`'s `solve`,
     `solve_schedule`, `sweep`, the Gaussian `solve` and the escape-time fits: the same
@@ -195,7 +200,7 @@ def test_entry_points_take_a_config_or_its_keywords():
     )
 
     def sweep(**solver):
-        fn = lambda overlap: shape_counting(float(overlap), activation="tanh")  # noqa: E731
+        fn = lambda overlap: shape_counting(float(overlap), activation="tanh")
         return an.sweep(fn, {"overlap": [0.5, 0.8]}, M0, V0, 1.0, ts=ts, progress=False, **solver).loss
 
     same(sweep(**options), sweep(config=config))
@@ -213,6 +218,7 @@ def test_entry_points_take_a_config_or_its_keywords():
         fl.moments(problem, M0, V0, 1.0, lr=0.1, batch_size=4, method="RK45")
 
 
+@pytest.mark.slow
 def test_gaussian_solve_keeps_its_own_defaults():
     """The Gaussian flow starts with `dt0 = 1e-2` and allows `10**6` steps: `max_steps=2`
     overrides only that field."""

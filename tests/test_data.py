@@ -188,6 +188,7 @@ def test_dirichlet_moments_vs_scipy(alpha):
 # --- moments: Monte Carlo through the real image sampler ----------------------------------
 
 
+@pytest.mark.slow
 def test_sampled_images_contain_their_counts_and_match_moments():
     P, k, M = 3, 2, 3
     N = M * M

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from cnntheory._io import save_results  # noqa: E402
+from cnntheory._io import save_results
 
 
 def test_arrays_parameters_and_figure_round_trip(tmp_path):

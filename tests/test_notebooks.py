@@ -19,3 +19,12 @@ def test_notebook_executes(path, monkeypatch):
         o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
     ]
     assert not errors
+
+
+def test_notebooks_are_valid():
+    """The cheap part, in the fast tier: every notebook is a valid nbformat 4 document with code."""
+    assert NOTEBOOKS
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert any(c.cell_type == "code" for c in nb.cells), path.name

@@ -5,13 +5,13 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from cnntheory._cli import main  # noqa: E402
-from cnntheory._plots import EVENT_MARKERS, plot_order_parameters  # noqa: E402
-from cnntheory._problem import shape_counting  # noqa: E402
-from cnntheory._solve import solve  # noqa: E402
+from cnntheory._cli import main
+from cnntheory._plots import EVENT_MARKERS, plot_order_parameters
+from cnntheory._problem import shape_counting
+from cnntheory._solve import solve
 
 M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
 V0 = np.array([0.01, -0.01])

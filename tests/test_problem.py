@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 from helpers_bruteforce import brute_force_flow, enumerate_images
+from helpers_problems import SEED_M0, SEED_V0
 
 from cnntheory import ACTIVATIONS, PatchMixture, TeacherStudent, atoms_from_gram, shape_atoms, shape_counting
 from cnntheory._problem import flatten_state
@@ -45,6 +46,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["sum", "mean"])
 @pytest.mark.parametrize("student, L, P, teacher, Lstar", CASES)
 def test_brute_force_convolution(student, L, P, teacher, Lstar, pooling):
@@ -94,6 +96,7 @@ def test_brute_force_convolution(student, L, P, teacher, Lstar, pooling):
     np.testing.assert_allclose(np.asarray(dv), np.asarray(dv_bf), rtol=0, atol=1e-12 * scale_v)
 
 
+@pytest.mark.slow
 def test_brute_force_larger_image():
     """M = 3 (N = 9 patches, 512 images) with P = 2: the N-dependence of the moments."""
     M, k, P, L = 3, 2, 2, 2
@@ -127,6 +130,7 @@ def test_brute_force_larger_image():
 # --- rhs is the Gram-preconditioned gradient flow of loss ---------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("student", STUDENTS)
 @pytest.mark.parametrize("pooling, M", [("sum", 3), ("mean", 4), ("mean", None)])
 def test_rhs_is_gradient_flow_of_loss(student, pooling, M):
@@ -199,6 +203,7 @@ def _seed_rhs(m, v, vstar, mstar, G, E, sigma, dsigma):
     return dm, dv
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [(1.0, 1.0), (2.0, 1.0)])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "softplus", "linear"])
 def test_shape_counting_is_seed_equations(alpha, activation):
@@ -216,7 +221,7 @@ def test_shape_counting_is_seed_equations(alpha, activation):
         return float(act.derivative(x))
 
     rng = np.random.default_rng(3)
-    states = [(np.array([[0.3, 0.25], [0.2, 0.28]]), np.array([0.01, -0.01]))]
+    states = [(SEED_M0, SEED_V0)]
     states += [(rng.normal(size=(2, 2)), rng.normal(size=2)) for _ in range(3)]
     states += [(rng.normal(size=(3, 2)), rng.normal(size=3))]  # L = 3 students, L* = 2
     for m, v in states:
@@ -317,6 +322,7 @@ def test_permutation_equivariance_of_rhs():
         np.testing.assert_allclose(np.asarray(dvp), np.asarray(dv)[perm], atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("student", ["tanh", "relu", "softplus"])
 def test_lane_rhs_is_rhs_of_each_lane(student):
     """`lane_rhs` (lanes stacked last, as `solve_batch(shared_steps=True)` integrates them)

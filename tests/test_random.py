@@ -17,6 +17,7 @@ import cnntheory._random as rnd
 N = 40_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.05, 0.3, 1.0, 2.5, 7.0])
 def test_gamma_matches_scipy(alpha):
     g = np.exp(np.asarray(rnd.log_gamma(jax.random.key(1), alpha, (N,))))
@@ -24,6 +25,7 @@ def test_gamma_matches_scipy(alpha):
     assert stats.kstest(g, stats.gamma(alpha).cdf).pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_gamma_is_exact_over_several_rounds(monkeypatch):
     """One candidate per round: about 5% of elements need a second round, some a third;
     the result is still the first accepted candidate of each element's sequence."""
@@ -33,12 +35,14 @@ def test_gamma_is_exact_over_several_rounds(monkeypatch):
         assert stats.kstest(g, stats.gamma(alpha).cdf).pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_a_wrong_scale_is_detected():
     """The KS threshold has power: draws scaled by 1.03 fail it (p ~ 1e-11)."""
     g = 1.03 * np.exp(np.asarray(rnd.log_gamma(jax.random.key(1), 2.5, (N,))))
     assert stats.kstest(g, stats.gamma(2.5).cdf).pvalue < 1e-6
 
 
+@pytest.mark.slow
 def test_gamma_broadcasts_alpha():
     alpha = jnp.array([0.5, 4.0])
     g = np.exp(np.asarray(rnd.log_gamma(jax.random.key(3), alpha, (N, 2))))
@@ -46,6 +50,7 @@ def test_gamma_broadcasts_alpha():
         assert stats.kstest(g[:, j], stats.gamma(a).cdf).pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_dirichlet_moments_and_marginals():
     alpha = np.array([0.5, 2.0, 3.5])
     rho = np.asarray(rnd.dirichlet(jax.random.key(4), jnp.asarray(alpha), N))
@@ -60,6 +65,7 @@ def test_dirichlet_moments_and_marginals():
         assert stats.kstest(rho[:, j], stats.beta(a, a0 - a).cdf).pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_dirichlet_with_tiny_alpha_stays_finite():
     """Gamma(0.01) draws underflow a float64 often; in logs the Dirichlet stays a distribution."""
     rho = np.asarray(rnd.dirichlet(jax.random.key(5), jnp.array([0.01, 0.01, 0.02]), 2000))

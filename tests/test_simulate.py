@@ -123,8 +123,8 @@ def test_patch_network_equals_the_convolution(fixture, pooling, request):
     def loss(params, net, x):
         return weights @ net(*params, x, problem.sigma, pooling)
 
-    conv = lambda K, v, x, act, pool: sim.network(K, v, x, act, pool)  # noqa: E731
-    gather = lambda K, v, x, act, pool: sim.patch_network(K, v, x, mix.atoms, act, pool)  # noqa: E731
+    conv = lambda K, v, x, act, pool: sim.network(K, v, x, act, pool)
+    gather = lambda K, v, x, act, pool: sim.patch_network(K, v, x, mix.atoms, act, pool)
     np.testing.assert_allclose(
         gather(K, v, labels, problem.sigma, pooling), conv(K, v, images, problem.sigma, pooling), rtol=1e-12, atol=1e-13
     )

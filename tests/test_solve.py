@@ -8,11 +8,11 @@ module-scoped fixtures.
 
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 from cnntheory import SolverError, Trajectory, shape_counting, solve, solve_batch, stack_problems
 
-M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
-V0 = np.array([0.01, -0.01])
+M0, V0 = SEED_M0, SEED_V0
 RELU_T1 = 60.0
 RELU_TS = np.linspace(0.0, RELU_T1, 61)
 # One static max_steps for every relu Euler solve, so that they share one compilation
@@ -55,6 +55,7 @@ def relu_euler(relu_problem):
 # --- (1) smooth activations: diffrax vs scipy, orders -----------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "softplus"])
 def test_tsit5_matches_scipy_dop853(activation):
     problem = shape_counting(activation=activation, alpha=(2.0, 1.0))
@@ -71,6 +72,7 @@ def test_tsit5_matches_scipy_dop853(activation):
     np.testing.assert_allclose(np.asarray(dflt.v), np.asarray(ref.v), rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_dopri8_matches_tsit5():
     problem = shape_counting(activation="tanh")
     a = solve(problem, M0, V0, SMOOTH_T1, ts=SMOOTH_TS, method="tsit5", rtol=1e-11, atol=1e-13)
@@ -80,6 +82,7 @@ def test_dopri8_matches_tsit5():
     np.testing.assert_allclose(np.asarray(b.v), np.asarray(a.v), rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_euler_converges_at_first_order():
     problem = shape_counting(activation="sigmoid", alpha=(2.0, 1.0))
     t1, ts = 5.0, np.linspace(0.0, 5.0, 6)
@@ -99,6 +102,7 @@ def test_euler_converges_at_first_order():
 # continuum moments, eta_K = D = 25, eta_v = 1) from M0, V0 up to t = 60 ----------------------
 
 
+@pytest.mark.slow
 def test_relu_example_matches_richardson_euler(relu_sol, relu_euler):
     assert relu_sol.success and all(e.success for e in relu_euler.values())
     E1, E2 = relu_euler[2e-4], relu_euler[1e-4]
@@ -134,6 +138,7 @@ def test_relu_example_design_numbers(relu_euler):
     np.testing.assert_allclose(np.asarray(e.v[-1]), [1.20279, -1.35831], rtol=0, atol=5e-5)
 
 
+@pytest.mark.slow
 def test_relu_example_scipy_hybrid_matches_diffrax(relu_problem, relu_sol):
     ref = solve(relu_problem, M0, V0, RELU_T1, ts=RELU_TS, method="RK45", rtol=1e-10, atol=1e-12)
     assert ref.success and int(ref.num_segments) >= 2
@@ -183,6 +188,7 @@ def test_conserved_quantity_relu_filippov(relu_problem):
     np.testing.assert_allclose(Q, np.broadcast_to(Q[0], Q.shape), rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_conserved_quantity_linear():
     problem = shape_counting(activation="linear", alpha=(2.0, 1.0))
     sol = solve(problem, M0, V0, SMOOTH_T1, ts=SMOOTH_TS, rtol=1e-11, atol=1e-13)
@@ -200,6 +206,7 @@ def test_permutation_equivariance_relu(relu_problem, relu_sol):
     np.testing.assert_allclose(np.asarray(sol.v), np.asarray(relu_sol.v)[:, perm], rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_permutation_equivariance_smooth():
     problem = shape_counting(activation="tanh")
     m0 = np.array([[0.3, 0.25], [0.2, 0.28], [-0.1, 0.4]])
@@ -229,6 +236,7 @@ def _random_ics(B, seed):
     return M0 + 0.15 * rng.normal(size=(B, 2, 2)), V0 + 0.2 * rng.normal(size=(B, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_solve_batch_equals_loop(activation, relu_sol):
     problem = shape_counting(activation=activation)
@@ -251,6 +259,7 @@ def test_solve_batch_equals_loop(activation, relu_sol):
 SPECS = [(0.5, (1.0, 1.0)), (0.6, (2.0, 1.0)), (0.7, (1.0, 2.0)), (0.8, (3.0, 1.0)), (0.9, (0.5, 0.5))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("B", [2, 5])  # B == P and B != P
 def test_solve_batch_over_problems(B):
     problems = [shape_counting(overlap=c, alpha=a, activation="sigmoid") for c, a in SPECS[:B]]
@@ -265,6 +274,7 @@ def test_solve_batch_over_problems(B):
         np.testing.assert_allclose(np.asarray(batch.loss[i]), np.asarray(one.loss), rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_problem", [False, True])
 def test_solve_batch_shared_steps_meets_every_lanes_tolerance(batch_problem):
     """`shared_steps=True`: one step size for all lanes. Against a dopri8 reference at
@@ -288,6 +298,7 @@ def test_solve_batch_shared_steps_meets_every_lanes_tolerance(batch_problem):
         np.testing.assert_allclose(shared.loss[i], ref.loss, rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_solve_batch_shared_steps_in_chunks(monkeypatch):
     """More lanes than `LANES_PER_STACK` go in stacks one after another: the same lanes in
     one stack and in several give results within the tolerance (each stack picks its own
@@ -305,6 +316,7 @@ def test_solve_batch_shared_steps_in_chunks(monkeypatch):
     assert chunked.success
 
 
+@pytest.mark.slow
 def test_solve_batch_shared_steps_freezes_a_diverging_lane():
     """Gradient descent (Euler) with a step beyond the stability edge of one lane only:
     that lane is marked DIVERGED and frozen, the others run to t1 and equal their own

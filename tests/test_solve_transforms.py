@@ -10,9 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
+from helpers_problems import random_sigmoid_problem as random_problem
+from helpers_problems import random_sigmoid_state as random_state
 
 import cnntheory as ct
-from cnntheory import PatchMixture, SolverError, TeacherStudent, solve, solve_batch
+from cnntheory import SolverError, TeacherStudent, solve, solve_batch
 
 T1 = 4.0
 TS = np.linspace(0.0, T1, 9)
@@ -23,33 +26,12 @@ TOL = {"rtol": 1e-11, "atol": 1e-13}
 H = 1e-5
 
 
-def random_problem(seed=0, L_star=3, P=3, k=3):
-    rng = np.random.default_rng(seed)
-    atoms = rng.normal(size=(P, k * k))
-    atoms = np.sqrt(k * k) * atoms / np.linalg.norm(atoms, axis=1, keepdims=True)  # unit Gram diagonal
-    mixture = PatchMixture(atoms, alpha=rng.uniform(0.5, 2.0, size=P), patches_per_side=None, pooling="mean")
-    overlaps = 0.8 * rng.normal(size=(L_star, P))
-    return TeacherStudent(
-        mixture,
-        rng.normal(size=L_star),
-        overlaps,
-        teacher_activation="sigmoid",
-        student_activation="sigmoid",
-        lr_kernel=2.0,
-        lr_head=0.7,
-    )
-
-
-def random_state(seed, L=3, P=3):
-    rng = np.random.default_rng(100 + seed)
-    return rng.normal(scale=0.5, size=(L, P)), rng.normal(scale=0.5, size=L)
-
-
 @pytest.fixture(scope="module")
 def smooth():
     return random_problem()
 
 
+@pytest.mark.slow
 def test_new_numbers_do_not_recompile(monkeypatch):
     """New t1, ts, tolerances, parameters and initial states reuse the compiled solve."""
     traces = []
@@ -85,6 +67,7 @@ def test_new_numbers_do_not_recompile(monkeypatch):
     assert len(traces) > n
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_match_plain_calls(smooth):
     m0, v0 = random_state(0)
 
@@ -125,6 +108,7 @@ def test_a_jitted_function_can_return_the_trajectory(smooth):
     assert traj.success and "successfully" in traj.message and traj.method == "tsit5"
 
 
+@pytest.mark.slow
 def test_throw_under_jit():
     """A failing traced solve raises at run time (`eqx.error_if`); throw=False returns the status."""
     problem = ct.shape_counting(activation="sigmoid")
@@ -158,6 +142,7 @@ def _rebuild(problem, f):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["final_loss", "m_mid", "v_end"])
 def test_grad_matches_finite_differences(smooth, output):
     """`jax.grad` through `solve` w.r.t. every array field of the problem and the initial state."""
@@ -197,13 +182,14 @@ def test_grad_matches_finite_differences(smooth, output):
         assert float(ad) == pytest.approx(float(fd), rel=1e-6, abs=1e-9), name
 
 
+@pytest.mark.slow
 def test_relu_jit():
     """The relu (Filippov) solve also runs traced, under jit (its gradient does not: README).
 
     (vmap works too, as `solve_batch` shows in tests/test_solve.py.)
     """
     problem = ct.shape_counting()
-    m0, v0 = np.array([[0.3, 0.25], [0.2, 0.28]]), np.array([0.01, -0.01])
+    m0, v0 = SEED_M0, SEED_V0
     ts = np.linspace(0.0, 60.0, 61)  # the shapes of tests/test_solve.py: one shared compilation
     final = lambda m0: solve(problem, m0, v0, 60.0, ts=ts).loss[-1]
     plain = float(final(m0))
@@ -212,6 +198,7 @@ def test_relu_jit():
         jax.grad(final)(jnp.asarray(m0))
 
 
+@pytest.mark.slow
 def test_solve_batch_new_numbers_and_vmap_agree(smooth):
     m0, v0 = random_state(4)
     m0s, v0s = np.stack([m0, -m0]), np.stack([v0, 2 * v0])

@@ -13,36 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sympy as sp
+from helpers_problems import SEED_M0, SEED_V0
+from helpers_problems import random_gram_problem as random_problem
+from helpers_problems import random_gram_state as random_state
 
 import cnntheory
 from cnntheory import symbolic
 from cnntheory._cli import main
 
 STUDENT_ACTIVATIONS = sorted(cnntheory.ACTIVATIONS)
-
-
-def random_problem(P, Lstar, activation, teacher_activation="tanh", seed=0, pooling="sum"):
-    """Random atoms, Dirichlet alpha, teacher and learning rates (unit-diagonal Gram)."""
-    rng = np.random.default_rng(seed)
-    A = rng.standard_normal((P, P + 2))
-    G = A @ A.T
-    G /= np.sqrt(np.outer(np.diag(G), np.diag(G)))
-    mixture = cnntheory.PatchMixture(cnntheory.atoms_from_gram(G, 3, key=seed), rng.uniform(0.5, 3.0, P), 2, pooling)
-    overlaps = None if teacher_activation == "indicator" else rng.normal(size=(Lstar, P))
-    return cnntheory.TeacherStudent(
-        mixture,
-        teacher_head=rng.normal(size=Lstar) if overlaps is not None else rng.normal(size=P),
-        teacher_overlaps=overlaps,
-        teacher_activation=teacher_activation,
-        student_activation=activation,
-        lr_kernel=rng.uniform(0.5, 3.0),
-        lr_head=rng.uniform(0.5, 3.0),
-    )
-
-
-def random_state(L, P, seed):
-    rng = np.random.default_rng(1000 + seed)
-    return jnp.asarray(rng.normal(size=(L, P))), jnp.asarray(rng.normal(size=L))
 
 
 def assert_close(actual, desired, tol=1e-12):
@@ -63,6 +42,7 @@ CASES += [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,sizes", CASES)
 def test_generated_rhs_matches_vectorised(activation, sizes):
     L, P, Lstar = sizes
@@ -77,6 +57,7 @@ def test_generated_rhs_matches_vectorised(activation, sizes):
         assert_close(dv, ref_v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_sympy_evaluation_matches_vectorised(activation):
     """Evaluating the derived expressions in sympy itself (no JAX printer involved)."""
@@ -99,7 +80,7 @@ def test_shape_counting_exact_numbers():
     assert list(flow.teacher_outputs) == [1, -1]
     assert flow.lr_kernel / flow.patch_dim == 1
     f = symbolic.to_jax(flow)
-    m, v = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    m, v = jnp.asarray(SEED_M0), jnp.asarray(SEED_V0)
     for got, ref in zip(f(m, v), problem.rhs(m, v), strict=True):
         assert_close(got, ref)
 
@@ -126,6 +107,7 @@ def test_generated_rhs_vmaps():
 
 
 # --- Jacobian ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["relu", "erf"])
 def test_jacobian_matches_jacfwd(activation):
     L, P = 2, 2
@@ -146,12 +128,13 @@ def test_jacobian_matches_jacfwd(activation):
 
 
 # --- solve with the generated RHS -------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif("rhs" not in inspect.signature(cnntheory.solve).parameters, reason="solve has no rhs= keyword yet")
 @pytest.mark.parametrize("activation", ["tanh"])
 def test_solve_with_generated_rhs(activation):
     problem = cnntheory.shape_counting(activation=activation)
     f = symbolic.to_jax(symbolic.from_problem(problem, 2))
-    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    m0, v0 = jnp.asarray(SEED_M0), jnp.asarray(SEED_V0)
     ts = jnp.linspace(0.0, 20.0, 11)
     ref = cnntheory.solve(problem, m0, v0, 20.0, ts=ts)
     got = cnntheory.solve(problem, m0, v0, 20.0, ts=ts, rhs=f)
@@ -161,12 +144,13 @@ def test_solve_with_generated_rhs(activation):
     assert_close(got.loss, ref.loss, tol=1e-11)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("rhs" not in inspect.signature(cnntheory.solve).parameters, reason="solve has no rhs= keyword yet")
 def test_solve_euler_relu_with_generated_rhs():
     """relu: the generated RHS gives the same gradient-descent (Euler) map as problem.rhs."""
     problem = cnntheory.shape_counting()
     f = symbolic.to_jax(symbolic.from_problem(problem, 2))
-    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    m0, v0 = jnp.asarray(SEED_M0), jnp.asarray(SEED_V0)
     ts = jnp.linspace(0.0, 10.0, 6)
     ref = cnntheory.solve(problem, m0, v0, 10.0, ts=ts, method="euler", dt0=1e-2)
     got = cnntheory.solve(problem, m0, v0, 10.0, ts=ts, method="euler", dt0=1e-2, rhs=f)
@@ -292,6 +276,7 @@ def test_exact_moments_symbolic_and_errors():
 
 
 # --- stationary points (linear activation) ----------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("L,P", [(1, 2), (2, 2)])
 def test_stationary_points_linear(L, P):
     problem = random_problem(P, 2, "linear", teacher_activation="indicator", seed=4)

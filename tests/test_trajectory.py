@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
 from cnntheory import (
@@ -16,8 +17,8 @@ from cnntheory import (
 from cnntheory import simulate as sim
 from cnntheory._trajectory import status_message
 
-M0 = np.array([[0.3, 0.25], [0.2, 0.28]])
-V0 = np.array([0.01, -0.01])
+M0 = SEED_M0
+V0 = SEED_V0
 
 
 def test_status_codes_are_stable():
@@ -61,6 +62,7 @@ def test_exception_hierarchy():
     assert not issubclass(CnnTheoryError, ValueError)
 
 
+@pytest.mark.slow
 def test_trajectory_raise_for_status():
     problem = shape_counting(activation="tanh")
     ok = solve(problem, M0, V0, 2.0, ts=[2.0])
@@ -74,6 +76,7 @@ def test_trajectory_raise_for_status():
         solve(problem, M0, V0, 50.0, ts=[50.0], max_steps=4)
 
 
+@pytest.mark.slow
 def test_trajectory_raise_for_status_under_jit():
     problem = shape_counting(activation="tanh")
     run = jax.jit(lambda m0: solve(problem, m0, V0, 50.0, ts=[50.0], max_steps=4, throw=False).raise_for_status().m)
@@ -81,6 +84,7 @@ def test_trajectory_raise_for_status_under_jit():
         jax.block_until_ready(run(M0))
 
 
+@pytest.mark.slow
 def test_simulation_status_and_raise_for_status():
     problem = ct.shape_counting(activation="linear", patches_per_side=None)
     kw = {"mode": "population", "steps": 20, "key": jax.random.key(0), "num_seeds": 2, "num_test": 0}
@@ -99,6 +103,7 @@ def test_simulation_status_and_raise_for_status():
         sim.simulate(problem, M0, V0, lr=10.0, **kw)
 
 
+@pytest.mark.slow
 def test_trajectory_stack_is_a_batched_solve():
     """`Trajectory.stack` of single solves equals `solve_batch` of the same starts."""
     problem = shape_counting(activation="tanh")

@@ -64,7 +64,7 @@ def hessian(
     """Hessian of `parameter_loss` at the in-span lift of `(m, v)` (flat order `(vec K, v)`)."""
     L, D = m.shape[0], problem.patch_dim
     K = kernels_from_order(problem, m) + (0.0 if K_perp is None else K_perp)
-    f = lambda theta: parameter_loss(problem, *_unflat_params(theta, L, D))  # noqa: E731
+    f = lambda theta: parameter_loss(problem, *_unflat_params(theta, L, D))
     return jax.hessian(f)(_flat_params(K, v))
 
 
@@ -159,7 +159,7 @@ def landscape(
         f"directions must have shape (2, L*D + L) = (2, {theta.size}), got {directions.shape}",
     )
     grid = jnp.linspace(-extent, extent, n)
-    f = lambda a, b: parameter_loss(problem, *_unflat_params(theta + a * directions[0] + b * directions[1], L, D))  # noqa: E731
+    f = lambda a, b: parameter_loss(problem, *_unflat_params(theta + a * directions[0] + b * directions[1], L, D))
     loss = jax.vmap(lambda a: jax.vmap(lambda b: f(a, b))(grid))(grid)
     return Landscape(grid, grid, loss, directions)
 

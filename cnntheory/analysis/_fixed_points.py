@@ -131,10 +131,10 @@ def flow_jacobian(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[A
 
 @eqx.filter_jit
 def _solve_starts(problem, y0, side, slide, *, hybrid, max_steps, newton_steps):
-    solver = optx.LevenbergMarquardt(rtol=1e-13, atol=1e-15)
+    solver: optx.LevenbergMarquardt = optx.LevenbergMarquardt(rtol=1e-13, atol=1e-15)
 
     def one(y0, side, slide):
-        fn = lambda y, args: _field(problem, y, side, slide, hybrid)  # noqa: E731
+        fn = lambda y, args: _field(problem, y, side, slide, hybrid)
         y = optx.least_squares(fn, solver, y0, max_steps=max_steps, throw=False).value
 
         # Newton polish with the pseudo-inverse: equilibria are often non-isolated.
@@ -147,7 +147,8 @@ def _solve_starts(problem, y0, side, slide, *, hybrid, max_steps, newton_steps):
         y = jax.lax.fori_loop(0, newton_steps, newton, y)
         F = fn(y, None)
         J = jax.jacfwd(fn)(y, None)
-        theta = mode_flow(problem, *problem.unflatten(y), Mode(side, slide))[2] if hybrid else jnp.zeros_like(side)
+        m, v = problem.unflatten(y)
+        theta = mode_flow(problem, m, v, Mode(side, slide))[2] if hybrid else jnp.zeros_like(side)
         return y, jnp.max(jnp.abs(F)), J, theta
 
     return jax.vmap(one)(y0, side, slide)
@@ -316,7 +317,7 @@ def fixed_point_table(points: list[FixedPoint], digits: int = 4) -> str:
     """A plain-text table: index, loss, kind (`asympt.` for an asymptotic state), Morse index, m, v, eigenvalues."""
     lines = [f"{'#':>3}  {'loss':>10}  {'kind':<8}  {'idx':>3}  m / v / eigenvalues (Re, decreasing)"]
     for i, p in enumerate(points):
-        fmt = lambda a: np.array2string(np.round(np.real(np.asarray(a)), digits), separator=", ", max_line_width=200)  # noqa: E731
+        fmt = lambda a: np.array2string(np.round(np.real(np.asarray(a)), digits), separator=", ", max_line_width=200)
         kind = p.kind if not p.asymptotic else "asympt."
         lines.append(
             f"{i:>3}  {p.loss:>10.4e}  {kind:<8}  {p.num_unstable:>3}  m={fmt(p.m).replace(chr(10), '')}  v={fmt(p.v)}  eig={fmt(p.eigenvalues)}"

@@ -26,7 +26,7 @@ from .._config import SolverConfig, SolverOptions, resolve_config
 from .._data import PatchMixture
 from .._problem import TeacherStudent
 from .._solve import Trajectory, solve
-from .._trajectory import Events, Status
+from .._trajectory import Events, Status, checked
 from .._typing import AnyArray
 from .._validate import require
 
@@ -79,6 +79,7 @@ def solve_schedule(
     t1: float,
     *,
     ts=None,
+    throw: bool = True,
     config: SolverConfig | None = None,
     **options: Unpack[SolverOptions],
 ) -> Trajectory:
@@ -86,7 +87,9 @@ def solve_schedule(
 
     `ts` (default 101 points on `[times[0], t1]`) are the save times; the solver options
     (`config`, or its fields as keywords) are those of every `solve`. Returns one
-    `Trajectory` (`num_steps`, `num_segments` summed; `status` the first failure).
+    `Trajectory` (`num_steps`, `num_segments` summed; `status` the first failure, where the
+    chain stops: the later saves are not reached). A failure raises `SolverError` unless
+    `throw=False`, as in `cnntheory.solve`.
     """
     config = resolve_config(config, options, caller="solve_schedule")
     t0 = schedule.times[0]
@@ -99,7 +102,7 @@ def solve_schedule(
         last = i == len(bounds) - 2
         mine = ts[(ts >= a) & ((ts < b) | (last & (ts <= b)))]
         seg_ts = np.concatenate([mine, [b]]) if (mine.size == 0 or mine[-1] < b) else mine
-        traj = solve(schedule.problems[i], m, v, b, t0=a, ts=seg_ts, config=config)
+        traj = solve(schedule.problems[i], m, v, b, t0=a, ts=seg_ts, throw=False, config=config)
         parts.append(traj)
         counts.append(mine.size)
         nsteps, nseg, t_end, message = (
@@ -112,19 +115,30 @@ def solve_schedule(
             status = int(traj.status)
             break
         m, v = traj.m[-1], traj.v[-1]
-    cat = lambda name: jnp.concatenate([getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)])  # noqa: E731
-    return Trajectory(
-        t=cat("t"),
-        m=cat("m"),
-        v=cat("v"),
-        loss=cat("loss"),
-        status=jnp.asarray(status),
-        num_steps=jnp.asarray(nsteps),
-        num_segments=jnp.asarray(nseg),
-        t_end=jnp.asarray(t_end),
-        method=parts[-1].method,
-        fixed_message=message,
-        events=Events.concatenate([p.events for p in parts if p.events is not None]),
+    # After a failure the later segments are not solved: their saves are inf, as a solve's
+    # unreached saves are.
+    rest = ts.size - sum(counts)
+
+    def cat(name, fill=None):
+        got = [getattr(p, name)[:n] for p, n in zip(parts, counts, strict=True)]
+        pad = jnp.full((rest, *got[0].shape[1:]), jnp.inf) if fill is None else fill
+        return jnp.concatenate(got + [pad])
+
+    return checked(
+        Trajectory(
+            t=cat("t", jnp.asarray(ts[ts.size - rest :], dtype=float)),
+            m=cat("m"),
+            v=cat("v"),
+            loss=cat("loss"),
+            status=jnp.asarray(status),
+            num_steps=jnp.asarray(nsteps),
+            num_segments=jnp.asarray(nseg),
+            t_end=jnp.asarray(t_end),
+            method=parts[-1].method,
+            fixed_message=message,
+            events=Events.concatenate([p.events for p in parts if p.events is not None]),
+        ),
+        throw,
     )
 
 

@@ -24,7 +24,7 @@ def _pooled_loss(w, pooled, labels):
 
 @eqx.filter_jit
 def _solve(w0, pooled, labels, times, rtol, atol):
-    field = lambda tau, w, args: -jax.grad(_pooled_loss)(w, *args)  # noqa: E731
+    field = lambda tau, w, args: -jax.grad(_pooled_loss)(w, *args)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         diffrax.Tsit5(),

@@ -7,8 +7,15 @@ scipy's hybrid Powell method and the exact `jax.jacfwd` Jacobian; `reduced_flow_
 Jacobian, whose eigenvalues classify the point (the plateau of the committee machine is a
 saddle whose unstable subspace is the `(K - 1)^2` symmetry-breaking directions; its
 eigenvalue is the escape rate). Identical students (`Q_ii = Q_ij` exactly) form an invariant
-manifold that holds, for `eta > 0`, a second symmetric point with more unstable directions:
-start a search with `Q_ii > Q_ij` to find the plateau's saddle.
+manifold that holds, for `eta > 0`, a second symmetric point with more unstable directions
+(for `K = M = 3`, unit heads, `T = I`: Morse index 9 against the plateau's 4).
+
+Which point a search found is in `GaussianFixedPoint.point` (see `fixed_point_kind`), with its
+Morse index `morse_index`. A start only just off the identical-student manifold can still land
+on it: at `K = 3`, `eta = 0.5`, `Q = 1/5 + 0.01 I` finds the identical-student point. To find the
+plateau's saddle start on the symmetric manifold with a clear gap, e.g. Saad & Solla's
+`eta -> 0` plateau `Q_ij = 1/(2K - 1)`, `R = 1/sqrt(K (2K - 1))` with `Q_ii = Q_ij + 0.1`, and
+check that `point` is `"symmetric"`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import scipy.optimize
 from jaxtyping import Array, Float
 
+from .._typing import AnyArray
 from .._validate import require
 from ..analysis._fixed_points import _classify
 from ._problem import GaussianTeacherStudent
@@ -28,7 +36,8 @@ from ._problem import GaussianTeacherStudent
 class GaussianFixedPoint(eqx.Module):
     """A stationary point: `Q`, `R`, `v`, its `error`, the Jacobian `eigenvalues` (sorted by
     decreasing real part), `kind` (`"stable"`, `"marginal"`, `"saddle"`, `"unstable"`) and
-    `residual = max |F|`, `num_unstable` (the Morse index: eigenvalues with real part above `eig_tol`)."""
+    `residual = max |F|`, `num_unstable` (the Morse index, also `morse_index`: eigenvalues with
+    real part above `eig_tol`), and `point`, which point it is (`fixed_point_kind`)."""
 
     Q: Float[Array, "K K"]
     R: Float[Array, "K M"]
@@ -38,6 +47,12 @@ class GaussianFixedPoint(eqx.Module):
     kind: str
     residual: float
     num_unstable: int
+    point: str = "unclassified"
+
+    @property
+    def morse_index(self) -> int:
+        """The number of unstable directions (`num_unstable`)."""
+        return self.num_unstable
 
 
 def _packing(problem, K):
@@ -59,6 +74,42 @@ def _packing(problem, K):
     return pack, unpack
 
 
+def fixed_point_kind(
+    problem: GaussianTeacherStudent, Q: Float[AnyArray, "K K"], R: Float[AnyArray, "K M"], v: Float[AnyArray, " K"]
+) -> str:
+    r"""Which point `(Q, R, v)` is, judged to `1e-6` of the overlaps' scale:
+
+    - `"unrealisable"`: `[[Q, R], [R^T, T]]` is not positive semi-definite (no kernels have
+      these overlaps; a root of the formulas, not of the network);
+    - `"identical-student"`: every student the same vector (`Q_ij = Q_ii` for all `i, j`, equal
+      rows of `R` and equal heads), the invariant manifold of identical students;
+    - `"symmetric"`: the students are interchangeable but distinct (one `Q_ii`, one `Q_ij < Q_ii`,
+      equal rows of `R`, equal heads): the unspecialised plateau of Saad & Solla;
+    - `"specialised"`: each student's largest `|R_ln|` is with a different teacher;
+    - `"partially specialised"`: anything else.
+
+    A single student (`K = 1`) is `"specialised"` (to the teacher it overlaps most).
+    """
+    Q, R, v = (np.asarray(x, dtype=np.float64) for x in (Q, R, v))
+    T = np.asarray(problem.teacher_overlaps)
+    C = np.block([[Q, R], [R.T, T]])
+    scale = max(1.0, float(np.max(np.abs(C))))
+    if float(np.linalg.eigvalsh(C).min()) < -1e-10 * scale:
+        return "unrealisable"
+    tol = 1e-6 * scale
+    K = Q.shape[0]
+    same_rows = np.ptp(R, axis=0).max() <= tol and np.ptp(v) <= tol * max(1.0, float(np.max(np.abs(v))))
+    off = Q[~np.eye(K, dtype=bool)]
+    if K > 1 and same_rows and np.ptp(Q) <= tol:
+        return "identical-student"
+    if K > 1 and same_rows and np.ptp(np.diag(Q)) <= tol and np.ptp(off) <= tol:
+        return "symmetric"
+    best = np.argmax(np.abs(R), axis=1)
+    if K <= R.shape[1] and len(set(best.tolist())) == K:
+        return "specialised"
+    return "partially specialised"
+
+
 def reduced_flow_jacobian(problem: GaussianTeacherStudent, Q, R, v) -> Float[Array, "n n"]:
     """The Jacobian of the flow in the free coordinates `(triu Q, vec R[, v])`.
 
@@ -72,16 +123,31 @@ def reduced_flow_jacobian(problem: GaussianTeacherStudent, Q, R, v) -> Float[Arr
     return jax.jacfwd(lambda y: pack(*problem.rhs(*unpack(y, v))))(pack(jnp.asarray(Q), jnp.asarray(R), v))
 
 
+def _packed(problem, y, v):
+    pack, unpack = _packing(problem, v.shape[0])
+    return pack(*problem.rhs(*unpack(y, v)))
+
+
+# Module-level programs: compiled once per problem structure and shape (the learning rate is
+# an array leaf), not once per search.
+_packed_field = eqx.filter_jit(_packed)
+_packed_jacobian = eqx.filter_jit(jax.jacfwd(_packed, argnums=1))
+
+
 def find_fixed_point(
     problem: GaussianTeacherStudent, Q, R, v, *, tol: float = 1e-10, eig_tol: float = 1e-9
 ) -> GaussianFixedPoint:
     """Polish `(Q, R, v)` into a fixed point of `problem.rhs`; raises `ValueError` if the
-    residual stays above `tol` (start closer, or the flow has no fixed point nearby)."""
+    residual stays above `tol` (start closer, or the flow has no fixed point nearby).
+
+    The result says which point it found (`point`, e.g. `"symmetric"` or `"identical-student"`)
+    and its Morse index (`morse_index`): a search near the plateau can land on the
+    identical-student point instead (module docstring)."""
     Q, R, v = (jnp.asarray(x, dtype=jnp.float64) for x in (Q, R, v))
     K = Q.shape[0]
     pack, unpack = _packing(problem, K)
-    field = jax.jit(lambda y: pack(*problem.rhs(*unpack(y, v))))
-    jac = jax.jit(jax.jacfwd(lambda y: pack(*problem.rhs(*unpack(y, v)))))
+    field = lambda y: _packed_field(problem, jnp.asarray(y), v)
+    jac = lambda y: _packed_jacobian(problem, jnp.asarray(y), v)
     sol = scipy.optimize.root(
         lambda y: np.asarray(field(y)),
         np.asarray(pack(Q, R, v)),
@@ -100,5 +166,13 @@ def find_fixed_point(
     Qf, Rf, vf = unpack(y, v)
     unstable = int(np.sum(eig.real > eig_tol))
     return GaussianFixedPoint(
-        Qf, Rf, vf, float(problem.error(Qf, Rf, vf)), jnp.asarray(eig), _classify(eig, eig_tol), residual, unstable
+        Qf,
+        Rf,
+        vf,
+        float(problem.error(Qf, Rf, vf)),
+        jnp.asarray(eig),
+        _classify(eig, eig_tol),
+        residual,
+        unstable,
+        fixed_point_kind(problem, Qf, Rf, vf),
     )

@@ -262,11 +262,6 @@ def expectation(kind: str, student, teacher=None, *, which=(), n: int = 16, meth
     return quadrature(kind, g, phis[0], phis[1] if len(phis) > 1 else None, n=n)
 
 
-def sub_cov(C, idx):
-    """The covariance of the variables `idx` (a tuple of indices) of the full covariance `C`."""
-    return _sub(C, idx)
-
-
 def vmapped(fn, C, index_array):
     """`fn(C[idx, idx])` for every row `idx` of `index_array` (an integer `(n, k)` array)."""
     return jax.vmap(lambda idx: fn(_sub(C, idx)))(jnp.asarray(index_array))

@@ -252,3 +252,52 @@ class GaussianTeacherStudent(eqx.Module):
         else:
             dv = jnp.zeros_like(v)
         return dQ, dR, dv
+
+
+def require_realisable(T: Float[AnyArray, "M M"], Q: Float[AnyArray, "K K"], R: Float[AnyArray, "K M"]) -> None:
+    r"""Raise a `ValueError` unless `Q`, `R` (with the teacher's `T`) are the overlaps of real kernels.
+
+    Kernels `K (K, D)`, `K* (M, D)` exist with `Q = K K^T / D`, `R = K K*^T / D`, `T = K* K*^T / D`
+    exactly when the joint covariance `C = [[Q, R], [R^T, T]]` is positive semi-definite (a Gram
+    matrix). The necessary conditions are checked first, for a message that names the broken one:
+    `Q` symmetric, `Q_ll >= 0`, `|R_ln| <= sqrt(Q_ll T_nn)` (Cauchy-Schwarz), `Q` PSD. The
+    tolerance is `1e-10` relative to the largest entry of `C` (round-off of overlaps that were
+    computed from kernels). The flow and the simulation start from these overlaps, so this runs
+    before any step: unrealisable overlaps would otherwise integrate (slowly) into nonsense.
+    """
+    T, Q, R = (np.asarray(x, dtype=np.float64) for x in (T, Q, R))
+    require(Q.ndim == 2 and Q.shape[0] == Q.shape[1], f"Q0 must be a square (K, K) matrix, got shape {Q.shape}")
+    require(
+        R.shape == (Q.shape[0], T.shape[0]),
+        f"R0 must have shape ({Q.shape[0]}, {T.shape[0]}) (students x teachers), got {R.shape}",
+    )
+    C = np.block([[Q, R], [R.T, T]])
+    tol = 1e-10 * max(1.0, float(np.max(np.abs(C))))
+    require(np.allclose(Q, Q.T, rtol=0.0, atol=tol), "Q0 must be symmetric (it is K K^T / D)")
+    diag = np.diag(Q)
+    require(
+        bool(np.all(diag >= -tol)),
+        f"Q0 has a negative diagonal entry {diag.min():.6g}: Q0_ll = |K_l|^2 / D must be >= 0",
+    )
+    bound = np.sqrt(np.maximum(diag, 0.0)[:, None] * np.maximum(np.diag(T), 0.0)[None, :])
+    excess = np.abs(R) - bound
+    if np.any(excess > tol):
+        l, n = np.unravel_index(int(np.argmax(excess)), R.shape)
+        require(
+            False,
+            f"R0[{l}, {n}] = {R[l, n]:.6g} exceeds sqrt(Q0[{l}, {l}] T[{n}, {n}]) = {bound[l, n]:.6g}: an overlap "
+            "of real kernels obeys |R_ln| <= sqrt(Q_ll T_nn) (Cauchy-Schwarz: [[Q0, R0], [R0^T, T]] is a Gram matrix, "
+            "positive semi-definite); lower |R0| or raise Q0's diagonal",
+        )
+    require(
+        float(np.linalg.eigvalsh(Q).min()) >= -tol,
+        f"Q0 is not positive semi-definite (smallest eigenvalue {np.linalg.eigvalsh(Q).min():.6g}): "
+        "it is K K^T / D, a Gram matrix",
+    )
+    smallest = float(np.linalg.eigvalsh(C).min())
+    require(
+        smallest >= -tol,
+        f"Q0, R0 and the teacher overlaps T are not the overlaps of real kernels: [[Q0, R0], [R0^T, T]] has the "
+        f"eigenvalue {smallest:.6g} < 0 (it must be a Gram matrix; equivalently Q0 - R0 T^+ R0^T must be positive "
+        "semi-definite): lower |R0| or raise Q0",
+    )

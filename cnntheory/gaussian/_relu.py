@@ -101,7 +101,7 @@ def _orthant2(c_yy, c_ww, c_yw, scale, rho_both_zero=0.0):
 def _given_one(C, j, rest, scale):
     """Bivariate orthant of `rest` (two indices) given `y_j = 0`."""
     y, w = rest
-    s = lambda p, q: C[p, q] - C[p, j] * C[j, q] / C[j, j]  # noqa: E731
+    s = lambda p, q: C[p, q] - C[p, j] * C[j, q] / C[j, j]
     return _orthant2(s(y, y), s(w, w), s(y, w), scale)
 
 

@@ -39,9 +39,10 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .._activations import get_activation
 from .._deprecate import renamed_attribute, renamed_keywords
 from .._keys import as_key
+from .._trajectory import Status, out_of_bounds
 from .._typing import AnyArray
 from .._validate import require, require_shape
-from ._problem import GaussianTeacherStudent
+from ._problem import GaussianTeacherStudent, require_realisable
 from ._solve import solve
 
 
@@ -54,7 +55,8 @@ class GaussianSimulation(eqx.Module):
       (comparable with `GaussianTrajectory.error`; `loss` is the same array).
     - `train_loss`: `(S, T)` online: `1/2 (f - y)^2` on the next image (noisy, one sample);
       fullbatch: the empirical loss `1/(2 num_train) sum_mu (f - y)^2` on the training set.
-    - `status`: `(S,)` 0 finished, 1 diverged; `message`, `mode`, `dim`, `steps`, `record_every`,
+    - `status`: `(S,)` `Status` codes: `SUCCESS` (0) finished, `DIVERGED` (3) the run's error
+      became non-finite or huge (lower `lr`); `message`, `mode`, `dim`, `steps`, `record_every`,
       `num_train` (fullbatch; 0 otherwise; `n_train` is its deprecated old name).
     """
 
@@ -93,16 +95,13 @@ def kernels_from_overlaps(T, Q0, R0, dim: int, key):
     `K K*^T / D = R0` exactly, in a random orthonormal frame."""
     M, L = T.shape[0], Q0.shape[0]
     require(dim >= M + L, f"dim must be >= {M + L} (teachers + students), got {dim}")
+    require_realisable(T, Q0, R0)
     frame, _ = jnp.linalg.qr(jax.random.normal(key, (dim, M + L)))
     U, V = frame[:, :M].T, frame[:, M:].T
     Lt = jnp.linalg.cholesky(T + 1e-300 * jnp.eye(M))
     A = jnp.linalg.solve(Lt, R0.T).T  # A Lt^T = R0
     rest = Q0 - A @ A.T
     w, vecs = jnp.linalg.eigh(rest)
-    require(
-        float(jnp.min(w)) > -1e-10,
-        "Q0, R0 and T are not the overlaps of real kernels: Q0 - R0 T^{-1} R0^T must be positive semi-definite",
-    )
     B = vecs * jnp.sqrt(jnp.maximum(w, 0.0))
     scale = jnp.sqrt(dim)
     return scale * Lt @ U, scale * (A @ U + B @ V)
@@ -186,12 +185,12 @@ def _run_fullbatch(problem, Kstar, K0, v0, X, y, num_records, record_every):
     dim = K0.shape[-1]
 
     def step(carry, _):
-        K, v, _ = fullbatch_step(problem, *carry, X, y)
+        K, v, _ = fullbatch_step(problem, carry[0], carry[1], X, y)
         return (K, v), None
 
     def record(carry, _):
         carry, _ = jax.lax.scan(step, carry, None, length=record_every)
-        loss = fullbatch_step(problem, *carry, X, y)[2]
+        loss = fullbatch_step(problem, carry[0], carry[1], X, y)[2]
         return carry, (_order(carry[0], Kstar, carry[1], dim), loss)
 
     _, (orders, losses) = jax.lax.scan(record, (K0, v0), None, length=num_records)
@@ -240,6 +239,7 @@ def simulate(
     L, M = Q0.shape[0], problem.num_teachers
     require_shape("R0", R0, (L, M))
     require_shape("v0", v0, (L,))
+    require_realisable(problem.teacher_overlaps, Q0, R0)
     require(
         int(dim) >= 1 and float(t1) > 0 and num_records >= 1 and num_seeds >= 1,
         "dim, t1, num_records and num_seeds must be positive",
@@ -247,7 +247,6 @@ def simulate(
     if mode == "population":
         ts = jnp.linspace(0.0, float(t1), num_records + 1)
         tr = solve(problem, Q0, R0, v0, t1, ts=ts)
-        ones = jnp.zeros((1,), int)
         return GaussianSimulation(
             ts,
             tr.Q[None],
@@ -255,7 +254,7 @@ def simulate(
             tr.v[None],
             tr.error[None],
             tr.error[None],
-            ones,
+            tr.status[None],
             tr.message,
             mode,
             int(dim),
@@ -271,6 +270,7 @@ def simulate(
         k_init, k_run = jax.random.split(k)
         Kstar, K0 = kernels_from_overlaps(problem.teacher_overlaps, Q0, R0, int(dim), k_init)
         if mode == "fullbatch":
+            assert num_train is not None  # checked above
             k_data, k_noise = jax.random.split(k_run)
             X = jax.random.normal(k_data, (int(num_train), problem.num_patches, int(dim)))
             y = teacher_labels(problem, Kstar, X, k_noise)
@@ -286,8 +286,8 @@ def simulate(
     outs = [one(k) for k in jax.random.split(key, num_seeds)]
     Q, R, v, train = (jnp.stack(x) for x in zip(*outs, strict=True))
     error = jax.jit(jax.vmap(jax.vmap(problem.error)))(Q, R, v)
-    bad = ~jnp.all(jnp.isfinite(error), axis=1)
-    status = bad.astype(int)
+    bad = jnp.any(out_of_bounds(jnp.abs(error)), axis=1)
+    status = jnp.where(bad, Status.DIVERGED, Status.SUCCESS)
     n_bad = int(bad.sum())
     message = "all runs finished" if n_bad == 0 else f"{n_bad} of {num_seeds} runs diverged: reduce lr"
     return GaussianSimulation(

@@ -117,7 +117,7 @@ def _prepare(setup: _Setup, m0, v0, key, num_seeds: int, num_test: int, num_trai
     patches, counts = setup.problem.mixture.sample_counts(k_data, total)
     labels = setup.labels(patches)
     test = (patches[:num_test], labels[:num_test], counts[:num_test]) if num_test else None
-    per_seed = lambda x: x[num_test:].reshape((num_seeds, num_train) + x.shape[1:])  # noqa: E731
+    per_seed = lambda x: x[num_test:].reshape((num_seeds, num_train) + x.shape[1:])
     train = tuple(map(per_seed, (patches, labels, counts))) if num_train else None
     return states, train, test
 

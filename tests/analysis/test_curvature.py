@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
 from cnntheory import analysis as an
@@ -37,7 +38,7 @@ def _gd_distance(problem, m, v, lr, steps=200, size=1e-8, seed=0):
     # Distances in the metric Lambda^{-1}, where the linearised map I - lr Lambda^{1/2} H Lambda^{1/2}
     # is symmetric, so below the edge the norm cannot grow (in the Euclidean norm the oblique
     # projection onto the zero modes may lengthen a perturbation by a few per cent).
-    norm = lambda K, w: jnp.sqrt(jnp.sum(K**2) / problem.lr_kernel + jnp.sum(w**2) / problem.lr_head)  # noqa: E731
+    norm = lambda K, w: jnp.sqrt(jnp.sum(K**2) / problem.lr_kernel + jnp.sum(w**2) / problem.lr_head)
     scale = size / norm(dK, dv)
     grad = jax.jit(jax.grad(lambda K, v: parameter_loss(problem, K, v), argnums=(0, 1)))
     K, w = K0 + scale * dK, v + scale * dv
@@ -62,9 +63,10 @@ def test_gradient_descent_is_stable_just_below_the_edge_and_not_above(seed):
     assert not np.isfinite(grown) or grown > 1e4
 
 
+@pytest.mark.slow
 def test_edge_of_the_shape_counting_start_and_bad_input():
     problem = ct.shape_counting(0.8, (1.0, 1.0), "relu", 4)
-    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    m0, v0 = jnp.asarray(SEED_M0), jnp.asarray(SEED_V0)
     edge = stability_edge(problem, m0, v0)
     # The same number as the lr-metric sharpness of a one-point trajectory (independent route:
     # eigenvalues of Lambda H, not symmetrised, by numpy).
@@ -78,6 +80,7 @@ def test_edge_of_the_shape_counting_start_and_bad_input():
         stability_edge(problem, m0.ravel(), v0)
 
 
+@pytest.mark.slow
 def test_hessian_matches_finite_differences_and_landscape_centre():
     problem = ct.shape_counting(0.8, (2.0, 1.0), "tanh", k=3)
     m, v = jnp.array([[0.3, -0.2], [0.1, 0.5]]), jnp.array([0.7, -0.4])
@@ -86,7 +89,7 @@ def test_hessian_matches_finite_differences_and_landscape_centre():
     np.testing.assert_allclose(K @ np.asarray(problem.mixture.atoms).T / problem.patch_dim, m, atol=1e-12)
     theta = np.concatenate([K.ravel(), v])
     L, D = 2, problem.patch_dim
-    f = lambda th: float(an.parameter_loss(problem, jnp.asarray(th[: L * D]).reshape(L, D), jnp.asarray(th[L * D :])))  # noqa: E731
+    f = lambda th: float(an.parameter_loss(problem, jnp.asarray(th[: L * D]).reshape(L, D), jnp.asarray(th[L * D :])))
     h = 1e-4
     rng = np.random.default_rng(0)
     for _ in range(4):

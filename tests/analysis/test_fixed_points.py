@@ -24,6 +24,7 @@ def sigmoid_points():
     return problem, an.find_fixed_points(problem, 2, num_starts=256, key=jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_sigmoid_saturated_states_are_counted_apart(sigmoid_points):
     problem, points = sigmoid_points
     # The CLI's default search (`cnntheory fixed-points --activation sigmoid`, alpha = (2, 1)):
@@ -53,6 +54,7 @@ def test_sigmoid_saturated_states_are_counted_apart(sigmoid_points):
     assert "asympt." in table
 
 
+@pytest.mark.slow
 def test_true_fixed_point_with_a_saturated_entry_stays_a_fixed_point():
     # Zero loss with a saturated teacher entry: r = 0, so the saturated entry carries no force;
     # its residual stays zero whatever sigma' is there.
@@ -67,6 +69,7 @@ def test_true_fixed_point_with_a_saturated_entry_stays_a_fixed_point():
     assert not point.asymptotic and an.count_kinds([point]) == {"fixed": 1, "asymptotic": 0}
 
 
+@pytest.mark.slow
 def test_relu_unchanged_and_tanh_saturates_only_far_out():
     # relu: sigma' = 0 on m < 0 is exact, dead units are true equilibria; nothing is asymptotic.
     relu = ct.shape_counting(0.8, (2.0, 1.0), "relu")
@@ -90,6 +93,7 @@ def _linear_problem():
     return ct.TeacherStudent(mix, [1.0, -0.5], teacher_activation="linear", student_activation="linear", lr_kernel=9.0)
 
 
+@pytest.mark.slow
 def test_fixed_points_residual_jacobian_and_planted():
     problem = _linear_problem()
     b = np.asarray(problem.teacher_outputs())
@@ -112,6 +116,7 @@ def test_fixed_points_residual_jacobian_and_planted():
         assert p.num_unstable == 1
 
 
+@pytest.mark.slow
 def test_flow_jacobian_matches_finite_differences():
     problem = ct.shape_counting(0.8, (2.0, 1.0), "tanh")
     m, v = jnp.array([[0.3, -0.2], [0.1, 0.5]]), jnp.array([0.7, -0.4])
@@ -120,7 +125,7 @@ def test_flow_jacobian_matches_finite_differences():
     h = 1e-6
     F = lambda y: np.concatenate(
         [np.ravel(a) for a in problem.rhs(jnp.asarray(y[:4]).reshape(2, 2), jnp.asarray(y[4:]))]
-    )  # noqa: E731
+    )
     fd = np.stack([(F(y + h * e) - F(y - h * e)) / (2 * h) for e in np.eye(6)], axis=1)
     np.testing.assert_allclose(J, fd, atol=1e-8)
 

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import cnntheory as ct
 from cnntheory import analysis as an
@@ -35,6 +36,7 @@ def _fake(t, loss):
     )
 
 
+@pytest.mark.slow
 def test_seed_plateau_shadows_symmetric_saddle():
     problem = ct.shape_counting(0.8, (1.0, 1.0), "tanh")
     m0 = jnp.array([[0.3, 0.3], [0.25, 0.25]])

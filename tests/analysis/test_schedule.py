@@ -5,12 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_problems import SEED_M0
 
 import cnntheory as ct
 from cnntheory import analysis as an
 from cnntheory.analysis import Schedule, restrict_atoms, simulate_schedule, solve_schedule
 
-M0 = jnp.array([[0.3, 0.25], [0.2, 0.28]])
+M0 = jnp.asarray(SEED_M0)
 V0 = jnp.array([0.1, -0.1])
 LR = 0.05
 
@@ -20,6 +21,7 @@ def _live_ablation():
     return Schedule([0.0, 2.0], [restrict_atoms(problem, [0]), problem])
 
 
+@pytest.mark.slow
 def test_population_schedule_is_the_chained_euler_map():
     schedule = _live_ablation()
     sims = simulate_schedule(schedule, M0, V0, lr=LR, key=jax.random.PRNGKey(0), t1=4.0, mode="population", num_test=0)
@@ -41,6 +43,7 @@ def test_sampling_modes_refuse_moments_that_the_sampler_cannot_draw():
         )
 
 
+@pytest.mark.slow
 def test_simulated_filters_match_the_theory_filters():
     from cnntheory.analysis import filters_figure, kernels_from_order, moving_part
     from cnntheory.simulate import simulate
@@ -70,10 +73,11 @@ def test_simulated_filters_match_the_theory_filters():
     assert len(fig.axes) == 2 * 2 * 3  # (theory, simulation) x L units x times
 
 
+@pytest.mark.slow
 def test_schedule_one_segment_and_two_chained():
     p1 = ct.shape_counting(0.8, (1.0, 1.0), "tanh", k=3)
     p2 = an.restrict_atoms(p1, [0])
-    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.1, -0.1])
+    m0, v0 = jnp.asarray(SEED_M0), jnp.array([0.1, -0.1])
     ts = np.linspace(0, 10, 11)
     plain = ct.solve(p1, m0, v0, 10.0, ts=ts)
     one = an.solve_schedule(an.Schedule([0.0], [p1]), m0, v0, 10.0, ts=ts)
@@ -86,3 +90,21 @@ def test_schedule_one_segment_and_two_chained():
     np.testing.assert_allclose(two.m[4:], second.m, atol=1e-13)
     np.testing.assert_allclose(two.loss[4:], second.loss, atol=1e-13)
     assert two.success
+
+
+@pytest.mark.slow
+def test_a_failing_segment_stops_the_chain():
+    """The failure branch: a segment that runs out of steps ends the chain with its status and
+    message; the later saves are inf (not reached); `throw=True` (the default) raises instead."""
+    p1 = ct.shape_counting(0.8, (1.0, 1.0), "tanh", k=3)
+    schedule = an.Schedule([0.0, 4.0], [an.restrict_atoms(p1, [0]), p1])
+    ts = np.linspace(0, 10, 11)
+    failed = an.solve_schedule(schedule, M0, V0, 10.0, ts=ts, max_steps=3, throw=False)
+    alone = ct.solve(schedule.problems[0], M0, V0, 4.0, ts=ts[:5], max_steps=3, throw=False)
+    assert failed.status == ct.Status.MAX_STEPS and not failed.success and failed.message == alone.message
+    assert failed.m.shape == (11, 2, 2) and np.array_equal(np.asarray(failed.t), ts)
+    np.testing.assert_array_equal(np.asarray(failed.m[:4]), np.asarray(alone.m[:4]))
+    assert np.isinf(np.asarray(failed.m[4:])).all() and np.isinf(np.asarray(failed.loss[4:])).all()
+    assert int(failed.num_steps) == int(alone.num_steps)
+    with pytest.raises(ct.SolverError, match="max_steps"):
+        an.solve_schedule(schedule, M0, V0, 10.0, ts=ts, max_steps=3)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np, jax.numpy as jnp
@@ -32,6 +34,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_sweep_equals_loop():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
@@ -40,3 +43,18 @@ def test_sharded_sweep_equals_loop():
     # Same solver, same steps per element (vmapped adaptive stepping is per element): only
     # reduction-order rounding separates them (measured 3e-16).
     assert diff < 1e-12
+
+
+def test_sweep_argument_checks():
+    import jax.numpy as jnp
+    import pytest
+
+    import cnntheory as ct
+    from cnntheory.analysis import sweep
+
+    fn = lambda overlap: ct.shape_counting(overlap, activation="tanh", k=3)
+    m0, v0 = jnp.array([[0.3, 0.25], [0.2, 0.28]]), jnp.array([0.01, -0.01])
+    with pytest.raises(ValueError, match="non-empty dict"):
+        sweep(fn, {}, m0, v0, 1.0, progress=False)
+    with pytest.raises(ValueError, match="1-D sequence"):
+        sweep(fn, {"overlap": []}, m0, v0, 1.0, progress=False)

@@ -30,6 +30,7 @@ def test_config_is_frozen_and_its_defaults_are_the_clis():
     )
 
 
+@pytest.mark.slow
 def test_report_shapes_and_pca(tiny_report):
     images, _, cfg, rep = tiny_report
     D = images.shape[1] * cfg.k**2

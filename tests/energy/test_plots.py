@@ -4,11 +4,11 @@ six panels, the lines each panel promises, profiles normalised to maximum 1, the
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-import cnntheory.energy as E  # noqa: E402
+import cnntheory.energy as E
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ def figure(tiny_report):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_six_panels_and_their_lines(tiny_report, figure):
     _, _, cfg, rep = tiny_report
     axes = figure.axes

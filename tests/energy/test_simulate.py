@@ -20,6 +20,7 @@ def test_linear_cnn_output_is_a_real_convolution(colour_images):
     np.testing.assert_allclose(E.linear_cnn_output(w, colour_images, mu), ref, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_small_cnn_learns_digits_and_records_its_first_layer():
     images, labels = E.digits(256)
     run = E.train_small_cnn(
@@ -43,6 +44,7 @@ def brute_force_linear_cnn_loss(w, x, y, mu):
     return np.mean((yhat - y) ** 2), yhat
 
 
+@pytest.mark.slow
 def test_linear_cnn_loss_against_loops_and_its_gradient(colour_images):
     rng = np.random.default_rng(10)
     w, y, mu = rng.standard_normal((3, 3, 2, 2)), rng.standard_normal(5), rng.standard_normal(12)
@@ -64,7 +66,7 @@ def test_linear_cnn_loss_against_loops_and_its_gradient(colour_images):
 def brute_force_small_cnn(params, x):
     """The documented forward pass with explicit loops in numpy."""
     p = {name: np.asarray(a) for name, a in params.items()}
-    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+    relu = lambda a: np.maximum(a, 0.0)
 
     def conv(h, w, b, pad):
         h = np.pad(h, ((0, 0), (pad, pad), (pad, pad)))
@@ -92,6 +94,7 @@ def brute_force_small_cnn(params, x):
 
 
 # conv1 maps 6x7 (pooled to 3x3, odd width floored), 1x1 (no pool), 2x3 (pooled to 1x1)
+@pytest.mark.slow
 @pytest.mark.parametrize("side", [8, 3, 4])
 def test_small_cnn_logits_against_a_loop_forward_pass(side):
     rng = np.random.default_rng(11)

@@ -11,6 +11,7 @@ import cnntheory.energy as E
 K, k = 4, 3  # filters, patch side (the `data` fixture of tests/energy/conftest.py pools 3 x 3 patches)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("true_labels", [False, True])
 def test_exact_formula_is_the_gd_trajectory_at_every_step(data, true_labels):
     images, labels, pooled, _ = data
@@ -26,6 +27,7 @@ def test_exact_formula_is_the_gd_trajectory_at_every_step(data, true_labels):
         np.testing.assert_allclose(predicted, run.filters[s], rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_the_factor_two_belongs_to_the_mean_of_squares(data):
     # with L = mean (yhat - y)^2 the rate is 2 eta K alpha; the 1/2-MSE rate eta K alpha misses by O(1)
     images, _, pooled, _ = data
@@ -40,6 +42,7 @@ def test_the_factor_two_belongs_to_the_mean_of_squares(data):
     assert np.abs(half - learned).max() > 1e-2 * np.abs(learned).max()
 
 
+@pytest.mark.slow
 def test_mean_over_seeds_matches_the_expected_profile(data):
     images, _, pooled, pca = data
     eta, steps, seeds = 0.02, 40, 600

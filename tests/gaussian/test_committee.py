@@ -7,13 +7,13 @@ at small eta, and the patch panel's per-patch normalisation; `committee_figure` 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from helpers_gaussian import plateau_height as reference_height  # noqa: E402
-from helpers_gaussian import symmetric_point  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from helpers_gaussian import plateau_height as reference_height
+from helpers_gaussian import symmetric_point
 
-from cnntheory.gaussian._committee import (  # noqa: E402
+from cnntheory.gaussian._committee import (
     committee_curves,
     committee_figure,
     initial_overlaps,
@@ -81,6 +81,7 @@ def curves():
     return committee_curves(Ks=(2,), patches=(1, 2), lr=0.1, patch_lr=0.1, t1=3000.0, num_saves=61)
 
 
+@pytest.mark.slow
 def test_committee_curves_shapes_and_start(curves):
     np.testing.assert_array_equal(curves["t"], np.linspace(0.0, 3000.0, 61))
     assert curves["committee_error"].shape == (1, 61) and curves["patch_error_per_patch"].shape == (2, 61)
@@ -97,6 +98,7 @@ def test_committee_curves_shapes_and_start(curves):
     np.testing.assert_allclose(curves["patch_error_per_patch"][:, 0], eps0, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_committee_curves_plateau_and_escape(curves):
     err = curves["committee_error"][0]
     h = reference_height(2)

@@ -10,6 +10,7 @@ from helpers_gaussian import near_symmetric_point
 from cnntheory.gaussian import GaussianTeacherStudent, find_fixed_point, plateau_escape_time
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [2, 3])
 def test_escape_time_grows_like_log_of_asymmetry_over_eigenvalue(K):
     """Saad & Solla: the plateau is left when the symmetry-breaking component, growing like
@@ -22,3 +23,14 @@ def test_escape_time_grows_like_log_of_asymmetry_over_eigenvalue(K):
     # Measured: slope within 1% of 1/lambda for K = 2 (the log-linear fit has r2 > 0.9999).
     assert fit.r2 > 0.999
     assert fit.slope == pytest.approx(1 / lam, rel=0.03)
+
+
+def test_escape_time_argument_checks():
+    p = GaussianTeacherStudent(1, np.ones(2), np.eye(2))
+    Q, R, v = 0.2 * np.eye(2), 1e-3 * np.ones((2, 2)), np.ones(2)
+    with pytest.raises(ValueError, match="eps_values"):
+        plateau_escape_time(p, Q, R, v, [1e-4], 10.0)  # a fit needs two
+    with pytest.raises(ValueError, match="eps_values"):
+        plateau_escape_time(p, Q, R, v, [1e-4, -1e-6], 10.0)
+    with pytest.raises(ValueError, match="fraction"):
+        plateau_escape_time(p, Q, R, v, [1e-4, 1e-6], 10.0, fraction=1.5)

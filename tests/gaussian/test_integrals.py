@@ -24,6 +24,7 @@ def random_cov(rng, k, scale=1.0):
     return A @ A.T / k + 0.1 * np.eye(k)
 
 
+@pytest.mark.slow
 def test_quadrature_exact_for_polynomials():
     rng = np.random.default_rng(0)
     C = random_cov(rng, 4)
@@ -45,6 +46,7 @@ def test_quadrature_singular_covariance():
 SMOOTH_CASES = [(name, kind) for name in ("scaled_erf", "linear") for kind in ("I2", "I3", "I4", "J2", "J3", "M1")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind", SMOOTH_CASES)
 def test_smooth_closed_forms_match_quadrature(name, kind):
     rng = np.random.default_rng(zlib.crc32(f"{name}-{kind}".encode()))  # hash() of str varies per process
@@ -80,6 +82,7 @@ MC_CASES = [("scaled_erf", k) for k in ("I2", "I3", "I4", "J2")] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind", MC_CASES)
 def test_closed_forms_match_monte_carlo(name, kind):
     rng = np.random.default_rng(7 + len(kind) + len(name))
@@ -92,6 +95,7 @@ def test_closed_forms_match_monte_carlo(name, kind):
         assert abs(float(fn(jnp.asarray(C))) - mean) < 5 * se + 1e-12
 
 
+@pytest.mark.slow
 def test_relu_mean_and_closed_forms_match_quadrature():
     """relu closed forms against the quadrature, which converges only like 1/n at the kink:
     measured errors at n = 80 are 5e-4 to 2e-2 depending on the covariance, so 3e-2. The
@@ -108,6 +112,7 @@ def test_relu_mean_and_closed_forms_match_quadrature():
     assert float(quadrature("mean", g, g, n=80)(c)) == pytest.approx(np.sqrt(c / (2 * np.pi)), abs=5e-3)
 
 
+@pytest.mark.slow
 def test_quadrature_for_activation_without_closed_form_matches_monte_carlo():
     """tanh has no closed form: `expectation` falls back to the quadrature."""
     rng = np.random.default_rng(11)

@@ -29,6 +29,7 @@ from cnntheory.analysis import find_plateaus
 from cnntheory.gaussian import GaussianTeacherStudent, find_fixed_point, solve
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [2, 3])
 def test_plateau_of_a_solve_and_escape_rate(K):
     """From small random overlaps (eta = 0.1) the error sits on a plateau at the height of the
@@ -72,6 +73,7 @@ def test_trained_second_layer_learns_the_teacher():
     np.testing.assert_allclose(np.sort(np.asarray(tr.R[-1]).max(1)), np.ones(K), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [1, 2])
 def test_noisy_teacher_asymptotic_error(K):
     sigma, eta = 0.1, 0.01

@@ -54,6 +54,7 @@ def _labels(p, Kstar, x, key):
     return y + p.noise_std * jax.random.normal(key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"N{c[0]}-{c[1]}-{c[2]}-{c[3]}")
 def test_error_matches_monte_carlo(case):
     rng = np.random.default_rng(1)
@@ -89,6 +90,7 @@ def _one_step_changes(p, K, Kstar, v, key, n, dim):
     return jax.lax.map(one, jax.random.split(key, n), batch_size=2000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"N{c[0]}-{c[1]}-{c[2]}-{c[3]}")
 def test_rhs_matches_monte_carlo_one_step(case):
     """`rhs` = D E[one-step change] as D -> infinity, with lr = 1 so that the eta^2 terms
@@ -107,6 +109,7 @@ def test_rhs_matches_monte_carlo_one_step(case):
         assert np.all(np.abs(np.asarray(theory) - mean) < tol), (name, np.asarray(theory), mean, se)
 
 
+@pytest.mark.slow
 def test_quadrature_rhs_equals_closed_form_rhs():
     rng = np.random.default_rng(5)
     Q, R, T, v = random_state(rng, 2, 2, scale=0.5)
@@ -119,12 +122,13 @@ def test_quadrature_rhs_equals_closed_form_rhs():
     assert float(closed.error(Q, R, v)) == pytest.approx(float(quad.error(Q, R, v)), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_one_patch_is_the_committee_machine_and_odd_patches_rescale_time():
     """N = 1: sum and mean pooling coincide. Odd activations, no noise, small eta: the
     N-patch first-order flow is N c^2 times the committee flow (the eta^2 part differs)."""
     rng = np.random.default_rng(6)
     Q, R, T, v = random_state(rng, 3, 2)
-    make = lambda N, pooling, lr: GaussianTeacherStudent(N, [0.8, 1.2], T, lr=lr, pooling=pooling, train_head=True)  # noqa: E731
+    make = lambda N, pooling, lr: GaussianTeacherStudent(N, [0.8, 1.2], T, lr=lr, pooling=pooling, train_head=True)
     for a, b in zip(make(1, "sum", 0.5).rhs(Q, R, v), make(1, "mean", 0.5).rhs(Q, R, v), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     eta = 1e-7
@@ -155,6 +159,7 @@ def test_other_patches_act_as_output_noise():
     np.testing.assert_allclose(second_many, N * second_noisy, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [2, 3, 4])
 def test_symmetric_fixed_point_and_height(K):
     eta = 1e-8  # the small-eta limit: the first-order flow

@@ -55,6 +55,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_relu_I4_J3_match_monte_carlo(name):
     L = np.array(CASES[name])
@@ -66,6 +67,7 @@ def test_relu_I4_J3_match_monte_carlo(name):
         assert abs(float(got) - mean) <= 5 * se + 1e-15, (float(got), mean, se)
 
 
+@pytest.mark.slow
 def test_relu_I4_J3_match_monte_carlo_1e7():
     rng = np.random.default_rng(5)
     L = rng.normal(size=(4, 4))
@@ -82,6 +84,7 @@ def random_cov(rng, k):
     return jnp.asarray(A @ A.T / k + 0.05 * np.eye(k))
 
 
+@pytest.mark.slow
 def test_orthant4_exact_values_and_scipy():
     # Equicorrelated: P = 1/16 at rho = 0, 1/(n + 1) = 1/5 at rho = 1/2 (exact).
     assert float(P4(jnp.eye(4), 48)) == pytest.approx(1 / 16, rel=1e-14)
@@ -91,7 +94,7 @@ def test_orthant4_exact_values_and_scipy():
     # trivariate closed form 1/8 + sum arcsin / 4 pi.
     r, q = 0.6, -0.3
     R = np.array([[1, r, 0, 0], [r, 1, 0, 0], [0, 0, 1, q], [0, 0, q, 1]])
-    bi = lambda x: 0.25 + np.arcsin(x) / (2 * np.pi)  # noqa: E731
+    bi = lambda x: 0.25 + np.arcsin(x) / (2 * np.pi)
     assert float(P4(jnp.asarray(R), 48)) == pytest.approx(bi(r) * bi(q), rel=1e-13)
     L = np.array(CASES["a=b"])
     C = L @ L.T
@@ -114,15 +117,16 @@ def test_orthant4_exact_values_and_scipy():
         )
 
 
+@pytest.mark.slow
 def test_relu_identities_on_random_covariances():
     """Exact consequences of the definitions, on 50 random covariances: symmetries,
     homogeneity, factorisation under independence, and the reductions of duplicated fields to
     relu's two-field closed forms (which Monte Carlo holds in test_integrals.py)."""
     rng = np.random.default_rng(3)
     vm = {relu_I4: jax.jit(jax.vmap(relu_I4)), relu_J3: jax.jit(jax.vmap(relu_J3))}
-    batch = lambda f, Cs: np.asarray(vm[f](jnp.stack(Cs)))  # noqa: E731
+    batch = lambda f, Cs: np.asarray(vm[f](jnp.stack(Cs)))
     C4 = [random_cov(rng, 4) for _ in range(50)]
-    swap = lambda C, p: C[jnp.ix_(jnp.array(p), jnp.array(p))]  # noqa: E731
+    swap = lambda C, p: C[jnp.ix_(jnp.array(p), jnp.array(p))]
     base = batch(relu_I4, C4)
     # Round-off level: every term is O(1) and the sums are short.
     np.testing.assert_allclose(batch(relu_I4, [swap(C, [1, 0, 2, 3]) for C in C4]), base, rtol=1e-12, atol=1e-14)
@@ -164,6 +168,7 @@ def test_relu_near_degenerate_is_continuous():
         assert float(I4(jnp.asarray(Le @ Le.T))) == pytest.approx(exact, abs=tol)
 
 
+@pytest.mark.slow
 def test_relu_forms_are_nan_free_and_differentiable():
     rng = np.random.default_rng(9)
     C = random_cov(rng, 4)

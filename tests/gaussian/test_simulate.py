@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from helpers_gaussian import Q0, R0, V0
 
+from cnntheory import Status
 from cnntheory.gaussian import GaussianTeacherStudent, gaussian_network, kernels_from_overlaps, simulate, solve
 from cnntheory.gaussian._simulate import fullbatch_step, teacher_labels
 
 
+@pytest.mark.slow
 def test_kernels_from_overlaps_are_exact():
     T = np.array([[1.0, 0.3], [0.3, 0.8]])
     Kstar, K = kernels_from_overlaps(jnp.asarray(T), jnp.asarray(Q0), jnp.asarray(R0), 50, jax.random.PRNGKey(0))
@@ -25,6 +27,7 @@ def test_kernels_from_overlaps_are_exact():
         kernels_from_overlaps(jnp.asarray(T), jnp.asarray(0.01 * Q0), jnp.asarray(R0), 50, jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_online_simulation_follows_the_ode(problem):
     t1, D = 2.0, 1000
     sim = simulate(problem, Q0, R0, V0, dim=D, t1=t1, num_records=4, num_seeds=3, key=jax.random.PRNGKey(1))
@@ -41,6 +44,7 @@ def test_online_simulation_follows_the_ode(problem):
         simulate(problem, Q0, R0, V0, dim=D, t1=t1, mode="minibatch")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act,pooling", [("scaled_erf", "sum"), ("relu", "mean")])
 def test_one_step_is_a_jax_grad_step(act, pooling):
     p = GaussianTeacherStudent(
@@ -106,6 +110,7 @@ def runs():
     return p, sims, flow
 
 
+@pytest.mark.slow
 def test_fullbatch_conventions(runs):
     p, sims, flow = runs
     sim = sims[800]
@@ -119,6 +124,7 @@ def test_fullbatch_conventions(runs):
     assert float(sim.error[0, -1]) == pytest.approx(float(p.error(sim.Q[0, -1], sim.R[0, -1], sim.v[0, -1])), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_fullbatch_approaches_the_population_flow(runs):
     p, sims, flow = runs
     devs = {}
@@ -146,3 +152,27 @@ def test_fullbatch_bad_arguments():
         simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="online", num_train=100)
     with pytest.raises(ValueError, match="mode"):
         simulate(p, np.eye(1), np.zeros((1, 1)), np.ones(1), dim=10, t1=0.1, mode="batch")
+
+
+@pytest.mark.slow
+def test_a_diverging_simulation_reports_diverged():
+    """Linear units at a huge lr: the online run's error overflows; its status is DIVERGED (3),
+    not MAX_STEPS (1), and the population mode carries the solve's status."""
+    p = GaussianTeacherStudent(1, [1.0], [[1.0]], teacher_activation="linear", student_activation="linear", lr=50.0)
+    Q, R, v = np.array([[0.5]]), np.array([[0.2]]), np.array([1.0])
+    sim = simulate(p, Q, R, v, dim=8, t1=20.0, num_records=2, num_seeds=2)
+    assert sim.status.tolist() == [Status.DIVERGED] * 2 and "2 of 2 runs diverged" in sim.message
+    ok = simulate(
+        p.__class__(1, [1.0], [[1.0]], teacher_activation="linear", student_activation="linear", lr=0.1),
+        Q,
+        R,
+        v,
+        dim=8,
+        t1=0.5,
+        num_records=2,
+    )
+    assert ok.status.tolist() == [Status.SUCCESS]
+    pop = simulate(
+        ok_problem := GaussianTeacherStudent(1, [1.0], [[1.0]], lr=0.1), Q, R, v, dim=8, t1=0.5, mode="population"
+    )
+    assert pop.status.tolist() == [int(solve(ok_problem, Q, R, v, 0.5).status)]
