@@ -54,7 +54,7 @@ def plot_order_parameters(
 
 
 #: Marker of each event kind (`Events.kind`) in `mark_events`.
-EVENT_MARKERS = {"cross": "x", "slide": "v", "exit": "^", "repulsive": "*"}
+EVENT_MARKERS = {"cross": "x", "slide": "v", "exit": "^", "repulsive": "*", "step_dependent": "P"}
 
 
 def mark_events(traj: Trajectory, ax, colors=None):
@@ -76,7 +76,7 @@ def mark_events(traj: Trajectory, ax, colors=None):
             0.0,
             ls="none",
             marker=EVENT_MARKERS[kind],
-            ms=8 if kind == "repulsive" else 6,
+            ms=8 if kind in ("repulsive", "step_dependent") else 6,
             mfc="none" if kind in ("slide", "exit") else color,
             mec=color,
             mew=1.3,
