@@ -28,9 +28,41 @@ next mode of each from the one-sided normal velocities `F^-` (`sigma' = 0`) and 
 |---------------------------------------|------------------------------------------|---------------|
 | free, `F^- >= 0 >= F^+`               | slide (attractive surface)               | `"slide"`     |
 | free, `F^-, F^+ > 0` (`< 0`)          | `m_lp > 0` (`m_lp < 0`)                  | `"cross"`     |
-| free, `F^- < 0 < F^+`                 | not unique: the `repulsive` branch       | `"repulsive"` |
+| free, `F^- < 0 < F^+`                 | `m_lp < 0` (gradient descent from 0)     | `"repulsive"` |
+| several free entries of one unit      | the step-free map's joint choice         | per entry     |
 | sliding, `theta -> 0` (`-> 1`)        | `m_lp < 0` (`m_lp > 0`)                  | `"exit"`      |
-| sliding, `v_l r_p -> 0` (repulsive)   | not unique: the `repulsive` branch       | `"repulsive"` |
+| sliding, `v_l r_p -> 0` (repulsive)   | `m_lp > 0` if `theta > 1/2`, else `< 0`  | `"repulsive"`, or `"step_dependent"` near `theta = 1/2` |
+
+**The rule is gradient descent's own.** Near a unit's surfaces the flow is piecewise
+constant: with the residual frozen (relu(0) = 0, so entries on their surfaces do not move
+it) entry `(l, p)` moves by `f_lp(s) = -(eta_K / D) v_l sum_q s_q r_q G_qp`, `s_q =
+1[m_lq > 0]` (`relu'(0) = 0`). Gradient descent with step `h` there is
+`m <- m + h f(1[m > 0])`; in units of the step, `y = m / h`, it is the **step-free map**
+`y <- y + f(1[y > 0])`, the same for every `h`. Its behaviour from the state gradient
+descent is in decides the branch:
+
+- *Entries exactly on their surfaces together* (`y = 0`, any step): the map is
+  deterministic, so the small-step limit exists and is what the map does. Each entry
+  either keeps one side (it leaves up or down, or rests) or chatters across 0 (it
+  slides). This is a joint choice over the unit's entries (a complementarity
+  problem: escaping entries have `theta = s`, sliding ones `theta in [0, 1]` with `f = 0`)
+  that may have several Filippov solutions; the map picks gradient descent's, e.g. two
+  entries with `F^- > 0` both leave up even when either alone, the other up, would sit on
+  a repulsive surface. `_gd_map` runs it `GD_MAP_STEPS` times. A single entry reproduces
+  the table's free rows.
+- *A sliding entry whose surface turns repulsive* (`v_l` or `r_p` crossing 0: `F^-` and
+  `F^+` shrink to 0 together, in a fixed ratio, and change sign): gradient descent chatters
+  with ever smaller steps, a share `theta` of them on the `m > 0` side, and after the
+  moment leaves from the side it is on. Near the moment the map is `z <- z + kappa
+  (theta if z <= 0 else theta - 1)` with `kappa` falling by one a step to 0: it ends on the
+  side it spends most steps on with a probability (over the phase of the moment within a
+  step, i.e. over step sizes) that grows with `|theta - 1/2|` (0.5 at `theta = 1/2`,
+  about 0.95 at 0.2 / 0.8, 0.99 at 0.1 / 0.9; `tests/test_filippov_gd.py` measures it).
+  So it leaves **up if `theta > 1/2`, down otherwise**, each sliding entry on its own
+  (two entries of one unit may leave to opposite sides). Within `THETA_DECIDED` of 1/2
+  the side depends on the step: gradient descent has no limit, the event is
+  `"step_dependent"` (what decides it: the phase of gradient descent's chatter when the
+  surface turns, i.e. the step), and the solver follows the more likely side.
 
 **Repulsive surfaces.** In a sliding entry, `dm_lp/dt` is affine in `theta_lp` with slope
 `-(eta_K / D) v_l r_p G_pp`, so `F^- - F^+ = (eta_K / D) v_l r_p G_pp`: the surface
@@ -39,21 +71,12 @@ change sign together and the surface repels; `theta_lp` stays in `(0, 1)`, so th
 events never see it. A separate distance, `v_l r_p`, watches it; a slide whose `r_p` and
 `x_p = theta_lp r_p` reach 0 together (`theta` finite) turns repulsive the same way and is
 caught as the entry whose distance fired. There the Filippov continuation is not unique
-(staying, or leaving to either side, are all solutions), and gradient descent has no
-unique limit either: while it chatters across the surface its iterate sits on either side,
-and when the surface turns it leaves from the side it happens to be on, which depends on
-the step (on the issue example steps 2e-3, 1e-3 and 1e-4 leave to `m < 0`, step 5e-4 to
-`m > 0`). The default branch, `"minus"`, leaves to `m_lp < 0`: it is what gradient
-descent with `relu'(0) = 0` (what `jax.grad` computes) does from an iterate exactly on the
-surface, since it moves by `F^-`, now negative, and from `m_lp < 0` it keeps moving with
-`F^- < 0` away from the surface; it is also the exact answer for a solve that starts on a
-repulsive surface. `"plus"` leaves to `m_lp > 0` (the same argument with `relu'(0) = 1`),
-and `"stay"` keeps sliding on the repelling surface (then repulsion is not watched and not
-recorded). A free entry that reaches `m_lp = 0` where `F^- < 0 < F^+` (or starts there)
-takes the same branch. Every such moment is an event of kind `"repulsive"`, so a user
-sees where the solution stopped being unique.
-For several sliding entries of one unit the attraction test is applied entry by entry
-(the diagonal of the sliding system).
+(staying, or leaving to either side, are all solutions): every such moment is an event,
+`"repulsive"` where gradient descent's branch is definite and `"step_dependent"` where it
+is not. The `repulsive=` option of `solve` overrides the rule: `"gd"` (default) is the
+rule above, `"minus"` leaves every repulsive surface to `m_lp < 0` and settles entries one
+at a time, `"plus"` to `m_lp > 0`, and `"stay"` keeps sliding on the repelling surface
+(then repulsion is not watched and not recorded).
 
 The mode changes are recorded in a fixed-size `Events` record (time, unit, atom, kind,
 new mode) that lives inside the jitted driver and batches under `vmap`.
@@ -64,6 +87,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -103,8 +127,32 @@ class Mode(NamedTuple):
 def _sliding_solve(G: Float[Array, "P P"], S: Bool[Array, "L P"], b: Float[Array, "L P"]) -> Float[Array, "L P"]:
     """`x` with `G_SS x_S = b_S` on each unit's sliding set `S`, and `x = b` elsewhere.
 
-    Gauss-Jordan elimination without pivoting on the masked system (the Gram matrix on the
-    sliding entries, the identity elsewhere), positive definite whenever the atoms are linearly
+    Differentiable in both modes (`lax.custom_linear_solve`: the derivative of `x` is
+    another solve with the same matrix, `dx = A^{-1} (db - dA x)`), although the
+    elimination itself is a loop of traced length.
+    """
+    A = _masked_gram(G, S)
+
+    def matvec(x):
+        return jnp.einsum("lpq,lq->lp", A, x)
+
+    def solve(_, rhs):
+        return _eliminate(jax.lax.stop_gradient(A), S, rhs)
+
+    return jax.lax.custom_linear_solve(matvec, b, solve, symmetric=True)
+
+
+def _masked_gram(G: Float[Array, "P P"], S: Bool[Array, "L P"]) -> Float[Array, "L P P"]:
+    """Each unit's system: the Gram matrix on its sliding entries, the identity elsewhere."""
+    Sf = S.astype(G.dtype)
+    P = G.shape[0]
+    return G[None] * Sf[:, :, None] * Sf[:, None, :] + jnp.eye(P, dtype=G.dtype)[None] * (1 - Sf)[:, :, None]
+
+
+def _eliminate(A: Float[Array, "L P P"], S: Bool[Array, "L P"], b: Float[Array, "L P"]) -> Float[Array, "L P"]:
+    """Solve the masked systems `A x = b` (`_masked_gram`) by Gauss-Jordan elimination.
+
+    No pivoting: the masked system is positive definite whenever the atoms are linearly
     independent, where elimination without pivoting is as stable as Cholesky. Only the sliding
     entries are pivots (a pivot off `S` is a no-op on that system), so a step of the flow costs
     as many elimination rounds as the largest sliding set, usually none.
@@ -115,8 +163,6 @@ def _sliding_solve(G: Float[Array, "P P"], S: Bool[Array, "L P"], b: Float[Array
     pool thread and wait for each other for ever (it did at `L P >= 800` on two cores).
     """
     L, P = S.shape
-    Sf = S.astype(G.dtype)
-    A = G[None] * Sf[:, :, None] * Sf[:, None, :] + jnp.eye(P, dtype=G.dtype)[None] * (1 - Sf)[:, :, None]
     order = jnp.argsort(~S, axis=1, stable=True)  # each unit's sliding entries first
     counts = S.sum(axis=1)
     units = jnp.arange(L)
@@ -207,10 +253,12 @@ def _normal_velocities(problem, m, v, mode, l, p):
 
 # --- the record of mode changes -------------------------------------------------------------
 
-CROSS, SLIDE, EXIT, REPULSIVE = range(len(EVENT_KINDS))
+CROSS, SLIDE, EXIT, REPULSIVE, STEP_DEPENDENT = range(len(EVENT_KINDS))
 _NO_EVENT = -1
-#: The `repulsive=` branches of `solve`, by code.
-REPULSIVE_BRANCHES = ("minus", "plus", "stay")
+#: The `repulsive=` branches of `solve`, by code: `"gd"` (gradient descent's own branch, the
+#: default) or an explicit side for every repulsive moment.
+REPULSIVE_BRANCHES = ("minus", "plus", "stay", "gd")
+MINUS, PLUS, STAY, GD = range(len(REPULSIVE_BRANCHES))
 
 
 def _record(events: Events, t, l, p, kind, to) -> Events:
@@ -236,6 +284,11 @@ def _record(events: Events, t, l, p, kind, to) -> Events:
 EVENT_TOL = 1e-9
 #: A sliding entry exits when `theta` is within this of 0 or 1 (and its distance is ~0).
 THETA_TOL = 1e-8
+#: Where a sliding surface turns repulsive with `|theta - 1/2| >= THETA_DECIDED - 1/2`,
+#: gradient descent leaves to its majority side for at least 95% of step sizes (module
+#: docstring): the `"gd"` branch is recorded as `"repulsive"`; closer to 1/2 the side
+#: depends on the step and the event is `"step_dependent"`.
+THETA_DECIDED = 0.8
 
 
 def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch):
@@ -248,8 +301,11 @@ def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch):
     _, r = _mode_residual(problem, m, v, mode)
     theta = _sliding_theta(problem, r, mode)[l, p]
     f_minus, f_plus = _normal_velocities(problem, m, v, mode, l, p)
-    branch_side = jnp.where(branch == 1, 1.0, 0.0)
-    stay = jnp.asarray(branch) == 2
+    branch = jnp.asarray(branch)
+    gd = branch == GD
+    stay = branch == STAY
+    # An explicit branch's side; "gd" from a point on the surface moves by F^- (relu'(0) = 0).
+    branch_side = jnp.where(branch == PLUS, 1.0, 0.0)
     # A free entry at the surface.
     attractive = (f_minus >= 0) & (f_plus <= 0)
     repulsive_point = (f_minus < 0) & (f_plus > 0)
@@ -261,9 +317,13 @@ def _settle(problem, m, v, mode: Mode, events: Events, t, l, p, branch):
     )
     # A sliding entry that reached a boundary: theta -> 0, 1 (exit), else v_l r_p -> 0
     # (through v_l -> 0, or r_p -> 0 with theta = x_p / r_p finite): the surface repels.
+    # Gradient descent leaves to the side it spent the larger share `theta` of its steps on
+    # (module docstring); near theta = 1/2 that depends on the step.
     repelled = ~stay & (jnp.minimum(theta, 1 - theta) > THETA_TOL)
-    slide_side = jnp.where(repelled, branch_side, jnp.where(theta > 0.5, 1.0, 0.0))
-    slide_kind = jnp.where(repelled, REPULSIVE, EXIT)
+    gd_side = jnp.where(theta > 0.5, 1.0, 0.0)
+    undecided = gd & (jnp.abs(theta - 0.5) < THETA_DECIDED - 0.5)
+    slide_side = jnp.where(repelled, jnp.where(gd, gd_side, branch_side), jnp.where(theta > 0.5, 1.0, 0.0))
+    slide_kind = jnp.where(repelled, jnp.where(undecided, STEP_DEPENDENT, REPULSIVE), EXIT)
 
     new_slide = jnp.where(was_sliding, False, free_slide)
     new_side = jnp.where(was_sliding, slide_side, free_side)
@@ -288,6 +348,72 @@ def _settle_all(problem, m, v, mode, events, t, pending, branch):
     return m, mode, events
 
 
+#: Iterations of the step-free gradient-descent map that decide a joint start (module
+#: docstring); its second half tells chattering entries from those that keep a side.
+GD_MAP_STEPS = 512
+
+
+def _gd_map(problem, m, v, mode: Mode, joint: Bool[Array, "L P"]):
+    """Gradient descent's own choice for the entries `joint`, on their surfaces together.
+
+    Iterates the step-free map `y <- y + f(1[y > 0])` (module docstring) from `y = 0` on
+    the entries `joint` and the sliding ones, with the residual frozen (relu(0) = 0, so it
+    does not see them). An entry on both sides of 0 in the second half of the run chatters
+    (it slides); one on a single side keeps it (it escapes, or rests there, e.g. in a unit
+    whose every entry is 0, which gradient descent never moves). Returns `(slides, up)`.
+    """
+    surface = joint | mode.slide
+    _, r = _mode_residual(problem, m, v, Mode(mode.side, surface))
+    scale = -(problem.lr_kernel / problem.patch_dim) * v[:, None]
+
+    def step(_, carry):
+        y, above, below = carry
+        s = jnp.where(surface, (y > 0).astype(m.dtype), mode.side)
+        y = y + jnp.where(surface, scale * ((s * r[None, :]) @ problem.gram), 0.0)
+        return y, above | (y > 0), below | (y <= 0)
+
+    half = GD_MAP_STEPS // 2
+    no = jnp.zeros(m.shape, dtype=bool)
+    y, _, _ = jax.lax.fori_loop(0, half, step, (jnp.zeros_like(m), no, no))
+    _, above, below = jax.lax.fori_loop(0, half, step, (y, no, no))
+    return joint & above & below, above & ~below
+
+
+def _settle_joint(problem, m, v, mode: Mode, events: Events, t, joint):
+    """Put the entries `joint` on their surfaces and give them gradient descent's joint choice.
+
+    Each is recorded as a `"slide"`, a `"cross"` (a new side), or `"repulsive"` where,
+    the others in their new modes, its own surface repels (`F^- < 0 < F^+`): the Filippov
+    continuation is not unique there, gradient descent's from the surface is.
+    """
+    m = jnp.where(joint, 0.0, m)
+    slides, up = _gd_map(problem, m, v, mode, joint)
+    new = Mode(
+        jnp.where(joint & ~slides, up.astype(m.dtype), mode.side),
+        jnp.where(joint, slides, mode.slide),
+    )
+    P = m.shape[1]
+
+    def body(carry):
+        events, pending = carry
+        i = jnp.argmax(pending.reshape(-1))
+        l, p = i // P, i % P
+        f_minus, f_plus = _normal_velocities(problem, m, v, new, l, p)
+        slides = new.slide[l, p]
+        kind = jnp.where(
+            slides,
+            SLIDE,
+            jnp.where(
+                (f_minus < 0) & (f_plus > 0), REPULSIVE, jnp.where(new.side[l, p] != mode.side[l, p], CROSS, _NO_EVENT)
+            ),
+        )
+        to = jnp.where(slides, 2, new.side[l, p].astype(int))
+        return _record(events, t, l, p, kind, to), pending.at[l, p].set(False)
+
+    events, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), body, (events, joint))
+    return m, new, events
+
+
 def resolve_mode(
     problem: TeacherStudent,
     m,
@@ -304,8 +430,17 @@ def resolve_mode(
     record. A new mode can push a neighbouring sliding entry's `theta` out of `[0, 1]`;
     such entries are re-decided until none is left (at most `L P` rounds).
     """
-    events = Events.empty(0) if events is None else events
-    m, mode, events = _settle_all(problem, m, v, mode, events, t, at_surface, branch)
+    record = Events.empty(0) if events is None else events
+    # Free entries of one unit that reach their surfaces together: gradient descent's joint
+    # choice (the "gd" branch); one at a time otherwise.
+    free = at_surface & ~mode.slide
+    joint = (jnp.asarray(branch) == GD) & free & (free.sum(axis=1, keepdims=True) >= 2)
+    m, mode, events = jax.lax.cond(
+        jnp.any(joint),
+        lambda: _settle_joint(problem, m, v, mode, record, t, joint),
+        lambda: (m, mode, record),
+    )
+    m, mode, events = _settle_all(problem, m, v, mode, events, t, at_surface & ~joint, branch)
 
     def outside(mode):
         theta = mode_flow(problem, m, v, mode)[2]
@@ -353,6 +488,23 @@ def initial_mode(problem: TeacherStudent, m, v, events: Events | None = None, t=
 # --- the hybrid driver: one diffrax solve per mode, events between them ------------------
 
 
+def _after_segment(problem, m, v, mode, fired, watch, events, t, branch):
+    hit = pending_entries(problem, m, v, mode, fired, watch)
+    return resolve_mode(problem, m, v, mode, hit, events, t, branch)
+
+
+def _discrete(resolve, problem, m, v, *args):
+    """`resolve(problem, m, v, *args) -> (m, mode, events)`, differentiable in `m`, `v`, `problem`.
+
+    The choice of mode is discrete: it is made on stop-gradient copies (its loops need no
+    derivative). The entries it puts on their surfaces are exactly 0 after it whatever the
+    parameters (their event times carry the dependence, through diffrax's implicit
+    differentiation of the root find), so they get a zero derivative; the rest keep `m`'s.
+    """
+    m_res, mode, events = resolve(*jax.lax.stop_gradient((problem, m, v)), *args)
+    return jnp.where(m_res == 0, 0.0, m), mode, events
+
+
 def _mode_vector_field(t, y, args):
     problem, mode = args
     dm, dv, _ = mode_flow(problem, *y, mode)
@@ -381,15 +533,17 @@ def integrate_filippov(problem, m0, v0, t0, t1, ts, config: SolverConfig, repuls
     the method and tolerances of each segment, `max_steps` per segment and the most
     segments (`max_segments`). `repulsive` names the branch taken where a surface repels
     (module docstring): a name, or its index in `REPULSIVE_BRANCHES` (may be traced).
-    Traceable (a `lax.while_loop` over segments, one compiled segment whatever `L P`).
+    Traceable and reverse-differentiable in `m0`, `v0` and the problem's arrays (a bounded,
+    checkpointed loop over segments, one compiled segment whatever `L P`; event times are
+    differentiated implicitly by diffrax).
     """
     L, P = m0.shape
     T = ts.shape[0]
     branch = jnp.asarray(REPULSIVE_BRANCHES.index(repulsive) if isinstance(repulsive, str) else repulsive)
-    watch = branch != 2
+    watch = branch != STAY
     solver = diffrax_solver(config)
     step_control = controller(config)
-    m0, mode0, events0 = initial_mode(problem, m0, v0, Events.empty(config.max_events), t0, branch)
+    m0, mode0, events0 = _discrete(initial_mode, problem, m0, v0, Events.empty(config.max_events), t0, branch)
 
     def segment(carry):
         t, m, v, mode, events, out_m, out_v, saved, status, nsteps, nseg = carry
@@ -413,8 +567,9 @@ def integrate_filippov(problem, m0, v0, t0, t1, ts, config: SolverConfig, repuls
         out_m = jnp.where(new[:, None, None], ms, out_m)
         out_v = jnp.where(new[:, None], vs, out_v)
         fired = sol.event_mask
-        hit = pending_entries(problem, m_end, v_end, mode, fired, watch)
-        m_next, mode_next, events = resolve_mode(problem, m_end, v_end, mode, hit, events, t_end, branch)
+        m_next, mode_next, events = _discrete(
+            _after_segment, problem, m_end, v_end, mode, fired, watch, events, t_end, branch
+        )
         # An event stops the step at the located time even if the root find gave up.
         result = diffrax.RESULTS.where(fired, diffrax.RESULTS.event_occurred, sol.result)
         status = status_from_result(result, diverged(m_end, v_end))
@@ -449,6 +604,9 @@ def integrate_filippov(problem, m0, v0, t0, t1, ts, config: SolverConfig, repuls
         jnp.asarray(0),
         jnp.asarray(0),
     )
-    t, _, _, _, events, out_m, out_v, _, status, nsteps, nseg = jax.lax.while_loop(unfinished, segment, init)
+    # Bounded and checkpointed (as diffrax runs its own step loop), so reverse mode works.
+    t, _, _, _, events, out_m, out_v, _, status, nsteps, nseg = eqx.internal.while_loop(
+        unfinished, segment, init, max_steps=config.max_segments, kind="checkpointed"
+    )
     status = jnp.where((status == Status.SUCCESS) & (t < t1), Status.MAX_SEGMENTS, status)
     return out_m, out_v, status, nsteps, nseg, t, events

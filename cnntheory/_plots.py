@@ -81,7 +81,7 @@ def _coinciding(m: np.ndarray, entry: tuple[int, int], drawn: list[tuple[int, in
 
 
 #: Marker of each event kind (`Events.kind`) in `mark_events`.
-EVENT_MARKERS = {"cross": "x", "slide": "v", "exit": "^", "repulsive": "*"}
+EVENT_MARKERS = {"cross": "x", "slide": "v", "exit": "^", "repulsive": "*", "step_dependent": "P"}
 
 
 def mark_events(traj: Trajectory, ax, colors=None):
@@ -103,7 +103,7 @@ def mark_events(traj: Trajectory, ax, colors=None):
             0.0,
             ls="none",
             marker=EVENT_MARKERS[kind],
-            ms=8 if kind == "repulsive" else 6,
+            ms=8 if kind in ("repulsive", "step_dependent") else 6,
             mfc="none" if kind in ("slide", "exit") else color,
             mec=color,
             mew=1.3,

@@ -349,7 +349,7 @@ def solve(
     t0: Scalar = 0.0,
     throw: bool = True,
     rhs: Callable | None = None,
-    repulsive: str = "minus",
+    repulsive: str = "gd",
     config: SolverConfig | None = None,
     **options: Unpack[SolverOptions],
 ) -> Trajectory:
@@ -364,10 +364,15 @@ def solve(
     - `rhs`: an alternative right-hand side `rhs(m, v) -> (dm/dt, dv/dt)` (e.g. generated
       by `cnntheory.symbolic.to_jax`) used instead of `problem.rhs`; smooth flows and
       `"euler"` only (relu's Filippov scheme integrates the problem's own mode flows).
-    - `repulsive`: relu only, the branch where a sliding surface turns repulsive (the
-      continuation is not unique): `"minus"` (default; leave to `m_lp < 0`, the
-      gradient-descent limit with `relu'(0) = 0`), `"plus"` (leave to `m_lp > 0`) or
-      `"stay"` (keep sliding). Each such moment is an event of kind `"repulsive"`.
+    - `repulsive`: relu only, the branch where the Filippov continuation is not unique (a
+      sliding surface turning repulsive, entries starting on repulsive surfaces):
+      `"gd"` (default) follows gradient descent's own branch (several entries of a unit on
+      their surfaces at once are decided jointly, by gradient descent's step-free map; a
+      repelled sliding entry leaves to `m_lp > 0` if its sliding weight `theta > 1/2`, else
+      to `m_lp < 0`), `"minus"` (leave to `m_lp < 0`, entries one at a time), `"plus"`
+      (leave to `m_lp > 0`) or `"stay"` (keep sliding). Each such moment is an event of kind
+      `"repulsive"`, or `"step_dependent"` where gradient descent's side depends on its step
+      (`theta` near 1/2) and the `"gd"` branch took the more likely side.
     - `config`: the solver options as one `SolverConfig`: `method` (a diffrax solver
       name, `"euler"` with fixed step `dt0` — saves should be multiples of `dt0` for the
       exact gradient-descent map — or a scipy method), `rtol`, `atol`, `dt0`,
@@ -440,7 +445,7 @@ def solve_batch(
     batch_problem: bool = False,
     shared_steps: bool = False,
     throw: bool = True,
-    repulsive: str = "minus",
+    repulsive: str = "gd",
     config: SolverConfig | None = None,
     **options: Unpack[SolverOptions],
 ) -> Trajectory:

@@ -147,7 +147,7 @@ def checked(result: R, throw: bool) -> R:
 
 
 #: Names of the relu mode-change kinds recorded in `Events.kind` (index = code).
-EVENT_KINDS = ("cross", "slide", "exit", "repulsive")
+EVENT_KINDS = ("cross", "slide", "exit", "repulsive", "step_dependent")
 #: Names of an entry's mode after an event, `Events.to` (index = code).
 EVENT_TARGETS = ("m<0", "m>0", "slide")
 
@@ -159,7 +159,9 @@ class Events(eqx.Module):
     `kind[i]` indexes `EVENT_KINDS` (`"cross"`: a free entry crossed `m_lp = 0`;
     `"slide"`: it started sliding on the surface; `"exit"`: a slide ended through
     `theta_lp = 0` or `1`; `"repulsive"`: the surface repels on both sides, the
-    continuation is not unique and the `repulsive` branch of `solve` was taken) and
+    Filippov continuation is not unique and the `repulsive` branch of `solve` was taken;
+    `"step_dependent"`: the same, where gradient descent's own side depends on its step
+    size, so it has no small-step limit there) and
     `to[i]` indexes `EVENT_TARGETS` (the entry's new mode). Rows past `count` are
     padding (`kind = -1`); a `count` above the row number means the record overflowed
     (raise `max_events`). Smooth solves carry an empty record. A batched solve adds a
@@ -203,7 +205,7 @@ class Events(eqx.Module):
         return [(float(t[i]), int(unit[i]), int(atom[i]), EVENT_KINDS[kind[i]], EVENT_TARGETS[to[i]]) for i in range(n)]
 
     def of_kind(self, name: str, index: int | None = None) -> list[tuple[float, int, int, str, str]]:
-        """The events of one kind (`"cross"`, `"slide"`, `"exit"` or `"repulsive"`)."""
+        """The events of one kind (`"cross"`, `"slide"`, `"exit"`, `"repulsive"` or `"step_dependent"`)."""
         if name not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {name!r}; choose one of {EVENT_KINDS}")
         return [e for e in self.to_list(index) if e[3] == name]

@@ -63,7 +63,7 @@ def example():
 
 @pytest.fixture(scope="module")
 def example_minus(example):
-    return solve(example, M0, V0, T1, ts=TS, **TOL)
+    return solve(example, M0, V0, T1, ts=TS, repulsive="minus", **TOL)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def example_gd(example):
     return richardson(example, M0, V0, T1, TS, EULER_STEPS, EULER_MAX)
 
 
-def test_repulsive_example_default_branch_is_gradient_descent(example_minus, example_gd):
+def test_repulsive_example_minus_branch_is_these_gradient_descents(example_minus, example_gd):
     sol = example_minus
     (rich_m, rich_v), fine = example_gd
     # The issue's gradient-descent answer at t = 20, quoted to 4 decimals (dt = 1e-4 and
@@ -93,6 +93,16 @@ def test_repulsive_example_default_branch_is_gradient_descent(example_minus, exa
     assert np.all(v[TS < t_rep - 0.2] > 0) and np.all(v[TS > t_rep + 0.2] < 0)
 
 
+def test_repulsive_example_default_says_step_dependent(example, example_minus):
+    """theta ~ 0.51 when the surface turns: gradient descent's side is a coin toss over its
+    step (steps 2e-3, 1e-3 and 1e-4 leave to m < 0, 5e-4 to m > 0), and the record says so."""
+    sol = solve(example, M0, V0, T1, ts=TS, **TOL)
+    events = sol.events.to_list()
+    assert [e[1:] for e in events] == [(0, 1, "slide", "slide"), (0, 1, "step_dependent", "m>0")]
+    before = TS < 8.5
+    np.testing.assert_allclose(np.asarray(sol.m)[before], np.asarray(example_minus.m)[before], rtol=0, atol=1e-12)
+
+
 def test_repulsive_example_other_branches(example):
     plus = solve(example, M0, V0, T1, ts=TS, repulsive="plus", **TOL)
     stay = solve(example, M0, V0, T1, ts=TS, repulsive="stay", **TOL)
@@ -109,7 +119,7 @@ def test_repulsive_example_other_branches(example):
 
 
 def test_repulsive_example_scipy_matches_diffrax(example, example_minus):
-    ref = solve(example, M0, V0, T1, ts=TS, method="RK45", **TOL)
+    ref = solve(example, M0, V0, T1, ts=TS, method="RK45", repulsive="minus", **TOL)
     assert ref.success
     # Both are tight adaptive solves of the same segments: 1e-7 is far above their errors.
     np.testing.assert_allclose(np.asarray(ref.m), np.asarray(example_minus.m), rtol=0, atol=1e-7)
@@ -170,8 +180,8 @@ def test_simultaneous_events_of_twin_units(example):
     assert [(e[1], e[2], e[3]) for e in events] == [
         (0, 1, "slide"),
         (1, 1, "slide"),
-        (0, 1, "repulsive"),
-        (1, 1, "repulsive"),
+        (0, 1, "step_dependent"),
+        (1, 1, "step_dependent"),
     ]
     assert events[0][0] == events[1][0] and events[2][0] == events[3][0]
     # The units' sums are taken in different orders: equal up to rounding.
@@ -249,7 +259,7 @@ def test_random_problems_match_gradient_descent(random_batches, index):
     )  # (B, T)
     for b in range(PER_SHAPE):
         events = sol.events.to_list(b)
-        repulsive = [e[0] for e in events if e[3] == "repulsive"]
+        repulsive = [e[0] for e in events if e[3] in ("repulsive", "step_dependent")]
         # 1e-4: the Richardson limit of steps 5e-5, 2.5e-5 is that accurate here (with
         # steps 1e-4, 5e-5 its worst case was 1.06e-4, on a sum-pooled problem with 13
         # events: Euler's error at an event depends on where the event falls in a step, so
@@ -266,7 +276,8 @@ def test_random_problems_match_gradient_descent(random_batches, index):
 def test_random_problems_saw_every_kind_of_event(random_batches):
     """The random set exercises every transition (and heads that cross zero)."""
     kinds = {e[3] for sol, _, _ in random_batches for b in range(PER_SHAPE) for e in sol.events.to_list(b)}
-    assert kinds == set(EVENT_KINDS)
+    assert {"cross", "slide", "exit"} <= kinds <= set(EVENT_KINDS)
+    assert kinds & {"repulsive", "step_dependent"}
     crossed = [np.any(np.diff(np.sign(np.asarray(sol.v)), axis=1) != 0) for sol, _, _ in random_batches]
     assert any(crossed)
 
