@@ -72,7 +72,6 @@ OTHER_MEANING = {
 #: Renames in files other engineers own right now (`fluctuations.py`, `_commands/*`): the
 #: lead finishes them after the merge.
 PENDING = {
-    "cnntheory.fluctuations.sample_paths(num_paths)": "fluctuations.py: sample_paths(num_paths=) -> num_seeds=",
     "cnntheory.energy.EnergyConfig(seed)": (
         "EnergyConfig(seed=) -> key=: constructed by cnntheory/_commands/energy.py (--seed), rename both together"
     ),

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._deprecate import renamed_keywords
 from .._problem import TeacherStudent, flatten_state
 from .._typing import AnyArray
 from .._validate import require
@@ -106,6 +107,7 @@ def _chain_core(problem, y0, keys, record_steps, lr, batch):
     return jax.vmap(one)(keys)
 
 
+@renamed_keywords(num_paths="num_seeds")
 def sample_paths(
     problem: TeacherStudent,
     m0: Float[AnyArray, "L P"],
@@ -115,7 +117,7 @@ def sample_paths(
     lr: float,
     batch_size: int,
     key: PRNGKeyArray,
-    num_paths: int = 256,
+    num_seeds: int = 256,
     ts: Float[AnyArray, " T"] | None = None,
     t0: float = 0.0,
     discrete: bool = True,
@@ -126,13 +128,13 @@ def sample_paths(
     `discrete=True`: `y_{k+1} = y_k + lr F(y_k) + (lr / sqrt B) Γ Cov(g)^{1/2} z_k` step by
     step (module docstring); save times must be whole steps `t0 + k lr` (default: up to 101
     in `[t0, t1]`). `discrete=False`: the Itô SDE by Euler–Maruyama with step `dt` (default
-    `lr / 4`) on a diffrax `VirtualBrownianTree`. `num_paths` paths `vmap`ped.
+    `lr / 4`) on a diffrax `VirtualBrownianTree`. `num_seeds` paths `vmap`ped (`num_paths` is the deprecated old name).
     """
     lr = _check_lr(lr)
     batch_size = _check_batch(batch_size)
     require(
-        isinstance(num_paths, (int, np.integer)) and num_paths >= 1,
-        f"num_paths must be an integer >= 1, got {num_paths!r}",
+        isinstance(num_seeds, (int, np.integer)) and num_seeds >= 1,
+        f"num_seeds must be an integer >= 1, got {num_seeds!r}",
     )
     discrete = bool(discrete)
     if discrete:
@@ -142,7 +144,7 @@ def sample_paths(
         ts = _grid_ts(t0, t1, ts, lr)
     m0, v0, t0, t1, ts, _ = _check("sample_paths", problem, m0, v0, t0, t1, ts, None, {})
     y0 = flatten_state(m0, v0)
-    keys = jax.random.split(key, int(num_paths))
+    keys = jax.random.split(key, int(num_seeds))
     if discrete:
         _whole_steps("t1 - t0", t1 - t0, lr)
         ys = _chain_core(
