@@ -507,7 +507,8 @@ def _discrete(resolve, problem, m, v, *args):
 
 def _mode_vector_field(t, y, args):
     problem, mode = args
-    dm, dv, _ = mode_flow(problem, *y, mode)
+    m, v = y
+    dm, dv, _ = mode_flow(problem, m, v, mode)
     return dm, dv
 
 
@@ -519,7 +520,8 @@ def _mode_event_condition(t, y, args, **kwargs):
     # One scalar condition (bisection needs one): the smallest distance, or -1 once the
     # state diverges.
     problem, mode, watch = args
-    return jnp.where(divergence_event_fn(t, y, args), -1.0, event_condition(problem, *y, mode, watch))
+    m, v = y
+    return jnp.where(divergence_event_fn(t, y, args), -1.0, event_condition(problem, m, v, mode, watch))
 
 
 MODE_EVENT = diffrax.Event(_mode_event_condition, ROOT_FINDER, direction=False)

@@ -142,12 +142,15 @@ def test_solve_program_has_no_host_callbacks(activation):
 
 def test_gaussian_program_has_no_host_callbacks():
     from cnntheory.gaussian import GaussianTeacherStudent
-    from cnntheory.gaussian._solve import SOLVE_DEFAULTS, _solve
+    from cnntheory.gaussian._solve import SOLVE_DEFAULTS, _solve, norm_bound
 
     problem = GaussianTeacherStudent(1, np.ones(2), np.eye(2), lr=0.5)
     y0 = (0.2 * jnp.eye(2), jnp.full((2, 2), 1e-3), jnp.ones(2))
     f64 = np.float64
-    jaxpr = eqx.filter_make_jaxpr(_solve)(problem, y0, f64(0.0), f64(1.0), jnp.linspace(0.0, 1.0, 3), SOLVE_DEFAULTS)
+    bound = norm_bound(problem, y0[0], y0[2])
+    jaxpr = eqx.filter_make_jaxpr(_solve)(
+        problem, y0, f64(0.0), f64(1.0), jnp.linspace(0.0, 1.0, 3), bound, SOLVE_DEFAULTS
+    )
     assert str(jaxpr[0]).count("callback") == 0
 
 

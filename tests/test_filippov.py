@@ -12,6 +12,8 @@ Compile time dominates: every shape is solved once, batched (`stack_problems` +
 shape (same `max_steps`, `dt0` traced).
 """
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -354,3 +356,53 @@ def test_research_size_relu_solve_runs_and_converges():
     assert float(tight.loss[-1]) < float(tight.loss[0])
     np.testing.assert_allclose(np.asarray(loose.m), np.asarray(tight.m), rtol=0, atol=1e-6)
     assert [e[1:] for e in loose.events.to_list()] == [e[1:] for e in tight.events.to_list()]
+
+
+# --- reverse-mode gradients through relu solves ------------------------------------------
+# The solve is differentiated through its checkpointed segment loop, with event times
+# differentiated implicitly; the mode choice itself is discrete. Finite differences are
+# valid where the event sequence does not change within the difference: the problem below
+# has a slide event well inside the interval and no entry near 0 at the start.
+
+GRAD_TOL = dict(rtol=1e-11, atol=1e-13)
+#: Central differences with this step: truncation ~1e-10, solver noise ~1e-11 / 1e-5.
+EPS = 1e-5
+
+
+def grad_output(problem, m0, v0, t1, ts):
+    sol = solve(problem, m0, v0, t1, ts=ts, throw=False, **GRAD_TOL)
+    return jnp.sum(sol.m[-1] ** 2) + jnp.sum(jnp.sin(sol.v[-1])) + sol.loss[len(ts) // 2]
+
+
+def central_difference(f, x, direction):
+    return (f(x + EPS * direction) - f(x - EPS * direction)) / (2 * EPS)
+
+
+@pytest.mark.slow
+def test_gradients_through_a_slide_match_finite_differences():
+    """The issue's example up to t = 8: m_12 starts sliding at t ~ 6.1 (before the repulsion)."""
+    problem, t1 = example_problem(), 8.0
+    ts = jnp.linspace(0.0, t1, 5)
+    m0, v0 = jnp.asarray(M0), jnp.asarray(V0)
+    events = solve(problem, m0, v0, t1, ts=ts, **GRAD_TOL).events.to_list()
+    assert [e[3] for e in events] == ["slide"]
+    grad = jax.grad(grad_output, argnums=(0, 1, 2))
+    g_problem, g_m, g_v = grad(problem, m0, v0, t1, ts)
+    rng = np.random.default_rng(0)
+    dm = jnp.asarray(rng.normal(size=m0.shape))
+    np.testing.assert_allclose(
+        float(jnp.sum(g_m * dm)), central_difference(lambda x: grad_output(problem, x, v0, t1, ts), m0, dm), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(g_v[0]), central_difference(lambda x: grad_output(problem, m0, x, t1, ts), v0, 1.0), rtol=1e-5
+    )
+    # The problem's array fields: the teacher head and the moment matrix.
+    for field in (lambda p: p.teacher_head, lambda p: p.moments):
+        value = field(problem)
+        d = jnp.asarray(rng.normal(size=value.shape))
+        d = (d + d.T) / 2 if d.ndim == 2 else d
+
+        def f(x, field=field):
+            return grad_output(eqx.tree_at(field, problem, x), m0, v0, t1, ts)
+
+        np.testing.assert_allclose(float(jnp.sum(field(g_problem) * d)), central_difference(f, value, d), rtol=1e-5)

@@ -184,7 +184,7 @@ def test_grad_matches_finite_differences(smooth, output):
 
 @pytest.mark.slow
 def test_relu_jit():
-    """The relu (Filippov) solve also runs traced, under jit and jax.grad (tests/test_filippov_grad.py).
+    """The relu (Filippov) solve also runs traced, under jit and jax.grad (tests/test_filippov.py).
 
     (vmap works too, as `solve_batch` shows in tests/test_solve.py.)
     """

@@ -245,7 +245,7 @@ def test_cli_equations(capsys):
     # a bad argument is one line on stderr and exit status 2 (the CLI's contract), not a traceback
     assert main(["equations", "--sizes", "1,0"]) == 2
     err = capsys.readouterr().err
-    assert "--sizes must be two or three positive integers" in err and "Traceback" not in err
+    assert "--sizes: needs 2 to 3 comma-separated sizes" in err and "Traceback" not in err
 
 
 # --- exact moments -----------------------------------------------------------------------------

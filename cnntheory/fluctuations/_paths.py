@@ -68,7 +68,7 @@ def _paths_core(problem, y0, keys, t0, t1, ts, dt, lr, batch):
 
     def one(key):
         bm = diffrax.VirtualBrownianTree(t0, t1, tol=dt / 2, shape=(P,), key=key)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
+        terms: diffrax.MultiTerm = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, bm))
         sol = diffrax.diffeqsolve(
             terms,
             diffrax.Euler(),

@@ -162,10 +162,6 @@ def simulate(
     indices = np.arange(num_records + 1)
     chunks = np.array_split(indices, min(num_chunks, indices.size)) if progress else [indices]
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=f"simulate ({mode.name})", unit="step")
     records = []
     # Numbers go in as arrays: a new steps does not recompile (a new record_every may: it
     # sets the block of steps whose images are drawn together).
@@ -174,8 +170,20 @@ def simulate(
     for chunk in chunks:
         states, rec = _advance(setup, states, train, jnp.asarray(chunk), n_rec, r, block)
         records.append(rec)
-        if bar is not None:
-            bar.update(int(np.sum(chunk < num_records)) * record_every)
+        if not progress:
+            continue
+        # JAX dispatches asynchronously: without the wait the bar reaches 100 % at once and the
+        # run then goes on silently behind it.
+        jax.block_until_ready(rec)
+        done = int(np.sum(chunk < num_records)) * record_every
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            # Drawn after the first chunk, whose time includes compiling the loop, so that the
+            # bar's rate (and its estimate of the time left) is the training's alone.
+            bar = tqdm(total=steps, initial=done, desc=f"simulate ({mode.name})", unit="step")
+        else:
+            bar.update(done)
     if bar is not None:
         bar.close()
     rec = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *records)
