@@ -130,9 +130,9 @@ def probes():
         ("simulate v0 bool", "v0", simulate(v0=np.array([True, False]))),
         ("simulate record_every 0", "record_every", simulate(record_every=0)),
         (
-            "fluctuations.moments relu",
+            "fluctuations.moments relu, continuous equations",
             "relu",
-            lambda: ct.fluctuations.moments(sc(), M0, V0, 1.0, lr=0.01, batch_size=4),
+            lambda: ct.fluctuations.moments(sc(), M0, V0, 1.0, lr=0.01, batch_size=4, discrete=False),
         ),
         ("euler dt0=50 diverges", "DIVERGED", lambda: _euler_diverges(ct, sc)),
     ]

@@ -45,13 +45,8 @@ def test_require_shape_says_expected_and_got():
 from api_probes import probes  # noqa: E402
 
 _PROBES = probes()
-_OWNED_ELSEWHERE = {"fluctuations.moments relu"}  # cnntheory.fluctuations: its own issue gives relu a theory
-
-
 @pytest.mark.parametrize("label", [label for label, _, _ in _PROBES])
 def test_bad_api_call_names_the_argument(label):
-    if label in _OWNED_ELSEWHERE:
-        pytest.xfail("fluctuations.moments does not refuse relu yet")
     _, fragment, call = next(p for p in _PROBES if p[0] == label)
     with pytest.raises(ValueError) as info:
         call()

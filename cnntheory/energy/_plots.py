@@ -46,13 +46,18 @@ def plot_report(report: EnergyReport, title: str = ""):
     # Directions without energy (lambda = 0, e.g. grey images stored in three channels) set
     # no time scale and have no whitened value: the range and 1/lambda use lambda > 0 only.
     smallest = lam[lam > 0][-1]
-    for t in np.geomspace(1, 1e4 / (eta * smallest**2), 6):
-        ax.plot(i, normalise(theorem_profile(lam, t, eta)), label=f"t = {t:.3g}")
-    ax.plot(i, normalise(lam), "k:", lw=2, label="$\\lambda_i$ (early)")
+    # The limits are wide grey bands under the curves: the earliest and latest t lie on them
+    # by design, and drawn on top the limits would hide those curves.
+    band = dict(color="0.7", lw=5, zorder=1, solid_capstyle="round")
+    ax.plot(i, normalise(lam), **band, label="$\\lambda_i$ (early limit, grey band)")
     inverse = np.divide(1.0, lam, out=np.full_like(lam, np.nan), where=lam > 0)
-    ax.plot(i, inverse / np.nanmax(inverse), "k--", lw=2, label="$1/\\lambda_i$ (whitening)")
+    ax.plot(i, inverse / np.nanmax(inverse), **band, ls="--", label="$1/\\lambda_i$ (whitening limit, grey band)")
+    # Up to t = 10 / (eta lambda_min^2), where (1 - eta lambda^2)^t < e^-10 for every direction:
+    # the last curve is whitened, and later ones would all lie on it.
+    for t in np.geomspace(1, 10 / (eta * smallest**2), 5):
+        ax.plot(i, normalise(theorem_profile(lam, t, eta)), lw=1.5, zorder=2, label=f"t = {t:.3g}")
     panel(ax, "(b) formula vs t ($\\eta = 1/2\\lambda_1^2$)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, framealpha=0.5)  # every region has a curve: let them show through
 
     # (c) linear CNN: mean over seeds vs exact expectation vs formula
     ax = axes[0, 2]
