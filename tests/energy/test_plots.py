@@ -26,7 +26,8 @@ def test_six_panels_and_their_lines(tiny_report, figure):
     counts = [len(ax.get_lines()) for ax in axes]
     # (a) learned, formula, raw; (b) 6 times + lambda + 1/lambda; (c) mean, expectation, formula;
     # (d) one per label kind + linear true + linear random; (e) control, formula; (f) one per record after 0
-    assert counts == [3, 8, 3, len(rep.small) + 2, 2, cfg.linear_records]
+    # (b): the two limits (lambda, 1/lambda) as bands under five times of the formula
+    assert counts == [3, 7, 3, len(rep.small) + 2, 2, cfg.linear_records]
     for ax in axes:
         assert ax.get_ylim() == (0, 1.05)
         assert ax.get_title()
@@ -59,9 +60,10 @@ def test_zero_energy_directions_do_not_break_panel_b(tiny_report):
         warnings.simplefilter("error")
         fig = E.plot_report(zeroed)
     b = fig.axes[1].get_lines()
-    for line in b[:-1]:  # the six times and lambda: finite everywhere
+    limit, whitened, times = b[0], b[1], b[2:]  # the limits are drawn first, under the curves
+    for line in [limit, *times]:  # lambda and the five times: finite everywhere
         assert np.isfinite(line.get_ydata()).all(), line.get_label()
     assert "inf" not in " ".join(line.get_label() for line in b)
-    inverse = b[-1].get_ydata()
+    inverse = whitened.get_ydata()
     assert np.isnan(inverse[-2:]).all() and np.isfinite(inverse[:-2]).all() and np.nanmax(inverse) == 1.0
     plt.close(fig)
