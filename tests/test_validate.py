@@ -45,6 +45,8 @@ def test_require_shape_says_expected_and_got():
 from api_probes import probes  # noqa: E402
 
 _PROBES = probes()
+
+
 @pytest.mark.parametrize("label", [label for label, _, _ in _PROBES])
 def test_bad_api_call_names_the_argument(label):
     _, fragment, call = next(p for p in _PROBES if p[0] == label)
