@@ -74,15 +74,14 @@ def _solve_one(problem, m0, v0, t0, t1, ts, config, branch, *, hybrid, rhs):
     """
     if hybrid:
         m, v, status, nsteps, nseg, t_end, events = integrate_filippov(problem, m0, v0, t0, t1, ts, config, branch)
-        loss = jax.vmap(problem.loss)(m, v)
-        if config.method == "euler":
-            status, t_end = _euler_rise(loss, ts, status, t_end)
-        return m, v, loss, status, nsteps, nseg, t_end, events
-    field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
-    (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
+    else:
+        field = _smooth_vector_field if rhs is None else functools.partial(_custom_vector_field, rhs=rhs)
+        (m, v), status, nsteps, t_end = integrate(field, (m0, v0), problem, t0, t1, ts, config)
     loss = jax.vmap(problem.loss)(m, v)
-    if config.method == "euler" and rhs is None:
+    if config.method == "euler" and rhs is None:  # a custom rhs need not be the loss's gradient flow
         status, t_end = _euler_rise(loss, ts, status, t_end)
+    if hybrid:
+        return m, v, loss, status, nsteps, nseg, t_end, events
     return m, v, loss, status, nsteps, t_end
 
 
