@@ -76,8 +76,8 @@ def random_problem(seed, P=3, L=2, M=3, k=3, activation="softplus", teacher="tan
         rng.standard_normal(P),
         teacher_activation=teacher,
         student_activation=activation,
-        lr_kernel=float(k * k),
-        lr_head=1.0,
+        kernel_lr_multiplier=float(k * k),
+        head_lr_multiplier=1.0,
     )
     return problem, jnp.asarray(scale * rng.standard_normal((L, P))), jnp.asarray(scale * rng.standard_normal(L))
 
@@ -107,7 +107,7 @@ def _sgd_step(problem, teacher_K, K, v, x, lr):
         return 0.5 * jnp.mean((output(K, v, x, problem.sigma.fn) - y) ** 2)
 
     gK, gv = jax.vmap(jax.grad(loss, argnums=(0, 1)))(K, v, x)
-    return K - lr * problem.lr_kernel * gK, v - lr * problem.lr_head * gv
+    return K - lr * problem.kernel_lr_multiplier * gK, v - lr * problem.head_lr_multiplier * gv
 
 
 def independent_sgd(problem, m0, v0, *, lr, batch_size, steps, record_every, num_seeds, seed):

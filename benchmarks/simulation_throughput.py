@@ -69,7 +69,7 @@ def plain_step(problem, K, v, key, lr, batch_size, conv=False):
         return 0.5 * jnp.mean((net(*params, problem.sigma) - y) ** 2)
 
     gK, gv = jax.grad(loss)((K, v))
-    return K - lr * problem.lr_kernel * gK, v - lr * problem.lr_head * gv
+    return K - lr * problem.kernel_lr_multiplier * gK, v - lr * problem.head_lr_multiplier * gv
 
 
 def python_loop(problem, m0, v0, lr, batch_size, steps, seeds, conv=False):

@@ -154,7 +154,11 @@ def numpy_rhs(problem, L):
     """The flow of a sigmoid student in plain numpy (flat state), for scipy."""
     G, C = np.asarray(problem.gram), np.asarray(problem.moments)
     b = np.asarray(problem.teacher_outputs())
-    eta_k, eta_v, P = float(problem.lr_kernel) / problem.patch_dim, float(problem.lr_head), problem.num_atoms
+    eta_k, eta_v, P = (
+        float(problem.kernel_lr_multiplier) / problem.patch_dim,
+        float(problem.head_lr_multiplier),
+        problem.num_atoms,
+    )
 
     def f(t, y):
         m, v = y[: L * P].reshape(L, P), y[L * P :]
@@ -204,7 +208,11 @@ def large_problem(L=40, P=50, k=8, seed=0):
     atoms = k * atoms / np.linalg.norm(atoms, axis=1, keepdims=True)
     mixture = ct.PatchMixture(atoms, np.ones(P), None, "mean")
     problem = ct.TeacherStudent(
-        mixture, rng.normal(size=P), teacher_activation="sigmoid", student_activation="sigmoid", lr_kernel=float(k * k)
+        mixture,
+        rng.normal(size=P),
+        teacher_activation="sigmoid",
+        student_activation="sigmoid",
+        kernel_lr_multiplier=float(k * k),
     )
     return problem, jnp.asarray(0.3 * rng.normal(size=(L, P))), jnp.asarray(0.1 * rng.normal(size=L))
 
@@ -331,8 +339,8 @@ def _random_problem(L, P, activation, seed=0):
         rng.normal(size=P),
         teacher_activation="relu",
         student_activation=activation,
-        lr_kernel=float(k * k),
-        lr_head=1.0,
+        kernel_lr_multiplier=float(k * k),
+        head_lr_multiplier=1.0,
     )
     return problem, jnp.asarray(0.5 * rng.normal(size=(L, P))), jnp.asarray(0.5 * rng.normal(size=L))
 

@@ -44,7 +44,7 @@ def problem_of_size(P: int) -> ct.TeacherStudent:
     k = max(3, int(np.ceil(np.sqrt(P))))
     mixture = ct.PatchMixture(ct.atoms_from_gram(G, k), rng.uniform(0.5, 3.0, P), 4, "sum")
     return ct.TeacherStudent(
-        mixture, teacher_head=rng.normal(size=P), student_activation="relu", lr_kernel=float(k * k)
+        mixture, teacher_head=rng.normal(size=P), student_activation="relu", kernel_lr_multiplier=float(k * k)
     )
 
 

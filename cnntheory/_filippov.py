@@ -364,7 +364,7 @@ def _gd_map(problem, m, v, mode: Mode, joint: Bool[Array, "L P"]):
     """
     surface = joint | mode.slide
     _, r = _mode_residual(problem, m, v, Mode(mode.side, surface))
-    scale = -(problem.lr_kernel / problem.patch_dim) * v[:, None]
+    scale = -(problem.kernel_lr_multiplier / problem.patch_dim) * v[:, None]
 
     def step(_, carry):
         y, above, below = carry

@@ -25,6 +25,7 @@ from jaxtyping import Array, Float
 
 from ._activations import Activation, get_activation
 from ._data import PatchMixture, check_gram, shape_atoms
+from ._deprecate import renamed_attribute, renamed_keywords
 from ._typing import AnyArray
 from ._validate import check_real, is_concrete, require
 
@@ -39,7 +40,7 @@ class TeacherStudent(eqx.Module):
     - `teacher_overlaps`: `m*`, shape `(L*, P)`; default the Gram matrix (teacher kernels
       equal the atoms, `L* = P`).
     - `teacher_activation`, `student_activation`: names from `cnntheory.ACTIVATIONS`.
-    - `lr_kernel`, `lr_head`: `eta_K`, `eta_v` (Lovig's conventions are `eta_K = D`,
+    - `kernel_lr_multiplier`, `head_lr_multiplier`: `eta_K`, `eta_v` (Lovig's conventions are `eta_K = D`,
       `eta_v = 1`).
 
     The moment matrix `C` and the Gram matrix `G` are stored as fields (`moments`, `gram`),
@@ -50,13 +51,14 @@ class TeacherStudent(eqx.Module):
     mixture: PatchMixture
     teacher_head: Float[Array, " Lstar"]
     teacher_overlaps: Float[Array, "Lstar P"]
-    lr_kernel: Float[Array, ""]
-    lr_head: Float[Array, ""]
+    kernel_lr_multiplier: Float[Array, ""]
+    head_lr_multiplier: Float[Array, ""]
     moments: Float[Array, "P P"]
     gram: Float[Array, "P P"]
     teacher_activation: str = eqx.field(static=True)
     student_activation: str = eqx.field(static=True)
 
+    @renamed_keywords(lr_kernel="kernel_lr_multiplier", lr_head="head_lr_multiplier")
     def __init__(
         self,
         mixture: PatchMixture,
@@ -64,8 +66,8 @@ class TeacherStudent(eqx.Module):
         teacher_overlaps=None,
         teacher_activation: str = "indicator",
         student_activation: str = "relu",
-        lr_kernel=1.0,
-        lr_head=1.0,
+        kernel_lr_multiplier=1.0,
+        head_lr_multiplier=1.0,
         moments=None,
     ):
         require(isinstance(mixture, PatchMixture), f"mixture must be a PatchMixture, got {type(mixture).__name__}")
@@ -95,22 +97,31 @@ class TeacherStudent(eqx.Module):
             check_real("moments", moments)
         moments = mixture.moments if moments is None else jnp.asarray(moments, dtype=float)
         require(moments.shape == (P, P), f"moments must have shape (P, P) = ({P}, {P}), got {moments.shape}")
-        check_real("lr_kernel", lr_kernel)
-        check_real("lr_head", lr_head)
-        lr_kernel = jnp.asarray(lr_kernel, dtype=float)
-        lr_head = jnp.asarray(lr_head, dtype=float)
-        if is_concrete(lr_kernel, lr_head):
-            require(bool(np.all(np.asarray(lr_kernel) > 0)), f"lr_kernel must be > 0, got {lr_kernel}")
-            require(bool(np.all(np.asarray(lr_head) > 0)), f"lr_head must be > 0, got {lr_head}")
+        check_real("kernel_lr_multiplier", kernel_lr_multiplier)
+        check_real("head_lr_multiplier", head_lr_multiplier)
+        kernel_lr_multiplier = jnp.asarray(kernel_lr_multiplier, dtype=float)
+        head_lr_multiplier = jnp.asarray(head_lr_multiplier, dtype=float)
+        if is_concrete(kernel_lr_multiplier, head_lr_multiplier):
+            require(
+                bool(np.all(np.asarray(kernel_lr_multiplier) > 0)),
+                f"kernel_lr_multiplier must be > 0, got {kernel_lr_multiplier}",
+            )
+            require(
+                bool(np.all(np.asarray(head_lr_multiplier) > 0)),
+                f"head_lr_multiplier must be > 0, got {head_lr_multiplier}",
+            )
         if is_concrete(moments):
             check_gram(moments, name="moments")
         self.mixture = mixture
         self.teacher_head = teacher_head
         self.teacher_overlaps = teacher_overlaps
-        self.lr_kernel = lr_kernel
-        self.lr_head = lr_head
+        self.kernel_lr_multiplier = kernel_lr_multiplier
+        self.head_lr_multiplier = head_lr_multiplier
         self.moments = moments
         self.gram = gram
+
+    lr_kernel = renamed_attribute("lr_kernel", "kernel_lr_multiplier")
+    lr_head = renamed_attribute("lr_head", "head_lr_multiplier")
 
     # --- sizes and activations -------------------------------------------------------
     @property
@@ -141,8 +152,8 @@ class TeacherStudent(eqx.Module):
             self.teacher_overlaps,
             self.teacher_activation,
             self.student_activation,
-            self.lr_kernel,
-            self.lr_head,
+            self.kernel_lr_multiplier,
+            self.head_lr_multiplier,
             moments=moments,
         )
 
@@ -213,8 +224,8 @@ class TeacherStudent(eqx.Module):
         the sliding `theta` on a surface).
         """
         scaled = v[:, None] * derivatives * r[None]
-        dm = -(self.lr_kernel / self.patch_dim) * jnp.einsum("lq...,qp->lp...", scaled, self.gram)
-        return dm, -self.lr_head * jnp.einsum("lp...,p...->l...", activations, r)
+        dm = -(self.kernel_lr_multiplier / self.patch_dim) * jnp.einsum("lq...,qp->lp...", scaled, self.gram)
+        return dm, -self.head_lr_multiplier * jnp.einsum("lp...,p...->l...", activations, r)
 
     def lane_rhs(
         self, m: Float[AnyArray, "L P B"], v: Float[AnyArray, "L B"]
@@ -254,8 +265,8 @@ def shape_counting(
         teacher_head=jnp.array([1.0, -1.0]),
         teacher_activation="indicator",
         student_activation=activation,
-        lr_kernel=float(k * k),
-        lr_head=1.0,
+        kernel_lr_multiplier=float(k * k),
+        head_lr_multiplier=1.0,
     )
 
 

@@ -15,8 +15,8 @@ The Gram preconditioning `G` is the chain rule `m_lp = K_l . mu_p / D` applied t
 
 ```python
 from cnntheory import symbolic
-flow = symbolic.derive(2, 2, activation=None, teacher_activation=None,
-                       lr_kernel=symbolic.D, lr_head=1)   # Lovig's (2025) equations (1)-(4)
+flow = symbolic.derive(2, 2, teacher_activation=None, student_activation=None,
+                       kernel_lr_multiplier=symbolic.D, head_lr_multiplier=1)   # Lovig's (2025) equations (1)-(4)
 print(symbolic.latex(flow))
 f = symbolic.to_jax(symbolic.from_problem(cnntheory.shape_counting(), L=2))
 dm, dv = f(m, v)                                           # == problem.rhs(m, v)
@@ -44,6 +44,7 @@ import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
 from ._activations import Activation, get_activation
+from ._deprecate import keyword_only_now, renamed_attribute, renamed_keywords
 from ._validate import require
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 #: Patch dimension and learning rates as symbols. Lovig's conventions are
-#: `lr_kernel=D, lr_head=1` (then the prefactor `eta_K / D` is 1).
+#: `kernel_lr_multiplier=D, head_lr_multiplier=1` (then the prefactor `eta_K / D` is 1).
 D = sp.Symbol("D", positive=True)
 ETA_K = sp.Symbol("eta_K", positive=True)
 ETA_V = sp.Symbol("eta_v", positive=True)
@@ -221,9 +222,9 @@ class SymbolicFlow:
 
     - `m` `(L, P)`, `v` `(L, 1)`: the state symbols `m_lp`, `v_l`.
     - `gram` `G`, `moments` `C` `(P, P)`; `teacher_head` `v*` `(L*, 1)`,
-      `teacher_overlaps` `m*` `(L*, P)`; `lr_kernel`, `lr_head`, `patch_dim`: symbols or numbers.
+      `teacher_overlaps` `m*` `(L*, P)`; `kernel_lr_multiplier`, `head_lr_multiplier`, `patch_dim`: symbols or numbers.
     - `teacher_outputs` `b` `(P, 1)`, `loss`, and the derived velocities `dm` `(L, P)`, `dv` `(L, 1)`.
-    - `activation`, `teacher_activation`: registry names, or `None` for the undefined
+    - `teacher_activation`, `student_activation`: registry names, or `None` for the undefined
       functions `sigma`, `phi`.
     """
 
@@ -233,15 +234,17 @@ class SymbolicFlow:
     moments: sp.ImmutableMatrix
     teacher_head: sp.ImmutableMatrix
     teacher_overlaps: sp.ImmutableMatrix
-    lr_kernel: sp.Expr
-    lr_head: sp.Expr
+    kernel_lr_multiplier: sp.Expr
+    head_lr_multiplier: sp.Expr
     patch_dim: sp.Expr
     teacher_outputs: sp.ImmutableMatrix
     loss: sp.Expr
     dm: sp.ImmutableMatrix
     dv: sp.ImmutableMatrix
-    activation: str | None
     teacher_activation: str | None
+    student_activation: str | None
+
+    activation = renamed_attribute("activation", "student_activation")
 
     @property
     def sizes(self) -> tuple[int, int, int]:
@@ -272,7 +275,7 @@ class SymbolicFlow:
             **{
                 f.name: getattr(self, f.name).subs(mapping)
                 for f in dataclasses.fields(self)
-                if f.name not in ("m", "v", "activation", "teacher_activation")
+                if f.name not in ("m", "v", "student_activation", "teacher_activation")
             },
         )
 
@@ -291,19 +294,21 @@ def _gradient_flow(m, v, b, C, G, eta_K, eta_v, D_, sigma):
     return loss, dm, dv
 
 
+@keyword_only_now("activation", "teacher_activation", after=3)
+@renamed_keywords(activation="student_activation")
 def derive(
     L: int,
     P: int,
     Lstar: int | None = None,
-    activation: str | Activation | None = "relu",
-    teacher_activation: str | Activation | None = "indicator",
     *,
+    teacher_activation: str | Activation | None = "indicator",
+    student_activation: str | Activation | None = "relu",
     moments=None,
     gram=None,
     teacher_head=None,
     teacher_overlaps=None,
-    lr_kernel=ETA_K,
-    lr_head=ETA_V,
+    kernel_lr_multiplier=ETA_K,
+    head_lr_multiplier=ETA_V,
     patch_dim=D,
 ) -> SymbolicFlow:
     r"""Derive the gradient flow of `L = 1/2 (a - b)^T C (a - b)` for sizes `(L, P, L*)`.
@@ -312,9 +317,9 @@ def derive(
     symmetric), `teacher_head` `v*_l`, `teacher_overlaps` `m*_lp`; a given value (array,
     sympy matrix, e.g. `dirichlet_multinomial_moments(...)`) is used as is, floats turned
     into exact rationals when they are ones to round-off. `L*` defaults to `P`.
-    `activation=None` (`teacher_activation=None`) keeps `sigma` (`phi`) undefined, as
+    `student_activation=None` (`teacher_activation=None`) keeps `sigma` (`phi`) undefined, as
     Lovig (2025) writes them. Learning rates default to the symbols `ETA_K`, `ETA_V`; Lovig's
-    conventions are `lr_kernel=D, lr_head=1`.
+    conventions are `kernel_lr_multiplier=D, head_lr_multiplier=1`.
 
     $$\dot m = -\frac{\eta_K}{D}\frac{\partial\mathcal L}{\partial m}\,G,\qquad
     \dot v = -\eta_v \frac{\partial\mathcal L}{\partial v}.$$
@@ -322,7 +327,7 @@ def derive(
     Lstar = P if Lstar is None else Lstar
     for name, n in (("L", L), ("P", P), ("Lstar", Lstar)):
         require(isinstance(n, (int, np.integer)) and n >= 1, f"{name} must be a positive integer, got {n!r}")
-    act_name, sigma = _activation_builder(activation, "sigma")
+    act_name, sigma = _activation_builder(student_activation, "sigma")
     teacher_name, phi = _activation_builder(teacher_activation, "phi")
     m = sp.ImmutableMatrix(L, P, lambda l, p: sp.Symbol(_indexed("m", l, p), real=True))
     v = sp.ImmutableMatrix(L, 1, lambda l, _: sp.Symbol(_indexed("v", l), real=True))
@@ -338,10 +343,10 @@ def derive(
         if teacher_overlaps is None
         else _matrix(teacher_overlaps, (Lstar, P), "teacher_overlaps")
     )
-    eta_K, eta_v, D_ = _exact(lr_kernel), _exact(lr_head), _exact(patch_dim)
+    eta_K, eta_v, D_ = _exact(kernel_lr_multiplier), _exact(head_lr_multiplier), _exact(patch_dim)
     b = sp.ImmutableMatrix(P, 1, lambda p, _: sum(vstar[l] * phi(mstar[l, p]) for l in range(Lstar)))
     loss, dm, dv = _gradient_flow(m, v, b, C, G, eta_K, eta_v, D_, sigma)
-    return SymbolicFlow(m, v, G, C, vstar, mstar, eta_K, eta_v, D_, b, loss, dm, dv, act_name, teacher_name)
+    return SymbolicFlow(m, v, G, C, vstar, mstar, eta_K, eta_v, D_, b, loss, dm, dv, teacher_name, act_name)
 
 
 def from_problem(problem, L: int, *, exact: bool = True) -> SymbolicFlow:
@@ -364,14 +369,14 @@ def from_problem(problem, L: int, *, exact: bool = True) -> SymbolicFlow:
         L,
         P,
         Lstar,
-        problem.student_activation,
-        problem.teacher_activation,
+        teacher_activation=problem.teacher_activation,
+        student_activation=problem.student_activation,
         moments=moments,
         gram=_matrix(np.asarray(problem.gram), (P, P), "gram", exact),
         teacher_head=_matrix(np.asarray(problem.teacher_head), (Lstar, 1), "teacher_head", exact),
         teacher_overlaps=_matrix(np.asarray(problem.teacher_overlaps), (Lstar, P), "teacher_overlaps", exact),
-        lr_kernel=_exact(float(problem.lr_kernel), exact),
-        lr_head=_exact(float(problem.lr_head), exact),
+        kernel_lr_multiplier=_exact(float(problem.kernel_lr_multiplier), exact),
+        head_lr_multiplier=_exact(float(problem.head_lr_multiplier), exact),
         patch_dim=problem.patch_dim,
     )
 
@@ -412,8 +417,8 @@ def _split_teacher_student(flow: SymbolicFlow):
         tau * b,
         flow.moments,
         flow.gram,
-        flow.lr_kernel,
-        flow.lr_head,
+        flow.kernel_lr_multiplier,
+        flow.head_lr_multiplier,
         flow.patch_dim,
         _abstract("sigma", 0),
     )
@@ -429,7 +434,7 @@ def _definitions(flow: SymbolicFlow) -> list[tuple[sp.Expr, sp.Expr]]:
     """`(sigma(x), its expression)`, `(sigma'(x), ...)`, `(phi(x), ...)` for named activations."""
     x = sp.Symbol("x", real=True)
     out = []
-    for letter, name, orders in (("sigma", flow.activation, (0, 1)), ("phi", flow.teacher_activation, (0,))):
+    for letter, name, orders in (("sigma", flow.student_activation, (0, 1)), ("phi", flow.teacher_activation, (0,))):
         if name is not None:
             expr = get_activation(name).sympy(x)
             out += [(_abstract(letter, k)(x), _kink_convention(sp.diff(expr, x, k))) for k in orders]
@@ -514,7 +519,15 @@ def _as_flow(flow) -> SymbolicFlow:
     sizes = tuple(flow)
     require(len(sizes) in (2, 3), f"sizes must be (L, P) or (L, P, Lstar), got {sizes}")
     L, P, *rest = sizes
-    return derive(L, P, rest[0] if rest else None, activation=None, teacher_activation=None, lr_kernel=D, lr_head=1)
+    return derive(
+        L,
+        P,
+        rest[0] if rest else None,
+        teacher_activation=None,
+        student_activation=None,
+        kernel_lr_multiplier=D,
+        head_lr_multiplier=1,
+    )
 
 
 # --- code generation ----------------------------------------------------------------------
@@ -597,7 +610,10 @@ def stationary_points_linear(flow: SymbolicFlow) -> list[dict]:
     Float parameters are replaced by their exact binary rationals first. The list is what
     `sympy.solve` returns (families on which it divides by a state variable are generic).
     """
-    require(flow.activation == "linear", f"stationary_points_linear needs activation='linear', got {flow.activation!r}")
+    require(
+        flow.student_activation == "linear",
+        f"stationary_points_linear needs student_activation='linear', got {flow.student_activation!r}",
+    )
 
     # Floats make sympy.solve drop solution families (rounded products such as C G b make
     # the equations inconsistent): re-derive with the parameters' exact binary values.
@@ -608,6 +624,19 @@ def stationary_points_linear(flow: SymbolicFlow) -> list[dict]:
             else sp.nsimplify(x, rational=True)
         )
 
-    fields = ("moments", "gram", "teacher_head", "teacher_overlaps", "lr_kernel", "lr_head", "patch_dim")
-    exact = derive(*flow.sizes, flow.activation, flow.teacher_activation, **{f: q(getattr(flow, f)) for f in fields})
+    fields = (
+        "moments",
+        "gram",
+        "teacher_head",
+        "teacher_overlaps",
+        "kernel_lr_multiplier",
+        "head_lr_multiplier",
+        "patch_dim",
+    )
+    exact = derive(
+        *flow.sizes,
+        teacher_activation=flow.teacher_activation,
+        student_activation=flow.student_activation,
+        **{f: q(getattr(flow, f)) for f in fields},
+    )
     return sp.solve(list(exact.rhs), list(exact.state), dict=True)

@@ -21,8 +21,8 @@ def problem_arrays(problem):
         jnp.asarray(problem.gram),
         jnp.asarray(problem.moments),
         jnp.asarray(problem.teacher_outputs()),
-        jnp.asarray(problem.lr_kernel / problem.patch_dim),
-        jnp.asarray(problem.lr_head),
+        jnp.asarray(problem.kernel_lr_multiplier / problem.patch_dim),
+        jnp.asarray(problem.head_lr_multiplier),
     )
 
 

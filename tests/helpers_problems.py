@@ -37,8 +37,8 @@ def random_gram_problem(P, Lstar, activation, teacher_activation="tanh", seed=0,
         teacher_overlaps=overlaps,
         teacher_activation=teacher_activation,
         student_activation=activation,
-        lr_kernel=rng.uniform(0.5, 3.0),
-        lr_head=rng.uniform(0.5, 3.0),
+        kernel_lr_multiplier=rng.uniform(0.5, 3.0),
+        head_lr_multiplier=rng.uniform(0.5, 3.0),
     )
 
 
@@ -59,8 +59,8 @@ def random_sigmoid_problem(seed=0, L_star=3, P=3, k=3):
         overlaps,
         teacher_activation="sigmoid",
         student_activation="sigmoid",
-        lr_kernel=2.0,
-        lr_head=0.7,
+        kernel_lr_multiplier=2.0,
+        head_lr_multiplier=0.7,
     )
 
 

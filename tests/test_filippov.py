@@ -44,7 +44,12 @@ EULER_MAX = int(T1 / 1e-3) + 16
 def example_problem():
     mixture = PatchMixture(atoms_from_gram(G, 3), ALPHA, None, "mean")
     return TeacherStudent(
-        mixture, V_STAR, teacher_activation="relu", student_activation="relu", lr_kernel=9.0, lr_head=1.0
+        mixture,
+        V_STAR,
+        teacher_activation="relu",
+        student_activation="relu",
+        kernel_lr_multiplier=9.0,
+        head_lr_multiplier=1.0,
     )
 
 
@@ -228,8 +233,8 @@ def random_problem(rng, L, P, teacher, pooling, M, k=3):
         rng.normal(size=P),
         teacher_activation=teacher,
         student_activation="relu",
-        lr_kernel=scale * k * k,
-        lr_head=scale,
+        kernel_lr_multiplier=scale * k * k,
+        head_lr_multiplier=scale,
     )
     return problem, 0.3 * rng.normal(size=(L, P)), 0.7 * rng.normal(size=L)
 

@@ -37,8 +37,8 @@ def case_problem(case):
         teacher_overlaps=np.eye(G.shape[0]),
         teacher_activation="linear",
         student_activation="relu",
-        lr_kernel=case["eta_K"],
-        lr_head=case["eta_v"],
+        kernel_lr_multiplier=case["eta_K"],
+        head_lr_multiplier=case["eta_v"],
         moments=np.array(case["C"]),
     )
 

@@ -50,8 +50,8 @@ def random_problem(rng, L, P, k, teacher, pooling, M):
         rng.normal(size=P),
         teacher_activation=teacher,
         student_activation="relu",
-        lr_kernel=scale * k * k,
-        lr_head=scale,
+        kernel_lr_multiplier=scale * k * k,
+        head_lr_multiplier=scale,
     )
     m0 = 0.3 * rng.normal(size=(L, P))
     where = rng.random((L, P))

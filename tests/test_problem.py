@@ -78,8 +78,8 @@ def test_brute_force_convolution(student, L, P, teacher, Lstar, pooling):
         overlaps,
         teacher_activation=teacher,
         student_activation=student,
-        lr_kernel=eta_K,
-        lr_head=eta_v,
+        kernel_lr_multiplier=eta_K,
+        head_lr_multiplier=eta_v,
     )
     m = jnp.asarray(K @ atoms.T / k**2)
     if student == "relu":
@@ -143,8 +143,8 @@ def test_rhs_is_gradient_flow_of_loss(student, pooling, M):
         rng.normal(size=(4, P)),
         teacher_activation="sigmoid",
         student_activation=student,
-        lr_kernel=2.5,
-        lr_head=0.7,
+        kernel_lr_multiplier=2.5,
+        head_lr_multiplier=0.7,
     )
     m = jnp.asarray(rng.normal(size=(L, P)))
     v = jnp.asarray(rng.normal(size=L))
@@ -208,7 +208,11 @@ def _seed_rhs(m, v, vstar, mstar, G, E, sigma, dsigma):
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "softplus", "linear"])
 def test_shape_counting_is_seed_equations(alpha, activation):
     problem = shape_counting(overlap=0.8, alpha=alpha, activation=activation)
-    assert problem.patch_dim == 25 and float(problem.lr_kernel) == 25.0 and float(problem.lr_head) == 1.0
+    assert (
+        problem.patch_dim == 25
+        and float(problem.kernel_lr_multiplier) == 25.0
+        and float(problem.head_lr_multiplier) == 1.0
+    )
     atoms = np.asarray(shape_atoms(5, 0.8))
     G = atoms @ atoms.T / 25
     E = _beta_second_moments(alpha)
@@ -254,8 +258,8 @@ def _mixture(P=2, M=2, atoms=None):
         (dict(teacher_head=[[1.0, -1.0]]), "teacher_head"),
         (dict(teacher_head=[1.0, -1.0], teacher_overlaps=np.eye(3)), "teacher_overlaps"),
         (dict(teacher_head=[1.0], teacher_overlaps=np.ones((2, 2))), "teacher_overlaps"),
-        (dict(teacher_head=[1.0, -1.0], lr_kernel=0.0), "lr_kernel"),
-        (dict(teacher_head=[1.0, -1.0], lr_head=-1.0), "lr_head"),
+        (dict(teacher_head=[1.0, -1.0], kernel_lr_multiplier=0.0), "kernel_lr_multiplier"),
+        (dict(teacher_head=[1.0, -1.0], head_lr_multiplier=-1.0), "head_lr_multiplier"),
         (dict(teacher_head=[1.0, -1.0], student_activation="leaky"), "unknown activation"),
         (dict(teacher_head=[1.0, -1.0], teacher_activation="heaviside"), "unknown activation"),
         (dict(teacher_head=[1.0, -1.0], moments=np.eye(3)), "moments"),
@@ -338,8 +342,8 @@ def test_lane_rhs_is_rhs_of_each_lane(student):
         rng.normal(size=(Lstar, P)),
         teacher_activation="tanh",
         student_activation=student,
-        lr_kernel=2.0,
-        lr_head=0.5,
+        kernel_lr_multiplier=2.0,
+        head_lr_multiplier=0.5,
     )
     m, v = rng.normal(size=(L, P, B)), rng.normal(size=(L, B))
     dm, dv = problem.lane_rhs(jnp.asarray(m), jnp.asarray(v))

@@ -49,7 +49,13 @@ def general_problem():
     mixture = cnntheory.PatchMixture(cnntheory.atoms_from_gram(gram, 4, key=1), [1.0, 2.0, 0.5], 3, "sum")
     overlaps = np.array([[0.9, 0.1, -0.3], [0.2, -0.5, 0.7]])
     return cnntheory.TeacherStudent(
-        mixture, [1.0, -0.5], overlaps, teacher_activation="tanh", student_activation="tanh", lr_kernel=4.0, lr_head=0.5
+        mixture,
+        [1.0, -0.5],
+        overlaps,
+        teacher_activation="tanh",
+        student_activation="tanh",
+        kernel_lr_multiplier=4.0,
+        head_lr_multiplier=0.5,
     )
 
 

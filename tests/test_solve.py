@@ -28,7 +28,7 @@ def conserved(problem, m, v):
     Ginv = np.linalg.inv(np.asarray(problem.gram))
     m, v = np.asarray(m), np.asarray(v)
     quad = np.einsum("...lp,pq,...lq->...l", m, Ginv, m)
-    return problem.patch_dim * quad / float(problem.lr_kernel) - v**2 / float(problem.lr_head)
+    return problem.patch_dim * quad / float(problem.kernel_lr_multiplier) - v**2 / float(problem.head_lr_multiplier)
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -414,7 +414,11 @@ def test_diverging_euler_raises():
     # Large learning rates make the Euler map of the (linear-activation) flow unstable.
     problem = shape_counting(activation="linear")
     problem = type(problem)(
-        problem.mixture, problem.teacher_head, student_activation="linear", lr_kernel=1e4, lr_head=1e4
+        problem.mixture,
+        problem.teacher_head,
+        student_activation="linear",
+        kernel_lr_multiplier=1e4,
+        head_lr_multiplier=1e4,
     )
     with pytest.raises(SolverError, match="diverged") as info:
         solve(problem, M0, V0, 10.0, ts=[10.0], method="euler", dt0=1.0)

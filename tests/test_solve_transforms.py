@@ -53,8 +53,8 @@ def test_new_numbers_do_not_recompile(monkeypatch):
         0.5 * problem.teacher_overlaps,
         "sigmoid",
         "sigmoid",
-        lr_kernel=3.0,
-        lr_head=0.2,
+        kernel_lr_multiplier=3.0,
+        head_lr_multiplier=0.2,
         moments=1.1 * problem.moments,
     )
     solve(problem, m0, v0, 2 * T1, ts=np.linspace(0.5, 2 * T1, 9))  # new t1 and save times
@@ -94,8 +94,8 @@ def eqx_replace_head(problem, head):
         problem.teacher_overlaps,
         problem.teacher_activation,
         problem.student_activation,
-        problem.lr_kernel,
-        problem.lr_head,
+        problem.kernel_lr_multiplier,
+        problem.head_lr_multiplier,
         problem.moments,
     )
 
@@ -125,7 +125,7 @@ def test_throw_under_jit():
 
 
 def _fields(problem):
-    names = ("teacher_head", "teacher_overlaps", "moments", "lr_kernel", "lr_head")
+    names = ("teacher_head", "teacher_overlaps", "moments", "kernel_lr_multiplier", "head_lr_multiplier")
     return {name: getattr(problem, name) for name in names}
 
 
@@ -136,8 +136,8 @@ def _rebuild(problem, f):
         f["teacher_overlaps"],
         problem.teacher_activation,
         problem.student_activation,
-        f["lr_kernel"],
-        f["lr_head"],
+        f["kernel_lr_multiplier"],
+        f["head_lr_multiplier"],
         f["moments"],
     )
 

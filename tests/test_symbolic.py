@@ -78,7 +78,7 @@ def test_shape_counting_exact_numbers():
     assert flow.moments == sp.Matrix([[sp.Rational(1, 3), sp.Rational(1, 6)], [sp.Rational(1, 6), sp.Rational(1, 3)]])
     assert flow.gram == sp.Matrix([[1, sp.Rational(4, 5)], [sp.Rational(4, 5), 1]])
     assert list(flow.teacher_outputs) == [1, -1]
-    assert flow.lr_kernel / flow.patch_dim == 1
+    assert flow.kernel_lr_multiplier / flow.patch_dim == 1
     f = symbolic.to_jax(flow)
     m, v = jnp.asarray(SEED_M0), jnp.asarray(SEED_V0)
     for got, ref in zip(f(m, v), problem.rhs(m, v), strict=True):
@@ -186,7 +186,9 @@ def seed_equations(flow):
 
 
 def seed_flow():
-    return symbolic.derive(2, 2, 2, activation=None, teacher_activation=None, lr_kernel=symbolic.D, lr_head=1)
+    return symbolic.derive(
+        2, 2, 2, teacher_activation=None, student_activation=None, kernel_lr_multiplier=symbolic.D, head_lr_multiplier=1
+    )
 
 
 def test_derived_flow_is_seed_equations():
@@ -222,7 +224,7 @@ def test_latex_has_the_terms_of_the_seed():
 
 
 def test_latex_plain_and_definitions():
-    flow = symbolic.derive(1, 1, 1, "relu", "indicator")
+    flow = symbolic.derive(1, 1, 1, teacher_activation="indicator", student_activation="relu")
     tex = symbolic.latex(flow, notation="plain")
     assert "C_{11}" in tex and "\\mathbb{E}" not in tex
     assert "\\eta_{K}" in tex and "{D}" in tex  # general learning rates stay symbolic
@@ -302,7 +304,7 @@ def test_stationary_points_linear(L, P):
 
 # --- errors --------------------------------------------------------------------------------------------
 def test_errors():
-    flow = symbolic.derive(1, 1, activation="tanh", teacher_activation="tanh")
+    flow = symbolic.derive(1, 1, teacher_activation="tanh", student_activation="tanh")
     with pytest.raises(ValueError, match="free parameters"):
         symbolic.to_jax(flow)
     with pytest.raises(ValueError, match="undefined activation"):
@@ -310,13 +312,13 @@ def test_errors():
             symbolic.derive(
                 1,
                 1,
-                activation=None,
+                student_activation=None,
                 moments=[[1]],
                 gram=[[1]],
                 teacher_head=[1],
                 teacher_overlaps=[[1]],
-                lr_kernel=1,
-                lr_head=1,
+                kernel_lr_multiplier=1,
+                head_lr_multiplier=1,
                 patch_dim=1,
             )
         )
@@ -325,7 +327,7 @@ def test_errors():
     with pytest.raises(ValueError, match="linear"):
         symbolic.stationary_points_linear(flow)
     with pytest.raises(ValueError, match="unknown activation"):
-        symbolic.derive(1, 1, activation="relu6")
+        symbolic.derive(1, 1, student_activation="relu6")
     with pytest.raises(ValueError, match="moments must have shape"):
         symbolic.derive(1, 2, moments=np.eye(3))
     # subs fills in parameters, then the flow compiles

@@ -71,11 +71,7 @@ OTHER_MEANING = {
 
 #: Renames in files other engineers own right now (`fluctuations.py`, `_commands/*`): the
 #: lead finishes them after the merge.
-PENDING = {
-    "cnntheory.energy.EnergyConfig(seed)": (
-        "EnergyConfig(seed=) -> key=: constructed by cnntheory/_commands/energy.py (--seed), rename both together"
-    ),
-}
+PENDING: dict[str, str] = {}
 
 #: Every public place `lr` appears; in each it is the gradient-descent / SGD step.
 LR_IS_THE_STEP = {
@@ -169,11 +165,6 @@ def test_activations_come_teacher_first():
         assert params.index("teacher_activation") < params.index("student_activation"), q
 
 
-@pytest.mark.xfail(
-    reason="cnntheory.symbolic.derive(activation, teacher_activation): student first, and `activation` for the "
-    "student; symbolic.py is outside this change: rename to (teacher_activation, student_activation) at merge",
-    strict=True,
-)
 def test_symbolic_derive_names_its_activations_like_the_problems():
     params = list(inspect.signature(ct.symbolic.derive).parameters)
     assert params.index("teacher_activation") < params.index("student_activation")
@@ -327,11 +318,34 @@ def test_simulation_diverged_seed_index():
     assert (old.seed_index, old.step, old.lr, str(old)) == (1, 3, 0.5, "boom")
 
 
-@pytest.mark.xfail(
-    reason="TeacherStudent(lr_kernel=, lr_head=) -> kernel_lr_multiplier=, head_lr_multiplier=: the fields are read "
-    "in fluctuations.py, _commands/* and symbolic.py (other engineers' files): rename at merge",
-    strict=True,
-)
 def test_learning_rate_multipliers_are_named_as_such():
     params = inspect.signature(ct.TeacherStudent).parameters
     assert "kernel_lr_multiplier" in params and "head_lr_multiplier" in params
+    base = ct.shape_counting()
+    new = ct.TeacherStudent(base.mixture, base.teacher_head, kernel_lr_multiplier=2.5, head_lr_multiplier=0.5)
+    old = _old(
+        r"TeacherStudent\(lr_kernel=", ct.TeacherStudent, base.mixture, base.teacher_head, lr_kernel=2.5, lr_head=0.5
+    )
+    assert eqx.tree_equal(old, new)
+    assert _old(r"TeacherStudent.lr_kernel is deprecated", lambda: new.lr_kernel) == 2.5
+    assert _old(r"TeacherStudent.lr_head is deprecated", lambda: new.lr_head) == 0.5
+    with pytest.raises(ValueError, match="got both lr_kernel="):
+        ct.TeacherStudent(base.mixture, base.teacher_head, lr_kernel=1.0, kernel_lr_multiplier=1.0)
+
+
+def test_symbolic_derive_old_activation_order():
+    new = ct.symbolic.derive(1, 2, 1, teacher_activation="tanh", student_activation="relu")
+    by_position = _old("by position is deprecated", ct.symbolic.derive, 1, 2, 1, "relu", "tanh")
+    by_old_name = _old(
+        r"derive\(activation=", ct.symbolic.derive, 1, 2, 1, activation="relu", teacher_activation="tanh"
+    )
+    assert by_position == new and by_old_name == new
+    assert (new.student_activation, new.teacher_activation) == ("relu", "tanh")
+    assert _old(r"SymbolicFlow.activation is deprecated", lambda: new.activation) == "relu"
+
+
+def test_energy_config_key():
+    assert "key" in inspect.signature(E.EnergyConfig).parameters
+    old = _old(r"EnergyConfig\(seed=", E.EnergyConfig, seed=3)
+    assert old == E.EnergyConfig(key=3)
+    assert _old(r"EnergyConfig.seed is deprecated", lambda: old.seed) == 3

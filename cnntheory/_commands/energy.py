@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     classes = {"photos": 2, "digits": 10}.get(args.dataset, 10)
     config = EnergyConfig(
         k=args.patch, linear_steps=args.linear_steps, linear_records=args.linear_records, linear_seeds=args.linear_seeds,
-        small_steps=args.steps, small_seeds=args.seeds, seed=args.seed,
+        small_steps=args.steps, small_seeds=args.seeds, key=args.seed,
     )  # fmt: skip
     with notice("energy", "training the linear and the small nonlinear CNNs (about two minutes at the defaults)"):
         report = run_experiment(images, labels, classes=classes, config=config)

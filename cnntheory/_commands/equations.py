@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     def activation(name: str):
         return None if name == ABSTRACT else name
 
-    rates = {} if args.learning_rates else {"lr_kernel": symbolic.D, "lr_head": 1}
+    rates = {} if args.learning_rates else {"kernel_lr_multiplier": symbolic.D, "head_lr_multiplier": 1}
     L, P, *rest = args.sizes
     flow = symbolic.derive(
         L,
         P,
         rest[0] if rest else None,
-        activation=activation(args.activation),
         teacher_activation=activation(args.teacher_activation),
+        student_activation=activation(args.activation),
         **rates,
     )
     notation = "plain" if args.plain else "seed"

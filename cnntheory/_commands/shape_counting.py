@@ -145,8 +145,8 @@ def run(args) -> int:
         "patches_per_side": args.patches_per_side,
         "pooling": args.pooling,
         "k": args.k,
-        "lr_kernel": args.k * args.k,
-        "lr_head": 1.0,
+        "kernel_lr_multiplier": args.k * args.k,
+        "head_lr_multiplier": 1.0,
         "seconds": timings,
         "events": events,
     }

@@ -70,7 +70,7 @@ def hessian(
 
 def _metric(problem, L):
     D = problem.patch_dim
-    return jnp.concatenate([jnp.full(L * D, problem.lr_kernel), jnp.full(L, problem.lr_head)])
+    return jnp.concatenate([jnp.full(L * D, problem.kernel_lr_multiplier), jnp.full(L, problem.head_lr_multiplier)])
 
 
 @eqx.filter_jit

@@ -193,7 +193,13 @@ def _saturation(problem, m, v, saturation_tol, tol):
     saturated = np.all(window < saturation_tol * peak, axis=0)
     r = np.asarray(problem.residual(jnp.asarray(m), jnp.asarray(v)))
     gram = np.abs(np.asarray(problem.gram)).max(axis=1)
-    force = float(problem.lr_kernel) / problem.patch_dim * np.abs(v)[:, None] * peak * (np.abs(r) * gram)[None, :]
+    force = (
+        float(problem.kernel_lr_multiplier)
+        / problem.patch_dim
+        * np.abs(v)[:, None]
+        * peak
+        * (np.abs(r) * gram)[None, :]
+    )
     return saturated, bool(np.any(saturated & (force >= tol)))
 
 

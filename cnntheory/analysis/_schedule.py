@@ -5,7 +5,7 @@ problem `i` drives the flow on `[times[i], times[i+1])`, the last one up to `t1`
 state is continuous across a switch, the loss is not (it is the new problem's loss):
 saved values at a switch time belong to the new segment. Switching the moment matrix
 `C` is a change of data mixture (Dirichlet `alpha`, atoms revealed or removed), switching
-`lr_kernel`/`lr_head` a learning-rate schedule. Problems must share `L`, `P` and the
+`kernel_lr_multiplier`/`head_lr_multiplier` a learning-rate schedule. Problems must share `L`, `P` and the
 student activation; the atoms (hence `G`) may change.
 
 The "live ablation" of Lovig (2025) in this model: `restrict_atoms(problem, [0])` (only the first

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._deprecate import renamed_attribute, renamed_keywords
 from .._validate import require
 from ._patches import PatchPCA, as_images, patch_pca, pooled_patches
 from ._profiles import StepFit, energy_profile, fit_steps, pearson
@@ -40,7 +41,7 @@ class EnergyConfig:
     small_lr: float = 0.1
     small_batch: int = 32
     control_draws: int = 20
-    seed: int = 0
+    key: int = 0
 
     def __post_init__(self):
         if not (self.linear_records >= 1 and self.linear_steps % self.linear_records == 0):
@@ -48,6 +49,11 @@ class EnergyConfig:
                 f"linear_steps={self.linear_steps} must be a multiple of linear_records={self.linear_records} "
                 "(the linear CNN is recorded every linear_steps / linear_records steps)"
             )
+
+    seed = renamed_attribute("seed", "key")
+
+
+EnergyConfig.__init__ = renamed_keywords(seed="key")(EnergyConfig.__init__)  # type: ignore[method-assign]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +129,7 @@ def run_experiment(
         steps=cfg.linear_steps,
         num_seeds=cfg.linear_seeds,
         record_every=every,
-        key=cfg.seed,
+        key=cfg.key,
     )
     run = train_linear_cnn(lin_images, None, **lin_kwargs)
     learned = energy_profile(run.filters, pca.basis, run.initial[:, None])  # (S, T, D)
@@ -144,7 +150,7 @@ def run_experiment(
     for kind in kinds:
         sr = train_small_cnn(
             images, labels if kind == "true" else None, k=cfg.k, widths=cfg.small_widths, classes=classes, lr=cfg.small_lr,
-            batch_size=cfg.small_batch, steps=cfg.small_steps, num_seeds=cfg.small_seeds, record_every=cfg.small_steps, key=cfg.seed,
+            batch_size=cfg.small_batch, steps=cfg.small_steps, num_seeds=cfg.small_seeds, record_every=cfg.small_steps, key=cfg.key,
         )  # fmt: skip
         small[kind] = {
             "raw": energy_profile(sr.filters[:, -1], pca.basis),
@@ -156,7 +162,7 @@ def run_experiment(
         steps_bar.update()
 
     # control: He-normal first layers (std sqrt(2 / D)), untrained
-    rng = np.random.default_rng(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.key + 1)
     D, K1 = pca.lambdas.size, cfg.small_widths[0]
     control = energy_profile(rng.standard_normal((cfg.control_draws, K1, D)) * np.sqrt(2 / D), pca.basis)
     control_fits = [fit_steps(p, pca.lambdas) for p in control]

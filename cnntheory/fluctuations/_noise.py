@@ -84,11 +84,11 @@ def drift_map(problem: TeacherStudent, m: Float[AnyArray, "L P"], v: Float[AnyAr
     """
     sig = problem.sigma
     L, P = m.shape
-    dm = -(problem.lr_kernel / problem.patch_dim) * (
+    dm = -(problem.kernel_lr_multiplier / problem.patch_dim) * (
         v[:, None, None] * sig.derivative(m)[:, :, None] * problem.gram[None, :, :]
     )
     dm = jnp.transpose(dm, (0, 2, 1)).reshape(L * P, P)  # rows (l, r), columns p
-    dv = -problem.lr_head * sig(m)
+    dv = -problem.head_lr_multiplier * sig(m)
     return jnp.concatenate([dm, dv], axis=0)
 
 

@@ -70,8 +70,8 @@ class _Setup(eqx.Module):
         params, key, step, diverged_at = state
         loss, (gK, gv) = jax.value_and_grad(self.objective)(params, data, train)
         K, v = params
-        eta_K = self.problem.lr_kernel.astype(self.dtype)
-        eta_v = self.problem.lr_head.astype(self.dtype)
+        eta_K = self.problem.kernel_lr_multiplier.astype(self.dtype)
+        eta_v = self.problem.head_lr_multiplier.astype(self.dtype)
         new = (K - self.lr * eta_K * gK, v - self.lr * eta_v * gv)
         finite = jnp.all(jnp.isfinite(new[0])) & jnp.all(jnp.isfinite(new[1]))
         bad = ~(finite & jnp.isfinite(loss) & (loss < self.max_loss))

@@ -23,7 +23,12 @@ def _realizable(seed):
     mixture = ct.PatchMixture(ct.shape_atoms(5, rng.uniform(0.2, 0.8)), tuple(rng.uniform(0.5, 3.0, 2)), None, "mean")
     head = rng.normal(size=2) + np.array([1.0, -1.0])
     problem = ct.TeacherStudent(
-        mixture, head, teacher_activation="tanh", student_activation="tanh", lr_kernel=25.0, lr_head=1.0
+        mixture,
+        head,
+        teacher_activation="tanh",
+        student_activation="tanh",
+        kernel_lr_multiplier=25.0,
+        head_lr_multiplier=1.0,
     )
     return problem, problem.teacher_overlaps, jnp.asarray(head)
 
@@ -38,13 +43,15 @@ def _gd_distance(problem, m, v, lr, steps=200, size=1e-8, seed=0):
     # Distances in the metric Lambda^{-1}, where the linearised map I - lr Lambda^{1/2} H Lambda^{1/2}
     # is symmetric, so below the edge the norm cannot grow (in the Euclidean norm the oblique
     # projection onto the zero modes may lengthen a perturbation by a few per cent).
-    norm = lambda K, w: jnp.sqrt(jnp.sum(K**2) / problem.lr_kernel + jnp.sum(w**2) / problem.lr_head)
+    norm = lambda K, w: jnp.sqrt(
+        jnp.sum(K**2) / problem.kernel_lr_multiplier + jnp.sum(w**2) / problem.head_lr_multiplier
+    )
     scale = size / norm(dK, dv)
     grad = jax.jit(jax.grad(lambda K, v: parameter_loss(problem, K, v), argnums=(0, 1)))
     K, w = K0 + scale * dK, v + scale * dv
     for _ in range(steps):
         gK, gv = grad(K, w)
-        K, w = K - lr * problem.lr_kernel * gK, w - lr * problem.lr_head * gv
+        K, w = K - lr * problem.kernel_lr_multiplier * gK, w - lr * problem.head_lr_multiplier * gv
     return float(norm(K - K0, w - v)) / size
 
 

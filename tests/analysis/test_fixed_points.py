@@ -61,7 +61,7 @@ def test_true_fixed_point_with_a_saturated_entry_stays_a_fixed_point():
     mixture = PatchMixture(shape_atoms(3, 0.5), (2.0, 1.0), None, "mean")
     m_star, v_star = jnp.array([[25.0, 0.3], [0.1, -0.4]]), jnp.array([1.0, -0.7])
     problem = ct.TeacherStudent(
-        mixture, v_star, m_star, teacher_activation="sigmoid", student_activation="sigmoid", lr_kernel=9.0
+        mixture, v_star, m_star, teacher_activation="sigmoid", student_activation="sigmoid", kernel_lr_multiplier=9.0
     )
     (point,) = an.find_fixed_points(problem, 2, starts=(m_star[None], v_star[None]))
     assert point.loss < 1e-28
@@ -90,7 +90,9 @@ def test_relu_unchanged_and_tanh_saturates_only_far_out():
 def _linear_problem():
     """P = 2 shapes, linear teacher and student: b = v* m* solvable by hand."""
     mix = PatchMixture(shape_atoms(3, 0.5), (2.0, 1.0), None, "mean")
-    return ct.TeacherStudent(mix, [1.0, -0.5], teacher_activation="linear", student_activation="linear", lr_kernel=9.0)
+    return ct.TeacherStudent(
+        mix, [1.0, -0.5], teacher_activation="linear", student_activation="linear", kernel_lr_multiplier=9.0
+    )
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_config_is_frozen_and_its_defaults_are_the_clis():
         cfg.linear_seeds,
         cfg.small_steps,
         cfg.small_seeds,
-        cfg.seed,
+        cfg.key,
     )
 
 
@@ -68,7 +68,7 @@ def test_linear_cnn_step_and_profiles(tiny_report):
     alpha_max = np.linalg.eigvalsh(pbar.T @ pbar / len(lin))[-1]
     eta = 0.5 / (K * alpha_max)  # the documented rule 2 eta K alpha_max = 1
     run = E.train_linear_cnn(
-        lin, None, k=3, num_filters=K, lr=eta, steps=8, num_seeds=cfg.linear_seeds, record_every=4, key=cfg.seed
+        lin, None, k=3, num_filters=K, lr=eta, steps=8, num_seeds=cfg.linear_seeds, record_every=4, key=cfg.key
     )
     # every filter moves by the same Delta; its profile is |Delta . u_i|, averaged over seeds.
     # Same GD in float64 with an eta equal to ~1e-15: agreement to round-off.

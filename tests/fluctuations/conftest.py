@@ -21,8 +21,8 @@ def make_random_problem(seed, P=3, L=2, M=2, pooling="sum", activation="softplus
         rng.standard_normal(P),
         teacher_activation=teacher,
         student_activation=activation,
-        lr_kernel=float(k * k),
-        lr_head=1.0,
+        kernel_lr_multiplier=float(k * k),
+        head_lr_multiplier=1.0,
     )
     m0 = scale * rng.standard_normal((L, P))
     v0 = scale * rng.standard_normal(L)
@@ -68,7 +68,7 @@ def _sgd_step(problem, teacher_K, K, v, x, lr):
         return 0.5 * jnp.mean((output(K, v, x, problem.sigma.fn) - y) ** 2)
 
     gK, gv = jax.vmap(jax.grad(loss, argnums=(0, 1)))(K, v, x)
-    return K - lr * problem.lr_kernel * gK, v - lr * problem.lr_head * gv
+    return K - lr * problem.kernel_lr_multiplier * gK, v - lr * problem.head_lr_multiplier * gv
 
 
 def _independent_sgd(problem, m0, v0, *, lr, batch_size, steps, record_every, num_seeds, seed):

@@ -36,8 +36,8 @@ def _per_image_steps(problem, teacher, K, v, images, pool_scale):
     err = f(K, v) - y
     gK, gv = err[:, None, None] * dfK, err[:, None] * dfv
     atoms = problem.mixture.atoms
-    dm = -problem.lr_kernel * gK @ atoms.T / problem.patch_dim
-    dv = -problem.lr_head * gv
+    dm = -problem.kernel_lr_multiplier * gK @ atoms.T / problem.patch_dim
+    dv = -problem.head_lr_multiplier * gv
     return jax.vmap(flatten_state)(dm, dv)
 
 
