@@ -28,6 +28,7 @@ from ._data import (
     shape_atoms,
 )
 from ._config import SolverConfig, SolverOptions
+from ._distributed import initialize_distributed
 from ._problem import TeacherStudent, shape_counting
 from ._plots import mark_events, plot_loss, plot_order_parameters, trajectory_figure
 from ._solve import (

@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         _report(args.command, err)
         return 2
     _load_package()
+    if getattr(args, "distributed", False) or getattr(args, "coordinator", None) is not None:
+        # Before anything starts JAX's backend (the cache's key names it): a multi-process run.
+        from ._distributed import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from ._cache import enable_compilation_cache  # compiled programs kept across runs (off: CNNTHEORY_NO_CACHE=1)
 
     enable_compilation_cache()

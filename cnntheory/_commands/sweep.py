@@ -15,6 +15,22 @@ def _check(args) -> None:
         args.skew_range[0] > -1,
         f"argument --skew-range: alpha = (1 + s, 1) needs s > -1, got {args.skew_range[0]:g}",
     )
+    explicit = [args.coordinator, args.num_processes, args.process_id]
+    T.require(
+        all(x is None for x in explicit) or all(x is not None for x in explicit),
+        "arguments --coordinator, --num-processes, --process-id: give all three (or none, and --distributed "
+        "to let JAX detect the cluster)",
+    )
+    if args.coordinator is not None:
+        host, _, port = args.coordinator.rpartition(":")
+        T.require(
+            bool(host) and port.isdigit() and 0 < int(port) < 65536,
+            f"argument --coordinator: needs HOST:PORT (e.g. 127.0.0.1:12345), got {args.coordinator!r}",
+        )
+        T.require(
+            args.process_id < args.num_processes,
+            f"argument --process-id: must be below --num-processes={args.num_processes}, got {args.process_id}",
+        )
 
 
 def register(subparsers) -> None:
@@ -51,6 +67,18 @@ def register(subparsers) -> None:
     p.add_argument("--num-points", type=T.num_points, default=401, help="save times, t = 0 to --t1")
     p.add_argument("--chunk-size", type=T.positive_int, default=256, help="problems per batched solve")
     p.add_argument("--out", default="cnntheory-output/sweep", help="output folder")
+    dist = p.add_argument_group(
+        "across processes (jax.distributed)",
+        "Every process runs the same command; each solves its share of the grid, process 0 writes the files.",
+    )
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run whose layout JAX detects (SLURM, Open MPI, ...)",
+    )
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator (explicit layout)")
+    dist.add_argument("--num-processes", type=T.positive_int, help="number of processes (explicit layout)")
+    dist.add_argument("--process-id", type=T.Range(int, ge=0), help="this process's index, 0 .. N-1 (explicit layout)")
     p.set_defaults(func=run, check=_check)
 
 
@@ -67,6 +95,9 @@ def run(args) -> int:
     from ..analysis import sweep
     from ..analysis._plateaus import plateau_mask
 
+    import jax  # a multi-process run (--distributed, --coordinator) was joined by the CLI already
+
+    writer = jax.process_index() == 0
     (overlap_lo, overlap_hi), (skew_lo, skew_hi) = args.overlap_range, args.skew_range
     grid = {
         "overlap": np.linspace(overlap_lo, overlap_hi, args.overlaps),
@@ -84,6 +115,9 @@ def run(args) -> int:
             ts=np.linspace(0.0, args.t1, args.num_points),
             chunk_size=args.chunk_size,
         )
+
+    if not writer:  # every process holds the whole result; process 0 reports and writes it
+        return 0
 
     def plateau_length(t, m, v, loss):
         mask = plateau_mask(t, loss)

@@ -25,8 +25,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from typing_extensions import Unpack
 
 from .._config import SolverConfig, SolverOptions, resolve_config
+from .._distributed import gather_shares
 from .._io import save_results
 from .._solve import solve_batch, stack_problems
+from .._trajectory import Status
 from .._validate import require
 
 
@@ -78,6 +80,34 @@ def _initial(value, point):
     return jnp.asarray(value(**point) if callable(value) else value, dtype=float)
 
 
+def _solve_points(points, problem_fn, m0, v0, t1, ts, chunk_size, devices, progress, config) -> dict[str, np.ndarray]:
+    """`m`, `v`, `loss`, `status` at `points`, in chunks laid out over `devices`."""
+    nd = len(devices)
+    chunk = -(-min(chunk_size, len(points)) // nd) * nd
+    sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+    pieces = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        desc = "sweep" if jax.process_count() == 1 else f"sweep (process {jax.process_index()})"
+        bar = tqdm(total=len(points), desc=desc, unit="point")
+    for s in range(0, len(points), chunk):
+        batch = points[s : s + chunk]
+        padded = batch + [batch[-1]] * (chunk - len(batch))  # fixed shape: compile once
+        problem = stack_problems([problem_fn(**p) for p in padded])
+        m_init = jnp.stack([_initial(m0, p) for p in padded])
+        v_init = jnp.stack([_initial(v0, p) for p in padded])
+        problem, m_init, v_init = jax.device_put((problem, m_init, v_init), sharding)
+        traj = solve_batch(problem, m_init, v_init, t1, ts=ts, batch_problem=True, throw=False, config=config)
+        pieces.append(tuple(np.asarray(x)[: len(batch)] for x in (traj.m, traj.v, traj.loss, traj.status)))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return dict(zip(("m", "v", "loss", "status"), (np.concatenate(x) for x in zip(*pieces, strict=True)), strict=True))
+
+
 def sweep(
     problem_fn,
     grid: dict,
@@ -102,10 +132,18 @@ def sweep(
     - `m0`, `v0`: initial state `(L, P)`, `(L,)`, or callables `(**point) -> array`
       (sweeping initial conditions).
     - `t1`, `ts`: as for `solve_batch`; `chunk_size`: grid points per batched solve
-      (rounded up to a multiple of the device count); `devices`: default `jax.devices()`.
+      (rounded up to a multiple of the device count); `devices`: default `jax.local_devices()`
+      (all of them in a single process).
     - `progress`: a tqdm bar over chunks.
     - `config`, `**options`: the solver options, as in `solve_batch`. Failed points keep
       `status != Status.SUCCESS` (no exception).
+
+    **Across processes.** In a `jax.distributed` run (`cnntheory.initialize_distributed`),
+    every process calls `sweep` with the same arguments; each solves its contiguous share of
+    the grid (in grid order, sizes differing by at most one; a process may have none) on its
+    local devices, and the whole `SweepResult` is assembled on every process (save it on
+    process 0). A share that raised marks its points `Status.FAILED` (NaN arrays) with a
+    `RuntimeWarning` naming the process, the points and the error.
     """
     config = resolve_config(config, options, caller="sweep")
     require(isinstance(grid, dict) and len(grid) >= 1, "grid must be a non-empty dict of name -> values")
@@ -115,32 +153,14 @@ def sweep(
         "every grid entry must be a non-empty 1-D sequence of values",
     )
     points = [dict(zip(coords, vals, strict=True)) for vals in itertools.product(*coords.values())]
-    devices = list(jax.devices() if devices is None else devices)
-    nd = len(devices)
-    chunk = -(-min(chunk_size, len(points)) // nd) * nd
-    sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+    devices = list(jax.local_devices() if devices is None else devices)
     ts = np.linspace(0.0, t1, 101) if ts is None else np.asarray(ts, float)
-    pieces = []
-    starts = range(0, len(points), chunk)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(points), desc="sweep", unit="point")
-    for s in starts:
-        batch = points[s : s + chunk]
-        padded = batch + [batch[-1]] * (chunk - len(batch))  # fixed shape: compile once
-        problem = stack_problems([problem_fn(**p) for p in padded])
-        m_init = jnp.stack([_initial(m0, p) for p in padded])
-        v_init = jnp.stack([_initial(v0, p) for p in padded])
-        problem, m_init, v_init = jax.device_put((problem, m_init, v_init), sharding)
-        traj = solve_batch(problem, m_init, v_init, t1, ts=ts, batch_problem=True, throw=False, config=config)
-        pieces.append(tuple(np.asarray(x)[: len(batch)] for x in (traj.m, traj.v, traj.loss, traj.status)))
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    m, v, loss, status = (np.concatenate(x) for x in zip(*pieces, strict=True))
+    def share(start: int, stop: int) -> dict[str, np.ndarray]:
+        return _solve_points(points[start:stop], problem_fn, m0, v0, t1, ts, chunk_size, devices, progress, config)
+
+    arrays, _ = gather_shares(len(points), share, failed_status=int(Status.FAILED), what="grid points")
+    m, v, loss, status = (arrays[k] for k in ("m", "v", "loss", "status"))
     shape = tuple(len(c) for c in coords.values())
     return SweepResult(
         coords,
