@@ -86,6 +86,7 @@ def run(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    import jax  # a multi-process run (--distributed, --coordinator) was joined by the CLI already
     import jax.numpy as jnp
     import numpy as np
 
@@ -94,8 +95,6 @@ def run(args) -> int:
     from .._trajectory import Status
     from ..analysis import sweep
     from ..analysis._plateaus import plateau_mask
-
-    import jax  # a multi-process run (--distributed, --coordinator) was joined by the CLI already
 
     writer = jax.process_index() == 0
     (overlap_lo, overlap_hi), (skew_lo, skew_hi) = args.overlap_range, args.skew_range
