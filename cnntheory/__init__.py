@@ -31,16 +31,9 @@ from ._config import SolverConfig, SolverOptions
 from ._distributed import initialize_distributed
 from ._problem import TeacherStudent, shape_counting
 from ._plots import mark_events, plot_loss, plot_order_parameters, trajectory_figure
-from ._solve import (
-    DIFFRAX_SOLVERS,
-    SCIPY_METHODS,
-    SolverError,
-    Trajectory,
-    solve,
-    solve_batch,
-    stack_problems,
-)
-from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, Status
+from ._methods import DIFFRAX_SOLVERS, SCIPY_METHODS
+from ._solve import solve, solve_batch, stack_problems
+from ._trajectory import EVENT_KINDS, CnnTheoryError, Events, SolverError, Status, Trajectory
 
 if TYPE_CHECKING:  # the type checker sees the subpackages as attributes; at run time they load lazily
     from . import analysis, compare, energy, fluctuations, gaussian, simulate, symbolic

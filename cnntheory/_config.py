@@ -22,8 +22,7 @@ import equinox as eqx
 import numpy as np
 from typing_extensions import TypedDict
 
-from ._integrate import DIFFRAX_SOLVERS
-from ._scipy import SCIPY_METHODS
+from ._methods import DIFFRAX_SOLVERS, SCIPY_METHODS
 from ._validate import as_number, is_traced, require
 
 __all__ = ["SolverConfig", "SolverOptions", "resolve_config"]

@@ -22,24 +22,11 @@ import optimistix as optx
 from jax import Array
 from jax.flatten_util import ravel_pytree
 
+from ._methods import DIFFRAX_SOLVERS
 from ._trajectory import Status, diverged, out_of_bounds, status_from_result
 
 if TYPE_CHECKING:
     from ._config import SolverConfig
-
-DIFFRAX_SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3,
-    "heun": diffrax.Heun,
-    "midpoint": diffrax.Midpoint,
-    "ralston": diffrax.Ralston,
-    "kvaerno3": diffrax.Kvaerno3,
-    "kvaerno4": diffrax.Kvaerno4,
-    "kvaerno5": diffrax.Kvaerno5,
-    "euler": diffrax.Euler,
-}
 
 
 def saveat(ts):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._solve import Trajectory
+from ._trajectory import Trajectory
 
 
 def _line_colors() -> list:

@@ -19,8 +19,6 @@ from ._filippov import REPULSIVE_BRANCHES, Mode, event_condition, initial_mode, 
 from ._problem import TeacherStudent, flatten_state
 from ._trajectory import DIVERGENCE_BOUND, Events, Status
 
-SCIPY_METHODS = ("RK23", "RK45", "DOP853", "LSODA", "Radau", "BDF")
-
 
 # Module-level jitted functions of (problem, y, ...): compiled once per shape and reused
 # across solves (scipy calls them from Python at every stage, `t` never traced).

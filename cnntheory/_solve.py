@@ -37,20 +37,15 @@ from typing_extensions import Unpack
 
 from ._config import SolverConfig, SolverOptions, resolve_config
 from ._filippov import REPULSIVE_BRANCHES, integrate_filippov
-from ._integrate import DIFFRAX_SOLVERS, integrate, integrate_lanes, times_checked
+from ._integrate import integrate, integrate_lanes, times_checked
+from ._methods import DIFFRAX_SOLVERS
 from ._problem import TeacherStudent, flatten_state, unflatten_state
-from ._scipy import SCIPY_METHODS, scipy_solve
-from ._trajectory import Events, SolverError, Status, Trajectory, checked
+from ._scipy import scipy_solve
+from ._trajectory import Events, Status, Trajectory, checked
 from ._typing import AnyArray, Scalar, Times
 from ._validate import check_real, check_times, is_concrete, is_traced, require
 
 __all__ = [
-    "DIFFRAX_SOLVERS",
-    "SCIPY_METHODS",
-    "Events",
-    "SolverConfig",
-    "SolverError",
-    "Trajectory",
     "solve",
     "solve_batch",
     "stack_problems",

@@ -24,8 +24,8 @@ from typing_extensions import Unpack
 
 from ._config import SolverConfig, SolverOptions, resolve_config
 from ._problem import TeacherStudent
-from ._solve import Trajectory, solve
-from ._trajectory import Status
+from ._solve import solve
+from ._trajectory import Status, Trajectory
 from ._typing import AnyArray
 from ._validate import require
 from .simulate import Simulation

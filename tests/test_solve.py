@@ -6,6 +6,7 @@ The relu Filippov solve compiles slowly, so every relu solve here uses the same 
 module-scoped fixtures.
 """
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers_problems import SEED_M0, SEED_V0
@@ -434,3 +435,41 @@ def test_max_steps_too_small_raises():
         solve(problem, M0, V0, 50.0, ts=[50.0], max_steps=4)
     sol = solve(problem, M0, V0, 50.0, ts=[50.0], max_steps=4, throw=False)
     assert int(sol.status) == 1 and not sol.success and "max_steps" in sol.message
+
+
+# --- results stay bit-identical across refactors of the solve path -------------------------------
+#: sha256 (first 16 hex digits) of the float64 bytes of each solve's arrays, recorded with the
+#: package at commit 240a749 (before the core refactor of issue 19); starts `SEED_M0 * s`.
+RECORDED = {
+    "smooth": ["f8e1c1ce417ea962", "4d56f0aeaaf55e9f", "3d2471a646e51cb9"],
+    "relu": ["15dbd2f92179d6d7", "2a2753a50d34783c", "f99721b4fca10dcb"],
+    "euler": ["2dad47d612e8582f", "55d934d0f7901853", "df7c362992080db8"],
+    "scipy": ["49735f3dd3f75aa5", "00ef6c093fc6b237", "ee07b2f662a9ad22"],
+}
+_KINDS = {
+    "smooth": ("sigmoid", {}),
+    "relu": ("relu", {}),
+    "euler": ("sigmoid", {"method": "euler", "dt0": 0.5}),
+    "scipy": ("sigmoid", {"method": "RK45"}),
+}
+
+
+def _digest(*arrays) -> str:
+    import hashlib
+
+    d = hashlib.sha256()
+    for a in arrays:
+        d.update(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes())
+    return d.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("kind", sorted(RECORDED))
+def test_solves_bit_identical_to_recorded(kind):
+    activation, options = _KINDS[kind]
+    problem = shape_counting(activation=activation)
+    ts = jnp.linspace(0, 40, 9)
+    got = []
+    for scale in (1.0, 0.5, -1.0):
+        tr = solve(problem, jnp.asarray(SEED_M0) * scale, jnp.asarray(SEED_V0), 40.0, ts=ts, throw=False, **options)
+        got.append(_digest(tr.m, tr.v, tr.loss, tr.t_end, tr.num_steps, tr.num_segments, tr.status))
+    assert got == RECORDED[kind]

@@ -39,7 +39,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._problem import TeacherStudent
-from .._solve import Trajectory
+from .._trajectory import Trajectory
 from .._typing import AnyArray
 from .._validate import require
 from ._filters import kernels_from_order

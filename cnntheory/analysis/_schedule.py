@@ -25,8 +25,8 @@ from typing_extensions import Unpack
 from .._config import SolverConfig, SolverOptions, resolve_config
 from .._data import PatchMixture
 from .._problem import TeacherStudent
-from .._solve import Trajectory, solve
-from .._trajectory import Events, Status, checked
+from .._solve import solve
+from .._trajectory import Events, Status, Trajectory, checked
 from .._typing import AnyArray
 from .._validate import require
 

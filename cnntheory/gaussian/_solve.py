@@ -20,7 +20,8 @@ from jaxtyping import Array, Float, Int
 from typing_extensions import Unpack
 
 from .._config import SolverConfig, SolverOptions, resolve_config
-from .._integrate import DIFFRAX_SOLVERS, integrate, times_checked
+from .._integrate import integrate, times_checked
+from .._methods import DIFFRAX_SOLVERS
 from .._trajectory import CnnTheoryError, SolverError, Status, _Result, checked, status_message
 from .._typing import AnyArray
 from .._validate import require, require_finite, require_shape

@@ -120,3 +120,23 @@ def test_realisability_check_against_principal_minors():
                 require_realisable(T, Q, R)
         checked[realisable] += 1
     assert min(checked.values()) > 30  # both sides well sampled
+
+
+def test_solves_bit_identical_to_recorded():
+    # sha256 (16 hex digits) of the float64 bytes of three solves, recorded at commit 240a749
+    # (before the core refactor of issue 19): the solve path may be restructured, not its numbers.
+    import hashlib
+
+    from cnntheory.gaussian import GaussianTeacherStudent
+
+    problem = GaussianTeacherStudent(1, np.ones(2), np.eye(2), lr=0.5)
+    got = []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        W = rng.normal(size=(3, 5)) / np.sqrt(5)
+        tr = solve(problem, W @ W.T, 0.1 * rng.normal(size=(3, 2)), np.ones(3), 20.0, num_saves=5, throw=False)
+        d = hashlib.sha256()
+        for a in (tr.Q, tr.R, tr.v, tr.error, tr.t_end, tr.num_steps, tr.status):
+            d.update(np.ascontiguousarray(np.asarray(a, dtype=np.float64)).tobytes())
+        got.append(d.hexdigest()[:16])
+    assert got == ["1aaa4768a5c3cf48", "30eca50bea7f3d3c", "1b8775779661bce0"]
