@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._config import resolve_config
-from .._integrate import DIFFRAX_SOLVERS
+from .._methods import DIFFRAX_SOLVERS
 from .._problem import TeacherStudent
 from .._trajectory import CnnTheoryError, SolverError, _Result, checked
 from .._validate import check_times, require, require_finite
