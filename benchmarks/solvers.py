@@ -2,7 +2,9 @@
 
 For a smooth student (sigmoid) and relu (Filippov hybrid), each method is timed on its
 first call (compile + run) and steady state (median of repeats), and its error at t1 is
-measured against a tight reference. The ensemble compares one batched diffrax solve
+measured against a tight reference. The relu rows end with a differentiated solve
+(`jax.grad` of the final loss w.r.t. `m0`, reverse mode), compile and steady time beside
+the plain one, its gradient checked against a central difference. The ensemble compares one batched diffrax solve
 (`solve_batch`, jit(vmap)) with a Python loop of scipy solves.
 
 The front door (`bench_front_door`, also alone with `--front-door`): the steady time of
@@ -13,6 +15,7 @@ one small solve, 1000 initial conditions with `solve_batch` (each lane its own s
 `shared_steps=True`: one step size for all lanes), and a 2040-state flow.
 
     python benchmarks/solvers.py [--quick] [--front-door]
+    python benchmarks/solvers.py --relu    # only the relu rows, stored into the JSON
     python benchmarks/solvers.py --sizes
 
 Prints a table and writes benchmarks/results/solvers.json (`--sizes`: the size sweep of
@@ -100,7 +103,43 @@ def bench_methods(activation, repeats):
                 )
             )
         rows.append(naive_relu(problem, reference))
+        rows.append(differentiated_relu(problem, reference, repeats))
     return rows
+
+
+def differentiated_relu(problem, reference, repeats):
+    """`jax.grad` of the final loss w.r.t. `m0` through the relu solve (reverse mode, tsit5).
+
+    Compile and steady time beside the plain tsit5 row; `max_error` is the relative gap of
+    the gradient along a random direction to a central difference (step 1e-6) of the loss.
+    """
+
+    def loss(m0):
+        return ct.solve(problem, m0, V0, T1, ts=TS, method="tsit5", rtol=1e-8, atol=1e-10, throw=False).loss[-1]
+
+    grad = jax.jit(jax.grad(loss))
+    start = time.perf_counter()
+    g = jax.block_until_ready(grad(M0))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(grad(M0))
+        times.append(time.perf_counter() - start)
+    d = jax.random.normal(jax.random.PRNGKey(1), M0.shape)
+    value = jax.jit(loss)
+    eps = 1e-6
+    fd = float(value(M0 + eps * d) - value(M0 - eps * d)) / (2 * eps)
+    return dict(
+        activation="relu",
+        method="tsit5, jax.grad of final loss w.r.t. m0",
+        first_call_s=first,
+        steady_s=statistics.median(times),
+        max_error=abs(float(jnp.sum(g * d)) - fd) / abs(fd),
+        steps=int(reference.num_steps),
+        segments=int(reference.num_segments),
+        note="reverse mode through the checkpointed segment loop; max_error: vs central difference; steps: the reference's",
+    )
 
 
 def naive_relu(problem, reference):
@@ -392,6 +431,16 @@ def bench_sizes(sizes=SIZES, t1=50.0, repeats=3):
     return rows
 
 
+def print_methods(rows):
+    print(
+        f"{'activation':<9} {'method':<40} {'first call s':>12} {'steady s':>10} {'max err':>9} {'steps':>7} {'segs':>5}"
+    )
+    for r in rows:
+        print(
+            f"{r['activation']:<9} {r['method']:<40} {r['first_call_s']:>12.3f} {r['steady_s']:>10.4f} {r['max_error']:>9.1e} {r['steps']:>7d} {r['segments']:>5d} {r.get('note', '')}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller scipy loop")
@@ -399,11 +448,20 @@ def main():
         "--front-door", action="store_true", help="only the front-door figures (updates that part of the JSON)"
     )
     parser.add_argument("--sizes", action="store_true", help="only the size sweep (relu vs softplus, 2x2 to 40x50)")
+    parser.add_argument("--relu", action="store_true", help="only the relu rows (updates those rows of the JSON)")
     args = parser.parse_args()
     if args.sizes:
         bench_sizes()
         return
     out = pathlib.Path(__file__).parent / "results" / "solvers.json"
+    if args.relu:
+        rows = bench_methods("relu", 3 if args.quick else 5)
+        print_methods(rows)
+        stored = json.loads(out.read_text()) if out.exists() else {}
+        stored["methods"] = [r for r in stored.get("methods", []) if r["activation"] != "relu"] + rows
+        out.write_text(json.dumps(stored, indent=2) + "\n")
+        print(f"\nwrote {out}")
+        return
     front_door = bench_front_door(args.quick)
     if args.front_door:
         stored = json.loads(out.read_text()) if out.exists() else {}
@@ -413,13 +471,7 @@ def main():
         return
     repeats = 3 if args.quick else 5
     rows = bench_methods("sigmoid", repeats) + bench_methods("relu", repeats)
-    print(
-        f"{'activation':<9} {'method':<34} {'first call s':>12} {'steady s':>10} {'max err':>9} {'steps':>7} {'segs':>5}"
-    )
-    for r in rows:
-        print(
-            f"{r['activation']:<9} {r['method']:<34} {r['first_call_s']:>12.3f} {r['steady_s']:>10.4f} {r['max_error']:>9.1e} {r['steps']:>7d} {r['segments']:>5d} {r.get('note', '')}"
-        )
+    print_methods(rows)
     ensembles = [bench_ensemble(a, 1000, 50 if args.quick else 200) for a in ("sigmoid", "relu")]
     print(
         f"\n{'ensemble':<9} {'n':>5} {'batched first s':>15} {'batched s':>10} {'scipy loop s':>12} {'speedup':>8} {'max diff':>9}"

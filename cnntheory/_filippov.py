@@ -49,7 +49,11 @@ descent is in decides the branch:
   that may have several Filippov solutions; the map picks gradient descent's, e.g. two
   entries with `F^- > 0` both leave up even when either alone, the other up, would sit on
   a repulsive surface. `_gd_map` runs it `GD_MAP_STEPS` times. A single entry reproduces
-  the table's free rows.
+  the table's free rows. Only entries *exactly* at 0 join: one a distance `delta` away
+  starts at `y = delta / h`, which is far from 0 as `h -> 0`, so in the limit it is a free
+  entry reaching its surface later (gradient descent with `h |dm/dt| >~ delta` instead
+  sees it at 0 with the others and may take another branch, converged-looking over a
+  range of such coarse steps).
 - *A sliding entry whose surface turns repulsive* (`v_l` or `r_p` crossing 0: `F^-` and
   `F^+` shrink to 0 together, in a fixed ratio, and change sign): gradient descent chatters
   with ever smaller steps, a share `theta` of them on the `m > 0` side, and after the
