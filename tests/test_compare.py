@@ -1,5 +1,7 @@
 """`cnntheory.compare`: error bookkeeping against hand computations, and the matching theory."""
 
+from typing import Any, cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,7 +101,7 @@ def test_bad_input(fullbatch, problem):
     with pytest.raises(ValueError, match="needs problem"):
         cmp.compare(fullbatch, theory, fields=("predictions",))
     with raises_unchecked(ValueError, match="must be a Simulation"):
-        cmp.compare(traj, traj)
+        cmp.compare(cast(Any, traj), traj)
 
 
 def test_diverged_seeds_are_left_out(fullbatch, problem):

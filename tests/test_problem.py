@@ -2,6 +2,7 @@
 
 import itertools
 import zlib
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -274,7 +275,7 @@ def test_teacher_student_rejects(kwargs, words):
 
 def test_mixture_must_be_a_patch_mixture():
     with raises_unchecked(ValueError, match="mixture"):
-        TeacherStudent(np.eye(2), [1.0, -1.0])
+        TeacherStudent(cast(Any, np.eye(2)), [1.0, -1.0])
 
 
 def test_indicator_teacher_needs_unit_diagonal_gram():
@@ -318,8 +319,8 @@ def test_permutation_equivariance_of_rhs():
     problem = shape_counting(activation="swish")
     rng = np.random.default_rng(0)
     m, v = rng.normal(size=(3, 2)), rng.normal(size=3)
-    for perm in itertools.permutations(range(3)):
-        perm = list(perm)
+    for order in itertools.permutations(range(3)):
+        perm = list(order)
         dm, dv = problem.rhs(jnp.asarray(m), jnp.asarray(v))
         dmp, dvp = problem.rhs(jnp.asarray(m[perm]), jnp.asarray(v[perm]))
         # Same terms summed in another order: round-off only.
