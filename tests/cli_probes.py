@@ -11,6 +11,11 @@ folder under it; `--out` is added (a fresh empty folder) when a probe names none
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pathlib
+
 # (argv, a fragment of the expected message)
 PROBES: list[tuple[list[str], str]] = [
     (["shape-counting", "--overlap", "1.5"], "--overlap"),
@@ -99,7 +104,7 @@ PROBES: list[tuple[list[str], str]] = [
 ]
 
 
-def materialise(argv: list[str], tmp) -> tuple[list[str], object]:
+def materialise(argv: list[str], tmp) -> tuple[list[str], pathlib.Path | None]:
     """The argument list with `FILE` made real under `tmp`, and the output folder to watch."""
     import pathlib
 

@@ -39,9 +39,9 @@ def enumerate_images(atoms, alpha, M):
         n = np.bincount(labels, minlength=P)
         images.append(img)
         probs.append(np.exp(log_beta(alpha + n) - log_beta(alpha)))
-    probs = np.array(probs)
-    assert abs(probs.sum() - 1.0) < 1e-13, probs.sum()
-    return jnp.asarray(np.stack(images)), jnp.asarray(probs)
+    total = float(np.sum(probs))
+    assert abs(total - 1.0) < 1e-13, total
+    return jnp.asarray(np.stack(images)), jnp.asarray(np.array(probs))
 
 
 def cnn_output(kernels, head, images, act, pool_scale):

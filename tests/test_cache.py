@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 import pytest
+from helpers_checks import raises_unchecked
 from jax.experimental.compilation_cache import compilation_cache
 
 import cnntheory as ct
@@ -89,9 +90,9 @@ def test_no_cache_zero_keeps_it_on(cache_env, monkeypatch):
 
 @pytest.mark.parametrize("directory", [3, "", b"folder"])
 def test_bad_directory(cache_env, directory):
-    with pytest.raises(ValueError, match="directory must be a folder path"):
+    with raises_unchecked(ValueError, match="directory must be a folder path"):
         ct.enable_compilation_cache(directory)
-    with pytest.raises(ValueError, match="directory must be a folder path"):
+    with raises_unchecked(ValueError, match="directory must be a folder path"):
         ct.clear_compilation_cache(directory)
 
 

@@ -45,7 +45,9 @@ def test_bad_command_line(argv, fragment, tmp_path, capsys, no_work):
 
 
 def _subcommands():
-    return _cli.build_parser()._subparsers._group_actions[0].choices
+    subparsers = _cli.build_parser()._subparsers
+    assert subparsers is not None
+    return subparsers._group_actions[0].choices
 
 
 def test_every_option_shows_its_default_and_every_number_its_range():

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_checks import raises_unchecked
 from helpers_problems import SEED_M0, SEED_V0
 
 import cnntheory as ct
@@ -48,9 +49,9 @@ def test_solver_config_defaults_match_solve():
     ],
 )
 def test_solver_config_rejects(kwargs, words):
-    with pytest.raises(ValueError, match=words):
+    with raises_unchecked(ValueError, match=words):
         SolverConfig(**kwargs)
-    with pytest.raises(ValueError, match=words):
+    with raises_unchecked(ValueError, match=words):
         solve(shape_counting(activation="tanh"), M0, V0, 1.0, **kwargs)
 
 
@@ -102,7 +103,7 @@ def test_config_and_conflicting_keyword():
     same = solve(problem, M0, V0, 1.0, ts=[1.0], config=config, rtol=1e-7, method="dopri5")
     plain = solve(problem, M0, V0, 1.0, ts=[1.0], config=config)
     np.testing.assert_array_equal(same.m, plain.m)
-    with pytest.raises(ValueError, match="config must be a cnntheory.SolverConfig"):
+    with raises_unchecked(ValueError, match="config must be a cnntheory.SolverConfig"):
         solve(problem, M0, V0, 1.0, config={"rtol": 1e-7})
 
 

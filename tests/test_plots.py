@@ -25,6 +25,7 @@ def test_relu_events_are_marked_on_the_zero_axis():
     # From m_12 < 0: m_12 crosses 0 at t ~ 5.5 and starts sliding at t ~ 6.1.
     m0 = M0 * np.array([[1.0, -1.0], [1.0, 1.0]])
     traj = solve(shape_counting(alpha=(2.0, 1.0)), m0, V0, 10.0, ts=np.linspace(0, 10, 21))
+    assert traj.events is not None
     events = traj.events.to_list()
     assert [e[3] for e in events] == ["cross", "slide"]
     fig, ax = plt.subplots()
@@ -55,6 +56,7 @@ def test_shape_counting_command_saves_the_events(tmp_path):
     traj = solve(shape_counting(alpha=(2.0, 1.0)), M0, V0, 30.0, ts=np.linspace(0, 30, 11))
     saved = params["events"]["alpha_2_1"]
     assert [e["kind"] for e in saved] == ["slide"]
+    assert traj.events is not None
     assert [(e["t"], e["unit"], e["atom"], e["kind"], e["to"]) for e in saved] == traj.events.to_list()
 
 

@@ -6,11 +6,14 @@ as an explicit Euler map (and `cnntheory.solve(method="euler")`), patch extracti
 reshaping instead of convolution, counts by matching patches to atoms.
 """
 
+from typing import Any, cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_checks import raises_unchecked
 
 import cnntheory
 from cnntheory import simulate as sim
@@ -431,13 +434,13 @@ def test_mode_objects_match_mode_names(relu_problem, name, keywords, mode):
     "build, match",
     [
         (lambda: sim.Online(batch_size=0), "online mode needs batch_size >= 1"),
-        (lambda: sim.Online(batch_size=2.5), "online mode needs batch_size >= 1"),
-        (lambda: sim.FullBatch(num_train=None), "fullbatch mode needs num_train >= 1"),
+        (lambda: sim.Online(batch_size=cast(Any, 2.5)), "online mode needs batch_size >= 1"),
+        (lambda: sim.FullBatch(num_train=cast(Any, None)), "fullbatch mode needs num_train >= 1"),
         (lambda: sim.FullBatch(num_train=True), "fullbatch mode needs num_train >= 1"),
     ],
 )
 def test_mode_objects_are_checked_when_built(build, match):
-    with pytest.raises(ValueError, match=match):
+    with raises_unchecked(ValueError, match=match):
         build()
 
 
@@ -451,7 +454,7 @@ def test_mode_objects_are_checked_when_built(build, match):
     ],
 )
 def test_mode_object_and_conflicting_keyword(relu_problem, mode, keywords, match):
-    with pytest.raises(ValueError, match=match):
+    with raises_unchecked(ValueError, match=match):
         sim.simulate(relu_problem, M0, V0, mode=mode, lr=LR, steps=1, key=jax.random.key(0), **keywords)
 
 

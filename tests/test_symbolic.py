@@ -262,6 +262,7 @@ def test_exact_moments_match_numeric(alpha, pooling, M):
     if M is None:
         numeric = cnntheory.dirichlet_moments(alpha_f)[1]
     else:
+        assert N is not None
         numeric = cnntheory.count_moments(alpha_f, N) / (N**2 if pooling == "mean" else 1)
     np.testing.assert_allclose(np.asarray(exact, dtype=float), numeric, rtol=1e-15, atol=0)
 
