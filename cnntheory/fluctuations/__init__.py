@@ -90,7 +90,7 @@ on a diffrax `VirtualBrownianTree`.
 """
 
 from ._moments import moments
-from ._noise import count_moment_tensor, drift_map, gradient_noise, residual_noise
+from ._noise import count_moment_tensor, drift_map, gradient_noise, linear_form_moment, noise_skewness, residual_noise
 from ._paths import SamplePaths, sample_paths
 from ._plots import draw_band
 from ._result import Fluctuations
@@ -107,8 +107,10 @@ __all__ = [
     "draw_band",
     "drift_map",
     "gradient_noise",
+    "linear_form_moment",
     "moment_covariance",
     "moments",
+    "noise_skewness",
     "residual_noise",
     "response",
     "sample_paths",

@@ -104,7 +104,7 @@ def _continuous_core(problem, y0, t0, t1, ts, lr, batch, config, *, noise_drift)
     args = (problem, lr, batch, _fourth(problem))
     field = functools.partial(_moment_field, noise_drift=noise_drift)
     out, status, _, t_end = integrate(field, (y0, y0, jnp.zeros((n, n))), args, t0, t1, ts, config)
-    return out, status, t_end, record_indicators(problem, out[1], out[2], lr)
+    return out, status, t_end, record_indicators(problem, out[1], out[2], lr, lr / batch)
 
 
 # --- the discrete map ---------------------------------------------------------------------
@@ -205,7 +205,7 @@ def _discrete_core(problem, y0, record_steps, lr, batch, *, noise_drift, kinks):
     final, (mu, Sigma, reached) = jax.lax.scan(record, state0, record_steps)
     mu = jnp.where(reached[:, None], mu, jnp.nan)
     Sigma = jnp.where(reached[:, None, None], Sigma, jnp.nan)
-    return mu, Sigma, record_indicators(problem, mu, Sigma, lr), final[0], final[3], final[4], final[1]
+    return mu, Sigma, record_indicators(problem, mu, Sigma, lr, lr / batch), final[0], final[3], final[4], final[1]
 
 
 @eqx.filter_jit

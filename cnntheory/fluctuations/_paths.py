@@ -26,7 +26,7 @@ from .._deprecate import renamed_keywords
 from .._problem import TeacherStudent, flatten_state
 from .._typing import AnyArray
 from .._validate import require
-from ._noise import _fourth, drift_map, residual_noise
+from ._noise import _fourth, _psd_sqrt, drift_map, residual_noise
 from ._result import _check, _check_batch, _check_lr, _grid_ts, _record_steps, _whole_steps
 
 # --- sample paths ------------------------------------------------------------------------
@@ -45,11 +45,6 @@ class SamplePaths(eqx.Module):
     batch_size: int = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     discrete: bool = eqx.field(static=True)
-
-
-def _psd_sqrt(X):
-    lam, U = jnp.linalg.eigh(0.5 * (X + X.T))
-    return (U * jnp.sqrt(jnp.clip(lam, 0.0, None))) @ U.T
 
 
 @eqx.filter_jit

@@ -161,7 +161,7 @@ def training_set_spread(
     flow = y
     if discrete:  # the flow, for the bias of gradient descent
         flow, _ = response(problem, m0, v0, t1, ts=ts, t0=t0, config=config)
-    validity = record_indicators(problem, y, cov, 0.0 if lr is None else lr)
+    validity = record_indicators(problem, y, cov, 0.0 if lr is None else lr, 1.0 / num_train)
     result = _result(
         problem,
         ts,

@@ -51,8 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._noise import SKEW_DIRECTIONS, _fourth, _step_skewness
+
 #: Largest value of each indicator at which a prediction counts as valid (module docstring).
 THRESHOLDS: dict[str, float] = {"lr_rho": 1.0, "curvature": 0.5, "kink_proximity": 0.5}
+#: Reported with every prediction, not yet calibrated (no threshold): `escape`, `skewness`.
+#: Eigenvalues of `J` with a real part above this fraction of the spectral radius count as unstable (`escape`).
+_UNSTABLE = 1e-6
+#: At most this many leading noise directions enter `skewness`.
+_NUM_DIRECTIONS = 3
 
 _WHY = {
     "lr_rho": "the step is close to the stability edge (lr * max|eig J| = 2)",
@@ -60,6 +67,11 @@ _WHY = {
     "or a large lr / B): the linear-noise approximation does not hold",
     "kink_proximity": "the predicted band straddles a relu kink m = 0: the seeds are a mixture of both sides "
     "of it, which no Gaussian describes (the prediction holds again once the band has passed the kink)",
+    "escape": "the spread along an unstable direction of J is not small against the mean's distance from the "
+    "saddle along it: the seeds leave the saddle at different times (a noise-driven escape), which no Gaussian "
+    "describes",
+    "skewness": "the step noise summed over a unit of time is skewed (the mean of B / lr images' gradients): "
+    "the first non-Gaussian correction is not small; raise B or lower lr",
 }
 
 
@@ -77,6 +89,8 @@ class Validity(eqx.Module):
     lr_rho: Float[Array, " T"]
     curvature: Float[Array, " T"]
     kink_proximity: Float[Array, " T"]
+    escape: Float[Array, " T"]
+    skewness: Float[Array, " T"]
 
     thresholds: ClassVar[dict[str, float]] = THRESHOLDS
 
@@ -111,16 +125,29 @@ class Validity(eqx.Module):
             )
 
 
-def state_indicators(problem, mu: Float[Array, " n"], Sigma: Float[Array, "n n"], lr) -> tuple[Array, Array]:
-    """`(lr_rho, curvature)` at one predicted state (module docstring)."""
+def state_indicators(problem, mu: Float[Array, " n"], Sigma: Float[Array, "n n"], lr) -> tuple[Array, Array, Array]:
+    """`(lr_rho, curvature, escape)` at one predicted state (module docstring)."""
     F = problem.flat_rhs
-    J = jax.jacfwd(F)(mu)
+    f, J = F(mu), jax.jacfwd(F)(mu)
     H = jax.jacfwd(jax.jacfwd(F))(mu)  # (n, n, n): H_ijk = d^2 F_i / dy_j dy_k
-    rho = jnp.max(jnp.abs(jnp.linalg.eigvals(J)))
+    lam, U = jnp.linalg.eig(J)
+    rho = jnp.max(jnp.abs(lam))
     dJ2 = jnp.einsum("ijk,ijl,kl->", H, H, Sigma)
     norm = jnp.sqrt(jnp.sum(J**2))
     curvature = jnp.sqrt(jnp.clip(dJ2, 0.0, None)) / jnp.where(norm > 0, norm, 1.0)
-    return lr * rho, jnp.where(norm > 0, curvature, jnp.where(dJ2 > 0, jnp.inf, 0.0))
+    curvature = jnp.where(norm > 0, curvature, jnp.where(dJ2 > 0, jnp.inf, 0.0))
+    return lr * rho, curvature, _escape(lam, U, f, Sigma)
+
+
+def _escape(lam, U, f, Sigma) -> Array:
+    """`max over Re lambda > 0 of |lambda| sd(w . y) / |w . F|` (`w` the left eigenvectors, `U^-1`'s rows)."""
+    W = jnp.linalg.inv(U)
+    sd = jnp.sqrt(jnp.clip(jnp.real(jnp.einsum("ij,jk,ik->i", W, Sigma.astype(W.dtype), jnp.conj(W))), 0.0, None))
+    offset = jnp.abs(W @ f.astype(W.dtype))  # |w . F| = |lambda| x the mean's distance from the saddle along u
+    unstable = jnp.real(lam) > _UNSTABLE * jnp.max(jnp.abs(lam))
+    ratio = jnp.abs(lam) * sd / jnp.where(offset > 0, offset, 1.0)
+    ratio = jnp.where(offset > 0, ratio, jnp.where(sd > 0, jnp.inf, 0.0))
+    return jnp.max(jnp.where(unstable, ratio, 0.0))
 
 
 def _kink_proximity(problem, mu: Float[Array, " n"], Sigma: Float[Array, "n n"]) -> Array:
@@ -133,14 +160,27 @@ def _kink_proximity(problem, mu: Float[Array, " n"], Sigma: Float[Array, "n n"])
     return jnp.max(jnp.where(sd > 0, sd / jnp.where(x > 0, x, 1.0), 0.0) + jnp.where((sd > 0) & (x == 0), jnp.inf, 0.0))
 
 
-def record_indicators(problem, mu: Float[Array, "T n"], Sigma: Float[Array, "T n n"], lr) -> Validity:
-    """The `Validity` of a prediction from its saved means and covariances; NaN rows (after a failure) stay NaN."""
+def _skewness(problem, mu: Float[Array, " n"], fourth, noise_scale) -> Array:
+    """`sqrt(noise_scale) max_u |gamma_1(u)|` over the leading noise directions (module docstring)."""
+    m, v = problem.unflatten(mu)
+    skew, lam = _step_skewness(problem, m, v, fourth, min(_NUM_DIRECTIONS, mu.shape[0]))
+    lead = lam >= SKEW_DIRECTIONS * lam[0]
+    return jnp.sqrt(noise_scale) * jnp.max(jnp.where(lead & (lam[0] > 0), skew, 0.0))
+
+
+def record_indicators(problem, mu: Float[Array, "T n"], Sigma: Float[Array, "T n n"], lr, noise_scale) -> Validity:
+    """The `Validity` of a prediction from its saved means and covariances; NaN rows (after a failure) stay NaN.
+
+    `noise_scale`: `lr / B` for online SGD, `1 / num_train` for training sets (the skewness's scale).
+    """
     good = jnp.all(jnp.isfinite(mu), axis=1) & jnp.all(jnp.isfinite(Sigma), axis=(1, 2))
     safe_mu = jnp.where(good[:, None], mu, mu[0][None])
     safe_S = jnp.where(good[:, None, None], Sigma, 0.0)
+    fourth = _fourth(problem)
 
     def one(m, S):
-        return *state_indicators(problem, m, S, lr), _kink_proximity(problem, m, S)
+        lr_rho, curvature, escape = state_indicators(problem, m, S, lr)
+        return lr_rho, curvature, _kink_proximity(problem, m, S), escape, _skewness(problem, m, fourth, noise_scale)
 
     values = jax.vmap(one)(safe_mu, safe_S)
     return Validity(*(jnp.where(good, x, jnp.nan) for x in values))
