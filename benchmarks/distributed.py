@@ -51,8 +51,11 @@ def run(count: int, grid: tuple[int, int], chunk: int, out: pathlib.Path) -> flo
     procs = [
         subprocess.Popen(
             argv
-            + ([] if count == 1 else ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(count)])
-            + ([] if count == 1 else ["--process-id", str(p)]),
+            + (
+                []
+                if count == 1
+                else ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(count), "--process-id", str(p)]
+            ),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
